@@ -1,0 +1,132 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// Publication is one message on its way through a Broker: a message of the
+// protocol with its identity, plus the state change it makes.
+type Publication struct {
+	Type protocol.Type
+	// Data is the canonical JSON of the message's data.
+	Data json.RawMessage
+	// From is the sender's client id; empty for messages the server originates.
+	From string
+	// Seq is the sender's sequence number of an application message. Zero asks
+	// Publish to assign the next one for From.
+	Seq uint64
+	// Off is the session offset; Publish assigns it.
+	Off uint64
+	// To addresses a Send to one client id.
+	To string
+	// Direct lists the client ids the sender reached over a data channel.
+	Direct []string
+	// At is the sender's clock (ms since the epoch), passed through.
+	At float64
+	// Chord, when not empty, becomes the session's current chord.
+	Chord string
+	// Practice, when not nil, becomes the session's practice state.
+	Practice *protocol.Practice
+	// Instance is the id of the instance that published (set by the broker).
+	Instance string
+}
+
+// Message returns the wire message for p.
+func (p *Publication) Message() *protocol.Message {
+	return &protocol.Message{Type: p.Type, Data: p.Data, From: p.From, Seq: p.Seq, Off: p.Off, To: p.To, Direct: p.Direct, At: p.At}
+}
+
+// PublishResult is what Publish did.
+type PublishResult struct {
+	Off uint64
+	Seq uint64
+	// Duplicate is true when Seq was at or below the last accepted seq of From:
+	// nothing was stored or delivered (a resend after a reconnect).
+	Duplicate bool
+}
+
+// HistoryResult is the answer of History.
+type HistoryResult struct {
+	// Pubs holds the publications with Off > since, in offset order.
+	Pubs []*Publication
+	// Complete is false when history no longer reaches back to since+1.
+	Complete bool
+	// Offset is the session's latest offset when History read it.
+	Offset uint64
+}
+
+// State is a session's current state.
+type State struct {
+	Chord     string
+	ChordFrom string
+	Practice  protocol.Practice
+	// Offset is the offset of the last publication this state reflects.
+	Offset uint64
+}
+
+// SessionInfo is a registered session.
+type SessionInfo struct {
+	ID        string    `json:"id"`
+	UserID    int64     `json:"user_id"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Handler receives the publications of a subscribed session. It is called
+// from one goroutine per subscription, in offset order for Publish (ephemeral
+// Sends are interleaved where they arrive). It must not block: the hub only
+// enqueues.
+type Handler func(p *Publication)
+
+// Broker moves a session's messages between the members connected to any
+// instance, and keeps each session's state and bounded history.
+//
+// Delivery contract: every Publish that returns without error has been given
+// an offset, applied to the session's state, appended to its history and will
+// be handed to every current subscriber of the session, on every instance,
+// exactly once and in offset order, unless the subscriber's instance loses the
+// broker meanwhile (it then resumes from History). A Send is delivered at most
+// once and is not stored. Publish checks a sender's sequence: a Seq at or below
+// the last accepted one of From is a Duplicate (not an error), one that skips
+// ahead is ErrBadSequence.
+//
+// Implementations: MemoryBroker (one instance) and RedisBroker (several).
+// Every method is safe for concurrent use; methods that take a ctx may block
+// on I/O until it is done.
+type Broker interface {
+	Publish(ctx context.Context, sid string, p *Publication) (PublishResult, error)
+	Send(ctx context.Context, sid string, p *Publication) error
+	Subscribe(ctx context.Context, sid string, h Handler) (unsubscribe func(), err error)
+	History(ctx context.Context, sid string, since uint64) (HistoryResult, error)
+	State(ctx context.Context, sid string) (State, error)
+	// LastSeq returns the last accepted seq of client id cid (0 if none).
+	LastSeq(ctx context.Context, sid, cid string) (uint64, error)
+	Store
+	// Ready reports whether the broker can reach its backing service.
+	Ready(ctx context.Context) error
+	// Close releases the broker; subscriptions end.
+	Close() error
+}
+
+// Store keeps the registry of sessions, single-use pairing tokens and presence.
+type Store interface {
+	// CreateSession registers s until s.ExpiresAt.
+	CreateSession(ctx context.Context, s SessionInfo) error
+	// Session returns a registered, unexpired session or ErrSessionNotFound.
+	Session(ctx context.Context, id string) (SessionInfo, error)
+	// ExtendSession pushes a session's expiry to at (never shortens it).
+	ExtendSession(ctx context.Context, id string, at time.Time) error
+	// UseOnce marks key used; it returns false if it was already used. Keys are
+	// forgotten after ttl.
+	UseOnce(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Join records m as present in session sid; Leave removes it. A member not
+	// refreshed by Join within the broker's presence TTL disappears by itself.
+	Join(ctx context.Context, sid string, m protocol.Member) error
+	Leave(ctx context.Context, sid, clientID string) error
+	// Members lists the members present in sid, oldest first.
+	Members(ctx context.Context, sid string) ([]protocol.Member, error)
+}
