@@ -31,6 +31,7 @@ type wire struct {
 	Data   json.RawMessage `json:"data"`
 	From   json.RawMessage `json:"from"`
 	Seq    json.RawMessage `json:"seq"`
+	Off    json.RawMessage `json:"off"`
 	To     json.RawMessage `json:"to"`
 	Direct json.RawMessage `json:"direct"`
 	At     json.RawMessage `json:"at"`
@@ -82,6 +83,11 @@ func Decode(b []byte) (*Message, *Error) {
 	if len(w.Seq) > 0 && !isNull(w.Seq) {
 		if err := json.Unmarshal(w.Seq, &m.Seq); err != nil {
 			return nil, Errorf(CodeInvalidData, "seq must be a non-negative integer")
+		}
+	}
+	if len(w.Off) > 0 && !isNull(w.Off) {
+		if err := json.Unmarshal(w.Off, &m.Off); err != nil {
+			return nil, Errorf(CodeInvalidData, "off must be a non-negative integer")
 		}
 	}
 	if len(w.Direct) > 0 && !isNull(w.Direct) {

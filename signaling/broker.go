@@ -31,8 +31,19 @@ type Publication struct {
 	Chord string
 	// Practice, when not nil, becomes the session's practice state.
 	Practice *protocol.Practice
+	// Skip names a client id that must not receive this publication: the
+	// sender of a chord_change, or the newcomer of its own connection_update
+	// (it got that first, directly).
+	Skip string
 	// Instance is the id of the instance that published (set by the broker).
 	Instance string
+}
+
+// sequenced reports whether p carries a sender's sequence number that
+// Publish must check: application messages from a client.
+func (p *Publication) sequenced() bool {
+	return p.From != "" && (p.Type == protocol.TypeChordChange || p.Type == protocol.TypePracticeUpdate ||
+		p.Type == protocol.TypePracticeStart || p.Type == protocol.TypePracticeEnd)
 }
 
 // Message returns the wire message for p.
@@ -47,6 +58,12 @@ type PublishResult struct {
 	// Duplicate is true when Seq was at or below the last accepted seq of From:
 	// nothing was stored or delivered (a resend after a reconnect).
 	Duplicate bool
+	// Local is true when the broker's shared backing (Redis) could not be
+	// reached: Publish then delivered p to this instance's subscribers only,
+	// without an offset (Off 0), without storing it or checking its seq, and
+	// returned an error wrapping ErrUnavailable. The sender should keep the
+	// message and resend it once the broker is back. MemoryBroker never sets it.
+	Local bool
 }
 
 // HistoryResult is the answer of History.

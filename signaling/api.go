@@ -1,0 +1,191 @@
+package signaling
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// maxAPIBody bounds the JSON body of the API's POSTs.
+const maxAPIBody = 4 << 10
+
+// maxUserID keeps random user ids exact in JavaScript numbers (2^53).
+const maxUserID = 1<<53 - 1
+
+// SessionResponse is the answer of POST /api/sessions.
+type SessionResponse struct {
+	SessionID        string    `json:"session_id"`
+	UserID           int64     `json:"user_id"`
+	Role             string    `json:"role"`
+	Token            string    `json:"token"`
+	WSURL            string    `json:"ws_url"`
+	ExpiresAt        time.Time `json:"expires_at"`
+	PairingURL       string    `json:"pairing_url"`
+	PairingExpiresAt time.Time `json:"pairing_expires_at"`
+	PairingQR        string    `json:"pairing_qr"`
+}
+
+// PairResponse is the answer of POST /api/pair.
+type PairResponse struct {
+	SessionID string    `json:"session_id"`
+	UserID    int64     `json:"user_id"`
+	Role      string    `json:"role"`
+	Token     string    `json:"token"`
+	WSURL     string    `json:"ws_url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) apiKeyOK(r *http.Request) bool {
+	key := r.Header.Get("X-API-Key")
+	if key == "" {
+		if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			key = h[7:]
+		}
+	}
+	return key != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) == 1
+}
+
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		UserID *int64 `json:"user_id"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
+	if err != nil || len(body) > maxAPIBody {
+		httpError(w, http.StatusRequestEntityTooLarge, "too_large", "Request body too large")
+		return
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			httpError(w, http.StatusBadRequest, "invalid_json", protocol.MsgInvalidJSON)
+			return
+		}
+	}
+	if s.isDraining() {
+		httpError(w, http.StatusServiceUnavailable, "draining", "Server is shutting down")
+		return
+	}
+	var uid int64
+	if s.cfg.APIKey != "" {
+		if !s.apiKeyOK(r) {
+			httpError(w, http.StatusUnauthorized, "api_key_required", "A valid API key is required to create sessions")
+			return
+		}
+		if req.UserID != nil {
+			if *req.UserID <= 0 || *req.UserID > maxUserID {
+				httpError(w, http.StatusBadRequest, "invalid_data", "user_id must be a positive integer below 2^53")
+				return
+			}
+			uid = *req.UserID
+		}
+	} else if req.UserID != nil {
+		httpError(w, http.StatusForbidden, "forbidden", "user_id may be named only with an API key")
+		return
+	}
+	if uid == 0 {
+		uid = randomUserID()
+	}
+	sid := randomID(16)
+	now := time.Now()
+	info := SessionInfo{ID: sid, UserID: uid, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+	if err := s.broker.CreateSession(r.Context(), info); err != nil {
+		s.log.Error("create session", "err", err)
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "Could not create the session, try again")
+		return
+	}
+	token, exp, err := s.tokens.Sign(uid, sid, protocol.RolePC, tokenSession, s.cfg.SessionTTL)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", "Could not sign a token")
+		return
+	}
+	pairing, pexp, err := s.tokens.Sign(uid, sid, protocol.RolePhone, tokenPairing, s.cfg.PairingTTL)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", "Could not sign a token")
+		return
+	}
+	base := s.baseURL(r)
+	pairURL := base + "/phone/#s=" + sid + "&p=" + url.QueryEscape(pairing)
+	png, err := qrcode.Encode(pairURL, qrcode.Medium, 320)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", "Could not draw the QR code")
+		return
+	}
+	s.log.Info("session created", "session", sid, "user", uid)
+	writeJSON(w, http.StatusCreated, SessionResponse{
+		SessionID: sid, UserID: uid, Role: protocol.RolePC, Token: token,
+		WSURL: wsURL(base, sid), ExpiresAt: exp,
+		PairingURL: pairURL, PairingExpiresAt: pexp,
+		PairingQR: "data:image/png;base64," + base64.StdEncoding.EncodeToString(png),
+	})
+}
+
+func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		PairingToken string `json:"pairing_token"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
+	if err != nil || len(body) > maxAPIBody {
+		httpError(w, http.StatusRequestEntityTooLarge, "too_large", "Request body too large")
+		return
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		httpError(w, http.StatusBadRequest, "invalid_json", protocol.MsgInvalidJSON)
+		return
+	}
+	c, err := s.tokens.Parse(req.PairingToken)
+	if err != nil || c.Type != tokenPairing || c.ID == "" {
+		httpError(w, http.StatusUnauthorized, "invalid_token", "This pairing link is invalid or has expired: scan the new QR code on the PC")
+		return
+	}
+	info, err := s.broker.Session(r.Context(), c.SessionID)
+	if errors.Is(err, ErrSessionNotFound) {
+		httpError(w, http.StatusNotFound, "session_not_found", "This session has ended: open VirtuTune Link on the PC again")
+		return
+	} else if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "Try again in a moment")
+		return
+	}
+	fresh, err := s.broker.UseOnce(r.Context(), "pair:"+c.ID, s.cfg.PairingTTL+time.Minute)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "Try again in a moment")
+		return
+	}
+	if !fresh {
+		httpError(w, http.StatusGone, "pairing_used", "This pairing link was already used: show a new QR code on the PC")
+		return
+	}
+	uid, _ := c.UserID()
+	ttl := time.Until(info.ExpiresAt)
+	if ttl < time.Minute {
+		ttl = time.Minute
+	}
+	token, exp, err := s.tokens.Sign(uid, c.SessionID, protocol.RolePhone, tokenSession, ttl)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", "Could not sign a token")
+		return
+	}
+	s.log.Info("phone paired", "session", c.SessionID, "user", uid)
+	writeJSON(w, http.StatusOK, PairResponse{
+		SessionID: c.SessionID, UserID: uid, Role: protocol.RolePhone, Token: token,
+		WSURL: wsURL(s.baseURL(r), c.SessionID), ExpiresAt: exp,
+	})
+}
+
+func randomUserID() int64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("signaling: crypto/rand failed: " + err.Error())
+	}
+	return int64(binary.BigEndian.Uint64(b[:])%(maxUserID-1)) + 1
+}

@@ -1,0 +1,444 @@
+package signaling
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// MemoryConfig configures a MemoryBroker. Zero values mean the defaults.
+type MemoryConfig struct {
+	// HistorySize bounds each session's history in messages (default 1024).
+	HistorySize int
+	// HistoryTTL drops history entries older than this (default 10 minutes).
+	HistoryTTL time.Duration
+	// MaxSeqClients bounds how many client ids' last sequence numbers a
+	// session remembers (default 64); the least recently used is forgotten.
+	MaxSeqClients int
+	// Instance names this instance in Member.Instance (default "local").
+	Instance string
+	// JanitorInterval is how often expired sessions and single-use keys are
+	// swept (default 1 minute).
+	JanitorInterval time.Duration
+}
+
+func (c *MemoryConfig) fill() {
+	if c.HistorySize <= 0 {
+		c.HistorySize = 1024
+	}
+	if c.HistoryTTL <= 0 {
+		c.HistoryTTL = 10 * time.Minute
+	}
+	if c.MaxSeqClients <= 0 {
+		c.MaxSeqClients = 64
+	}
+	if c.Instance == "" {
+		c.Instance = "local"
+	}
+	if c.JanitorInterval <= 0 {
+		c.JanitorInterval = time.Minute
+	}
+}
+
+// MemoryBroker is the Broker of a single instance: sessions, state, history
+// and presence live in this process. It delivers synchronously: Publish calls
+// every subscriber's Handler before it returns, under the session's lock, so
+// handlers see publications in offset order and must not call the broker.
+type MemoryBroker struct {
+	cfg MemoryConfig
+	now func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*memSession
+	used     map[string]time.Time
+	closed   bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+var _ Broker = (*MemoryBroker)(nil)
+
+type memSession struct {
+	mu      sync.Mutex
+	info    SessionInfo
+	state   State
+	seqs    map[string]*seqEntry
+	history []*Publication // ring, oldest first (trimmed from the front)
+	times   []time.Time
+	trimmed uint64 // highest offset dropped from history
+	subs    map[uint64]Handler
+	nextSub uint64
+	members map[string]protocol.Member
+}
+
+type seqEntry struct {
+	seq  uint64
+	used time.Time
+}
+
+// NewMemoryBroker returns a MemoryBroker and starts its janitor; Close stops it.
+func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
+	cfg.fill()
+	b := &MemoryBroker{
+		cfg:      cfg,
+		now:      time.Now,
+		sessions: make(map[string]*memSession),
+		used:     make(map[string]time.Time),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go b.janitor()
+	return b
+}
+
+func (b *MemoryBroker) janitor() {
+	defer close(b.done)
+	t := time.NewTicker(b.cfg.JanitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.sweep()
+		}
+	}
+}
+
+// sweep forgets expired sessions (those nobody subscribes to) and used keys.
+func (b *MemoryBroker) sweep() {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, exp := range b.used {
+		if now.After(exp) {
+			delete(b.used, k)
+		}
+	}
+	for id, s := range b.sessions {
+		s.mu.Lock()
+		dead := now.After(s.info.ExpiresAt) && len(s.subs) == 0
+		s.mu.Unlock()
+		if dead {
+			delete(b.sessions, id)
+		}
+	}
+}
+
+func (b *MemoryBroker) session(id string) (*memSession, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrBrokerClosed
+	}
+	s, ok := b.sessions[id]
+	if !ok || b.now().After(s.info.ExpiresAt) {
+		return nil, ErrSessionNotFound
+	}
+	return s, nil
+}
+
+// CreateSession implements Store.
+func (b *MemoryBroker) CreateSession(_ context.Context, info SessionInfo) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrBrokerClosed
+	}
+	b.sessions[info.ID] = &memSession{
+		info:    info,
+		seqs:    make(map[string]*seqEntry),
+		subs:    make(map[uint64]Handler),
+		members: make(map[string]protocol.Member),
+	}
+	return nil
+}
+
+// Session implements Store.
+func (b *MemoryBroker) Session(_ context.Context, id string) (SessionInfo, error) {
+	s, err := b.session(id)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info, nil
+}
+
+// ExtendSession implements Store.
+func (b *MemoryBroker) ExtendSession(_ context.Context, id string, at time.Time) error {
+	s, err := b.session(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if at.After(s.info.ExpiresAt) {
+		s.info.ExpiresAt = at
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// UseOnce implements Store.
+func (b *MemoryBroker) UseOnce(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false, ErrBrokerClosed
+	}
+	now := b.now()
+	if exp, ok := b.used[key]; ok && now.Before(exp) {
+		return false, nil
+	}
+	b.used[key] = now.Add(ttl)
+	return true, nil
+}
+
+// Join implements Store.
+func (b *MemoryBroker) Join(_ context.Context, sid string, m protocol.Member) error {
+	s, err := b.session(sid)
+	if err != nil {
+		return err
+	}
+	if m.Instance == "" {
+		m.Instance = b.cfg.Instance
+	}
+	s.mu.Lock()
+	s.members[m.ClientID] = m
+	s.mu.Unlock()
+	return nil
+}
+
+// Leave implements Store.
+func (b *MemoryBroker) Leave(_ context.Context, sid, clientID string) error {
+	s, err := b.session(sid)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.members, clientID)
+	s.mu.Unlock()
+	return nil
+}
+
+// Members implements Store.
+func (b *MemoryBroker) Members(_ context.Context, sid string) ([]protocol.Member, error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	out := make([]protocol.Member, 0, len(s.members))
+	for _, m := range s.members {
+		out = append(out, m)
+	}
+	s.mu.Unlock()
+	sortMembers(out)
+	return out, nil
+}
+
+func sortMembers(ms []protocol.Member) {
+	sort.Slice(ms, func(i, j int) bool {
+		if !ms[i].Since.Equal(ms[j].Since) {
+			return ms[i].Since.Before(ms[j].Since)
+		}
+		return ms[i].ClientID < ms[j].ClientID
+	})
+}
+
+// Publish implements Broker.
+func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (PublishResult, error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	now := b.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.sequenced() {
+		e := s.seqs[p.From]
+		var last uint64
+		if e != nil {
+			last = e.seq
+		}
+		switch {
+		case p.Seq == 0:
+			p.Seq = last + 1
+		case p.Seq <= last:
+			return PublishResult{Seq: p.Seq, Duplicate: true}, nil
+		case p.Seq > last+1:
+			return PublishResult{Seq: p.Seq}, ErrBadSequence
+		}
+		if e == nil {
+			s.rememberSeq(p.From, b.cfg.MaxSeqClients)
+			e = s.seqs[p.From]
+		}
+		e.seq = p.Seq
+		e.used = now
+	}
+	s.state.Offset++
+	p.Off = s.state.Offset
+	p.Instance = b.cfg.Instance
+	if p.Chord != "" {
+		s.state.Chord = p.Chord
+		s.state.ChordFrom = p.From
+	}
+	if p.Practice != nil {
+		s.state.Practice = *p.Practice
+	}
+	s.appendHistory(p, now, b.cfg)
+	for _, h := range s.subs {
+		h(p)
+	}
+	return PublishResult{Off: p.Off, Seq: p.Seq}, nil
+}
+
+// rememberSeq makes room for one more client id, forgetting the least recently used.
+func (s *memSession) rememberSeq(id string, max int) {
+	if len(s.seqs) >= max {
+		var oldest string
+		var t time.Time
+		for k, e := range s.seqs {
+			if oldest == "" || e.used.Before(t) {
+				oldest, t = k, e.used
+			}
+		}
+		delete(s.seqs, oldest)
+	}
+	s.seqs[id] = &seqEntry{}
+}
+
+func (s *memSession) appendHistory(p *Publication, now time.Time, cfg MemoryConfig) {
+	s.history = append(s.history, p)
+	s.times = append(s.times, now)
+	drop := 0
+	if n := len(s.history) - cfg.HistorySize; n > 0 {
+		drop = n
+	}
+	for drop < len(s.times) && now.Sub(s.times[drop]) > cfg.HistoryTTL {
+		drop++
+	}
+	if drop > 0 {
+		s.trimmed = s.history[drop-1].Off
+		// Move the tail down now and then rather than leaking the head.
+		if drop >= len(s.history)/2 || cap(s.history) > 4*cfg.HistorySize {
+			s.history = append(s.history[:0:0], s.history[drop:]...)
+			s.times = append(s.times[:0:0], s.times[drop:]...)
+		} else {
+			s.history = s.history[drop:]
+			s.times = s.times[drop:]
+		}
+	}
+}
+
+// Send implements Broker.
+func (b *MemoryBroker) Send(_ context.Context, sid string, p *Publication) error {
+	s, err := b.session(sid)
+	if err != nil {
+		return err
+	}
+	p.Instance = b.cfg.Instance
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.subs {
+		h(p)
+	}
+	return nil
+}
+
+// Subscribe implements Broker.
+func (b *MemoryBroker) Subscribe(_ context.Context, sid string, h Handler) (func(), error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.nextSub++
+	id := s.nextSub
+	s.subs[id] = h
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.subs, id)
+			s.mu.Unlock()
+		})
+	}, nil
+}
+
+// History implements Broker.
+func (b *MemoryBroker) History(_ context.Context, sid string, since uint64) (HistoryResult, error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return HistoryResult{}, err
+	}
+	now := b.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := HistoryResult{Offset: s.state.Offset, Complete: since >= s.trimmed}
+	for i, p := range s.history {
+		if p.Off <= since {
+			continue
+		}
+		if now.Sub(s.times[i]) > b.cfg.HistoryTTL {
+			res.Complete = false
+			continue
+		}
+		res.Pubs = append(res.Pubs, p)
+	}
+	return res, nil
+}
+
+// State implements Broker.
+func (b *MemoryBroker) State(_ context.Context, sid string) (State, error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return State{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, nil
+}
+
+// LastSeq implements Broker.
+func (b *MemoryBroker) LastSeq(_ context.Context, sid, cid string) (uint64, error) {
+	s, err := b.session(sid)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.seqs[cid]; e != nil {
+		return e.seq, nil
+	}
+	return 0, nil
+}
+
+// Ready implements Broker: a MemoryBroker is ready until closed.
+func (b *MemoryBroker) Ready(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrBrokerClosed
+	}
+	return nil
+}
+
+// Close implements Broker. It stops the janitor and waits for it.
+func (b *MemoryBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	close(b.stop)
+	<-b.done
+	return nil
+}

@@ -1,0 +1,195 @@
+package signaling
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// Config configures a Server. The zero value of every field but Secret means
+// the documented default; New fills them in and Validate rejects nonsense.
+type Config struct {
+	// Secret signs and verifies tokens (HS256), shared by every instance and
+	// by the main VirtuTune application. At least MinSecretLen bytes. Required.
+	Secret []byte
+	// APIKey, when set, is required to create sessions (and lets the caller
+	// name user_id). Empty: anyone may create a session as a fresh user.
+	APIKey string
+	// AllowedOrigins are extra Origins (scheme://host[:port]) allowed to open
+	// the WebSocket, besides the server's own origin. "*" is refused.
+	AllowedOrigins []string
+	// PublicURL, when set (e.g. https://link.example.com), is the base of
+	// pairing URLs and the server's own origin; otherwise they come from the
+	// request (with the LAN address in place of localhost).
+	PublicURL string
+	// Broker carries messages between members; nil means a MemoryBroker that
+	// the Server owns and closes.
+	Broker Broker
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Static serves everything that is not API, WebSocket, health or metrics
+	// (the web pages); nil answers 404.
+	Static http.Handler
+	// Registerer registers the server's Prometheus metrics; nil means a new
+	// registry of the server's own, served at /metrics.
+	Registry *prometheus.Registry
+	// Instance names this instance in presence and logs; default a random id.
+	Instance string
+
+	// SessionTTL is how long a session and its tokens live (default 12h). A
+	// session with a member connected is extended as it is used.
+	SessionTTL time.Duration
+	// PairingTTL is how long a pairing link stays valid (default 300 s, the
+	// original's). It can be used once.
+	PairingTTL time.Duration
+
+	Limits Limits
+}
+
+// Limits bound every part of the message path. Zero values mean the defaults.
+type Limits struct {
+	// MaxMessageSize bounds one WebSocket frame in bytes (default
+	// protocol.MaxMessageSize, 32 KiB). A larger frame closes with 1009.
+	MaxMessageSize int64
+	// SendQueue bounds each client's queue of messages waiting to be written
+	// (default 256). A client whose queue is full is closed with 4000 (slow
+	// consumer); nobody else waits for it.
+	SendQueue int
+	// MaxMembers bounds the connected members of a session (default 8). One
+	// more is refused with close 4103 right after the upgrade.
+	MaxMembers int
+	// MaxSessions bounds the sessions with a member connected to this
+	// instance (default 20000); MaxConns the WebSocket connections (default
+	// 50000). Beyond either, the upgrade is refused with 503.
+	MaxSessions int
+	MaxConns    int
+	// Rate is the sustained messages per second per connection (default 50),
+	// Burst the bucket size (default 100). A message over the rate is dropped
+	// with error rate_limited; after FloodClose consecutive drops (default 200)
+	// the connection is closed with 1008.
+	Rate       float64
+	Burst      int
+	FloodClose int
+	// SignalRate bounds signaling messages (rtc_*) per second per session
+	// (default 50, burst 200); beyond it they are dropped with rate_limited.
+	SignalRate  float64
+	SignalBurst int
+	// PingInterval is how often the server pings each client (default 20 s);
+	// PongWait how long it waits for any frame before it drops the client
+	// (default 45 s); WriteWait bounds one write (default 10 s).
+	PingInterval time.Duration
+	PongWait     time.Duration
+	WriteWait    time.Duration
+}
+
+func (l *Limits) fill() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if l.MaxMessageSize == 0 {
+		l.MaxMessageSize = protocol.MaxMessageSize
+	}
+	def(&l.SendQueue, 256)
+	def(&l.MaxMembers, 8)
+	def(&l.MaxSessions, 20000)
+	def(&l.MaxConns, 50000)
+	if l.Rate == 0 {
+		l.Rate = 50
+	}
+	def(&l.Burst, 100)
+	def(&l.FloodClose, 200)
+	if l.SignalRate == 0 {
+		l.SignalRate = 50
+	}
+	def(&l.SignalBurst, 200)
+	if l.PingInterval == 0 {
+		l.PingInterval = 20 * time.Second
+	}
+	if l.PongWait == 0 {
+		l.PongWait = 45 * time.Second
+	}
+	if l.WriteWait == 0 {
+		l.WriteWait = 10 * time.Second
+	}
+}
+
+func (c *Config) fill() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Instance == "" {
+		c.Instance = randomID(6)
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 12 * time.Hour
+	}
+	if c.PairingTTL == 0 {
+		c.PairingTTL = 300 * time.Second
+	}
+	c.Limits.fill()
+}
+
+// Validate reports the first setting that makes no sense, naming it.
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", errInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	if len(c.Secret) < MinSecretLen {
+		return bad("secret must be at least %d bytes (VIRTUTUNE_SECRET)", MinSecretLen)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			return bad("allowed origin \"*\" would let any site open the WebSocket; list origins instead")
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return bad("allowed origin %q must look like https://host[:port]", o)
+		}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("public URL %q must look like https://host[:port]", c.PublicURL)
+		}
+	}
+	if c.SessionTTL < time.Minute {
+		return bad("session TTL %s is shorter than a minute", c.SessionTTL)
+	}
+	if c.PairingTTL < 10*time.Second || c.PairingTTL > c.SessionTTL {
+		return bad("pairing TTL %s must be between 10s and the session TTL", c.PairingTTL)
+	}
+	l := c.Limits
+	switch {
+	case l.MaxMessageSize < 1024:
+		return bad("max message size %d is below 1024 bytes", l.MaxMessageSize)
+	case l.SendQueue < 8:
+		return bad("send queue %d is below 8", l.SendQueue)
+	case l.MaxMembers < 2:
+		return bad("max members %d is below 2 (a phone and a PC)", l.MaxMembers)
+	case l.MaxSessions < 1 || l.MaxConns < 2:
+		return bad("max sessions/conns must be positive")
+	case l.Rate <= 0 || l.Burst < 1 || l.FloodClose < 1:
+		return bad("rate limits must be positive")
+	case l.SignalRate <= 0 || l.SignalBurst < 1:
+		return bad("signaling rate limits must be positive")
+	case l.PongWait <= l.PingInterval:
+		return bad("pong wait %s must exceed the ping interval %s", l.PongWait, l.PingInterval)
+	case l.WriteWait <= 0:
+		return bad("write wait must be positive")
+	}
+	return nil
+}
+
+// normalizeOrigin lowercases scheme and host and drops a trailing slash.
+func normalizeOrigin(o string) string {
+	return strings.TrimSuffix(strings.ToLower(o), "/")
+}

@@ -1,0 +1,262 @@
+package signaling_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
+
+// tlogger routes logs to t.Logf.
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testServer struct {
+	*signaling.Server
+	HTTP *httptest.Server
+	URL  string
+}
+
+// newServer starts a signaling server on loopback; cleanup closes it.
+func newServer(t testing.TB, mod func(*signaling.Config)) *testServer {
+	t.Helper()
+	cfg := signaling.Config{Secret: testSecret, Logger: testLogger(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := signaling.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		_ = srv.Close()
+		hs.Close()
+	})
+	return &testServer{Server: srv, HTTP: hs, URL: hs.URL}
+}
+
+func (ts *testServer) createSession(t testing.TB) signaling.SessionResponse {
+	t.Helper()
+	resp, err := http.Post(ts.URL+"/api/sessions", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create session: status %d", resp.StatusCode)
+	}
+	var s signaling.SessionResponse
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// pair trades the pairing token of s for a phone token.
+func (ts *testServer) pair(t testing.TB, s signaling.SessionResponse) signaling.PairResponse {
+	t.Helper()
+	code, body := ts.pairRaw(t, pairingToken(t, s.PairingURL))
+	if code != http.StatusOK {
+		t.Fatalf("pair: status %d %s", code, body)
+	}
+	var p signaling.PairResponse
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (ts *testServer) pairRaw(t testing.TB, tok string) (int, []byte) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"pairing_token": tok})
+	resp, err := http.Post(ts.URL+"/api/pair", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.Bytes()
+}
+
+func pairingToken(t testing.TB, pairingURL string) string {
+	t.Helper()
+	u, err := url.Parse(pairingURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := url.ParseQuery(u.Fragment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Get("p")
+}
+
+func (ts *testServer) wsURL(sid string) string {
+	return "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws/guitar/" + sid + "/"
+}
+
+// wsClient is a test WebSocket client with bounded reads.
+type wsClient struct {
+	t    testing.TB
+	conn *websocket.Conn
+	ID   string
+}
+
+// dialRaw dials and returns the response even on refusal.
+func (ts *testServer) dialRaw(t testing.TB, sid, token string, h http.Header, query string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	u := ts.wsURL(sid)
+	q := url.Values{}
+	if token != "" {
+		q.Set("token", token)
+	}
+	if query != "" {
+		extra, _ := url.ParseQuery(query)
+		for k, vs := range extra {
+			q[k] = vs
+		}
+	}
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return d.Dial(u, h)
+}
+
+// join dials as a member and consumes its connection_update and session_state.
+func (ts *testServer) join(t testing.TB, sid, token string) (*wsClient, protocol.SessionState) {
+	t.Helper()
+	conn, resp, err := ts.dialRaw(t, sid, token, nil, "")
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial: %v (status %d)", err, status)
+	}
+	c := &wsClient{t: t, conn: conn}
+	t.Cleanup(func() { conn.Close() })
+	first := c.next()
+	if first.Type != protocol.TypeConnectionUpdate {
+		t.Fatalf("first message is %s, want connection_update", first.Type)
+	}
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, first.Data, &cu)
+	if cu.Status != protocol.StatusConnected || cu.ClientID == "" {
+		t.Fatalf("first connection_update = %+v", cu)
+	}
+	c.ID = cu.ClientID
+	st := c.next()
+	if st.Type != protocol.TypeSessionState {
+		t.Fatalf("second message is %s, want session_state", st.Type)
+	}
+	var snap protocol.SessionState
+	mustUnmarshal(t, st.Data, &snap)
+	return c, snap
+}
+
+func mustUnmarshal(t testing.TB, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("unmarshal %s: %v", b, err)
+	}
+}
+
+func (c *wsClient) sendRaw(s string) {
+	c.t.Helper()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *wsClient) send(typ protocol.Type, data any) {
+	c.t.Helper()
+	m := protocol.MustMarshal(typ, data)
+	c.sendRaw(string(protocol.Encode(m)))
+}
+
+// next reads the next message within 5 s.
+func (c *wsClient) next() *protocol.Message {
+	c.t.Helper()
+	m, err := c.read(5 * time.Second)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func (c *wsClient) read(d time.Duration) (*protocol.Message, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(d))
+	_, b, err := c.conn.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	m, perr := protocol.Decode(b)
+	if perr != nil {
+		c.t.Fatalf("server sent undecodable %q: %v", b, perr)
+	}
+	return m, nil
+}
+
+// nextOf skips connection_update messages of others and returns the next
+// message of type typ; any other type fails the test.
+func (c *wsClient) expect(typ protocol.Type) *protocol.Message {
+	c.t.Helper()
+	m := c.next()
+	if m.Type != typ {
+		c.t.Fatalf("got %s %s, want %s", m.Type, m.Data, typ)
+	}
+	return m
+}
+
+// sync proves that nothing else is queued for c: it pings and expects the
+// pong as the very next message.
+func (c *wsClient) sync() {
+	c.t.Helper()
+	c.send(protocol.TypePing, map[string]any{"timestamp": "sync"[:0] + "2024-01-01T00:00:00Z"})
+	m := c.next()
+	if m.Type != protocol.TypePong {
+		c.t.Fatalf("expected nothing before pong, got %s %s", m.Type, m.Data)
+	}
+}
+
+func errData(t testing.TB, m *protocol.Message) protocol.Error {
+	t.Helper()
+	if m.Type != protocol.TypeError {
+		t.Fatalf("got %s %s, want error", m.Type, m.Data)
+	}
+	var e protocol.Error
+	mustUnmarshal(t, m.Data, &e)
+	return e
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

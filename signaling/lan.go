@@ -1,0 +1,99 @@
+package signaling
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// lanAddr returns the first non-loopback unicast address of this machine,
+// preferring private IPv4 (what a phone on the same Wi-Fi reaches), then any
+// IPv4, then a global IPv6. It returns "" when there is none.
+func lanAddr() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	var private, v4, v6 string
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
+			continue
+		}
+		switch {
+		case ip.Is4() && ip.IsPrivate() && private == "":
+			private = ip.String()
+		case ip.Is4() && v4 == "":
+			v4 = ip.String()
+		case ip.Is6() && ip.IsGlobalUnicast() && v6 == "":
+			v6 = "[" + ip.String() + "]"
+		}
+	}
+	for _, s := range []string{private, v4, v6} {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// isLocalHost reports whether host (without port) names this machine's loopback.
+func isLocalHost(host string) bool {
+	host = strings.Trim(strings.ToLower(host), "[]")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.IsLoopback() || ip.IsUnspecified())
+}
+
+// baseURL returns the scheme://host[:port] a phone should use to reach this
+// server: the public URL when configured; else the request's host, with the
+// LAN address in place of a loopback name. Forwarded headers are trusted for
+// the scheme only (a TLS-terminating proxy sets X-Forwarded-Proto).
+func (s *Server) baseURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return strings.TrimSuffix(s.cfg.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	host := r.Host
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		h, port = host, ""
+	}
+	if isLocalHost(h) {
+		if lan := lanAddr(); lan != "" {
+			h = lan
+		}
+	}
+	if port != "" {
+		return scheme + "://" + joinHostPort(h, port)
+	}
+	return scheme + "://" + h
+}
+
+func joinHostPort(h, port string) string {
+	if strings.HasPrefix(h, "[") {
+		return h + ":" + port
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// wsURL turns an http(s) base into the session's ws(s) URL.
+func wsURL(base, sid string) string {
+	switch {
+	case strings.HasPrefix(base, "https://"):
+		base = "wss://" + strings.TrimPrefix(base, "https://")
+	case strings.HasPrefix(base, "http://"):
+		base = "ws://" + strings.TrimPrefix(base, "http://")
+	}
+	return base + "/ws/guitar/" + sid + "/"
+}

@@ -1,0 +1,71 @@
+package signaling
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics, registered on its own registry
+// so that several servers can live in one process (tests, benchmarks).
+type metrics struct {
+	conns          prometheus.Gauge
+	sessions       prometheus.Gauge
+	connsTotal     prometheus.Counter
+	refusals       *prometheus.CounterVec // by HTTP status
+	messages       *prometheus.CounterVec // by type, direction
+	errors         *prometheus.CounterVec // by code
+	closes         *prometheus.CounterVec // by close code
+	queueDrops     prometheus.Counter
+	suppressed     prometheus.Counter
+	publishLatency prometheus.Histogram
+	brokerUp       prometheus.Gauge
+	peerLatency    *prometheus.HistogramVec // by path
+	p2pStates      *prometheus.CounterVec   // by up, reason
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "virtutune_connections", Help: "WebSocket connections open on this instance."}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "virtutune_sessions_active", Help: "Sessions with at least one member connected to this instance."}),
+		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "virtutune_connections_total", Help: "WebSocket connections accepted."}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "virtutune_ws_refusals_total", Help: "WebSocket upgrades refused, by HTTP status."}, []string{"status"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "virtutune_messages_total", Help: "Messages by type and direction (in: from clients, out: relayed to clients)."},
+			[]string{"type", "dir"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "virtutune_errors_total", Help: "Error messages sent to clients, by code."}, []string{"code"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "virtutune_closes_total", Help: "Connections closed, by close code."}, []string{"code"}),
+		queueDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "virtutune_send_queue_overflows_total", Help: "Clients closed because their send queue was full."}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "virtutune_relay_suppressed_total", Help: "Relay deliveries skipped because the message went over a data channel."}),
+		publishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "virtutune_broker_publish_seconds", Help: "Time the broker took to publish one message.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 16)}),
+		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "virtutune_broker_up", Help: "1 while the broker (Redis) is reachable, 0 while degraded."}),
+		peerLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "virtutune_chord_latency_seconds", Help: "End-to-end one-way chord latency reported by peers, by path.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16)}, []string{"path"}),
+		p2pStates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "virtutune_p2p_state_total", Help: "Data channel state reports from peers, by state and reason."},
+			[]string{"state", "reason"}),
+	}
+	reg.MustRegister(m.conns, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
+		m.queueDrops, m.suppressed, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
+	return m
+}
+
+// registerRuntime adds the Go and process collectors to a registry the server created.
+func registerRuntime(reg *prometheus.Registry) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+func (m *metrics) closed(code int) { m.closes.WithLabelValues(strconv.Itoa(code)).Inc() }

@@ -1,0 +1,214 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the signaling server: an http.Handler plus the hub of connected
+// clients. Create it with New, serve Handler, stop it with Shutdown or Close.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	tokens    *Tokens
+	broker    Broker
+	ownBroker bool
+	reg       *prometheus.Registry
+	metrics   *metrics
+	upgrader  websocket.Upgrader
+	router    chi.Router
+	hub       *hub
+
+	mu       sync.Mutex
+	draining bool
+	conns    sync.WaitGroup // every connection's goroutines
+
+	stop     chan struct{}
+	bg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New validates cfg, fills its defaults and returns a Server ready to serve.
+func New(cfg Config) (*Server, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tokens, err := NewTokens(cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "signaling", "instance", cfg.Instance),
+		tokens: tokens,
+		broker: cfg.Broker,
+		stop:   make(chan struct{}),
+	}
+	if s.broker == nil {
+		s.broker = NewMemoryBroker(MemoryConfig{Instance: cfg.Instance})
+		s.ownBroker = true
+	}
+	s.reg = cfg.Registry
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		registerRuntime(s.reg)
+	}
+	s.metrics = newMetrics(s.reg)
+	s.metrics.brokerUp.Set(1)
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:    4096,
+		WriteBufferSize:   4096,
+		HandshakeTimeout:  10 * time.Second,
+		EnableCompression: false,
+		// The Origin was checked before the upgrade (checkOrigin); gorilla's
+		// own check would refuse allowed cross-origin pages.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.hub = newHub(s)
+	s.router = s.routes()
+	s.bg.Add(1)
+	go s.watchBroker()
+	return s, nil
+}
+
+func (s *Server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Post("/api/sessions", s.handleCreateSession)
+	r.Post("/api/pair", s.handlePair)
+	r.Get("/ws/guitar/{session_id}/", s.handleWS)
+	r.Get("/ws/guitar/{session_id}", s.handleWS)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", s.handleReady)
+	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Static != nil {
+			s.cfg.Static.ServeHTTP(w, r)
+			return
+		}
+		httpError(w, http.StatusNotFound, "not_found", "Not found")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed")
+	})
+	return r
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.router }
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// Broker returns the server's broker.
+func (s *Server) Broker() Broker { return s.broker }
+
+// Registry returns the registry the server's metrics live in.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Tokens returns the server's token signer.
+func (s *Server) Tokens() *Tokens { return s.tokens }
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	if err := s.broker.Ready(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "degraded", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// watchBroker polls the broker's health for the broker_up gauge.
+func (s *Server) watchBroker() {
+	defer s.bg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			err := s.broker.Ready(ctx)
+			cancel()
+			if err != nil {
+				s.metrics.brokerUp.Set(0)
+			} else {
+				s.metrics.brokerUp.Set(1)
+			}
+		}
+	}
+}
+
+// Shutdown stops accepting connections, closes every client with 1001
+// (going away, so it reconnects at once elsewhere), and waits for their
+// goroutines until ctx is done. It closes the broker if the server created it.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.hub.closeAll(1001, "server shutting down")
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.bg.Wait()
+	if s.ownBroker {
+		if cerr := s.broker.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Close is Shutdown with a 5 s bound.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// httpError writes the JSON error body every refusal has.
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+var errDraining = errors.New("signaling: server is shutting down")

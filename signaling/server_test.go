@@ -1,0 +1,402 @@
+package signaling_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis and httptest keep pooled connections briefly after Close.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
+}
+
+// pcAndPhone creates a session and joins a PC and a paired phone.
+func pcAndPhone(t *testing.T, ts *testServer) (sess signaling.SessionResponse, pc, phone *wsClient) {
+	t.Helper()
+	sess = ts.createSession(t)
+	pc, _ = ts.join(t, sess.SessionID, sess.Token)
+	ph := ts.pair(t, sess)
+	phone, _ = ts.join(t, sess.SessionID, ph.Token)
+	// The PC sees the phone arrive.
+	m := pc.expect(protocol.TypeConnectionUpdate)
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, m.Data, &cu)
+	if cu.Status != protocol.StatusConnected || cu.ClientID != phone.ID || cu.UserID != sess.UserID {
+		t.Fatalf("pc saw %+v", cu)
+	}
+	return sess, pc, phone
+}
+
+// Original: test_connect — connecting succeeds and the first message is the
+// newcomer's own connection_update connected with its user id.
+func TestConnectFirstMessageIsOwnConnectionUpdate(t *testing.T) {
+	ts := newServer(t, nil)
+	sess := ts.createSession(t)
+	conn, _, err := ts.dialRaw(t, sess.SessionID, sess.Token, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &wsClient{t: t, conn: conn}
+	m := c.expect(protocol.TypeConnectionUpdate)
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, m.Data, &cu)
+	if cu.Status != "connected" || cu.UserID != sess.UserID || cu.Role != "pc" {
+		t.Fatalf("connection_update = %+v", cu)
+	}
+	// The seed's exact shape: data.status and data.user_id.
+	var raw map[string]any
+	mustUnmarshal(t, m.Data, &raw)
+	if raw["status"] != "connected" || raw["user_id"] != float64(sess.UserID) {
+		t.Fatalf("raw data = %v", raw)
+	}
+	st := c.expect(protocol.TypeSessionState)
+	var snap protocol.SessionState
+	mustUnmarshal(t, st.Data, &snap)
+	if snap.SessionID != sess.SessionID || len(snap.Members) != 1 || snap.Members[0].ClientID != cu.ClientID {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+}
+
+// Original: test_invalid_session — an unknown session id is refused.
+func TestUnknownSessionRefused(t *testing.T) {
+	ts := newServer(t, nil)
+	tok, _, err := ts.Tokens().Sign(7, "nosuchsession123", "pc", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, resp, err := ts.dialRaw(t, "nosuchsession123", tok, nil, "")
+	if err == nil {
+		t.Fatal("dial succeeded")
+	}
+	assertRefusal(t, resp, http.StatusNotFound)
+}
+
+// Original: test_chord_change — reaches the other member, not the sender.
+func TestChordChangeReachesOtherNotSender(t *testing.T) {
+	ts := newServer(t, nil)
+	_, pc, phone := pcAndPhone(t, ts)
+	phone.send(protocol.TypeChordChange, map[string]string{"chord": "Am"})
+	m := pc.expect(protocol.TypeChordChange)
+	var cc protocol.ChordChange
+	mustUnmarshal(t, m.Data, &cc)
+	if cc.Chord != "Am" || m.From != phone.ID || m.Seq != 1 || m.Off == 0 {
+		t.Fatalf("pc got %+v %s", cc, protocol.Encode(m))
+	}
+	phone.sync() // nothing came back to the sender before the pong
+	pc.sync()
+}
+
+// Original: test_ping_pong — pong echoes the timestamp, to the sender alone.
+func TestPingPong(t *testing.T) {
+	ts := newServer(t, nil)
+	_, pc, phone := pcAndPhone(t, ts)
+	for _, ts := range []string{`"2024-01-01T00:00:00Z"`, `1718000000123`, `1718000000123.5`} {
+		pc.sendRaw(`{"type":"ping","data":{"timestamp":` + ts + `}}`)
+		m := pc.expect(protocol.TypePong)
+		var d struct {
+			Timestamp json.RawMessage `json:"timestamp"`
+		}
+		mustUnmarshal(t, m.Data, &d)
+		if string(d.Timestamp) != ts {
+			t.Fatalf("pong timestamp %s, want %s", d.Timestamp, ts)
+		}
+	}
+	phone.sync()
+}
+
+// Original: test_practice_start / test_practice_end — every member, the sender
+// included, gets practice_update.
+func TestPracticeUpdateToEveryone(t *testing.T) {
+	ts := newServer(t, nil)
+	_, pc, phone := pcAndPhone(t, ts)
+	for _, c := range []struct {
+		typ    protocol.Type
+		status string
+	}{{protocol.TypePracticeStart, "started"}, {protocol.TypePracticeEnd, "ended"}} {
+		phone.send(c.typ, map[string]string{"timestamp": "2024-01-01T00:00:00Z"})
+		for _, who := range []*wsClient{phone, pc} {
+			m := who.expect(protocol.TypePracticeUpdate)
+			var pu protocol.PracticeUpdate
+			mustUnmarshal(t, m.Data, &pu)
+			if pu.Status != c.status || string(pu.Timestamp) != `"2024-01-01T00:00:00Z"` {
+				t.Fatalf("practice_update = %+v", pu)
+			}
+		}
+	}
+}
+
+// Original: test_invalid_json / test_unknown_message_type — an error, and the
+// connection stays usable.
+func TestInvalidJSONAndUnknownType(t *testing.T) {
+	ts := newServer(t, nil)
+	_, pc, phone := pcAndPhone(t, ts)
+	phone.sendRaw(`{not json`)
+	if e := errData(t, phone.next()); e.Message != "Invalid JSON format" || e.Code != protocol.CodeInvalidJSON {
+		t.Fatalf("error = %+v", e)
+	}
+	phone.sendRaw(`{"type":"strum","data":{}}`)
+	if e := errData(t, phone.next()); e.Message != "Unknown message type: strum" || e.Code != protocol.CodeUnknownType {
+		t.Fatalf("error = %+v", e)
+	}
+	phone.sendRaw(`{"type":"chord_change","data":{}}`)
+	if e := errData(t, phone.next()); e.Message != "Chord is required" {
+		t.Fatalf("error = %+v", e)
+	}
+	// still usable
+	phone.send(protocol.TypeChordChange, map[string]string{"chord": "G"})
+	m := pc.expect(protocol.TypeChordChange)
+	if !strings.Contains(string(m.Data), `"G"`) {
+		t.Fatalf("pc got %s", m.Data)
+	}
+	phone.sync()
+}
+
+// Original: test_disconnect — the other member sees connection_update disconnected.
+func TestDisconnectNotice(t *testing.T) {
+	ts := newServer(t, nil)
+	sess, pc, phone := pcAndPhone(t, ts)
+	phone.conn.Close()
+	m := pc.expect(protocol.TypeConnectionUpdate)
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, m.Data, &cu)
+	if cu.Status != "disconnected" || cu.UserID != sess.UserID || cu.ClientID != phone.ID {
+		t.Fatalf("connection_update = %+v", cu)
+	}
+}
+
+// The newcomer's snapshot carries the current chord, practice and members.
+func TestSnapshotForNewcomer(t *testing.T) {
+	ts := newServer(t, nil)
+	sess, pc, phone := pcAndPhone(t, ts)
+	phone.send(protocol.TypeChordChange, map[string]string{"chord": "F#m7"})
+	pc.expect(protocol.TypeChordChange)
+	phone.send(protocol.TypePracticeStart, map[string]any{"timestamp": 1718000000000})
+	phone.expect(protocol.TypePracticeUpdate)
+	pc.expect(protocol.TypePracticeUpdate)
+	third, snap := ts.join(t, sess.SessionID, sess.Token)
+	if snap.Chord != "F#m7" || snap.ChordFrom != phone.ID || snap.Practice.Status != "started" ||
+		string(snap.Practice.Timestamp) != "1718000000000" || len(snap.Members) != 3 || snap.Offset == 0 {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+	third.sync()
+	ctx := ctxT(t, 5*time.Second)
+	st, err := ts.Broker().State(ctx, sess.SessionID)
+	if err != nil || st.Chord != "F#m7" {
+		t.Fatalf("state = %+v, %v", st, err)
+	}
+}
+
+func assertRefusal(t *testing.T, resp *http.Response, status int) {
+	t.Helper()
+	if resp == nil {
+		t.Fatalf("no HTTP response, want %d", status)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d", resp.StatusCode, status)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("content type %q", ct)
+	}
+	var body struct{ Error, Code string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error == "" || body.Code == "" {
+		t.Fatalf("body: %+v %v", body, err)
+	}
+}
+
+func signWith(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Every refusal happens before the upgrade, with a JSON body.
+func TestRefusals(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.AllowedOrigins = []string{"https://app.virtutune.example"} })
+	a := ts.createSession(t)
+	b := ts.createSession(t)
+	now := time.Now()
+	claims := func(mod func(jwt.MapClaims)) jwt.MapClaims {
+		c := jwt.MapClaims{"sub": fmt.Sprint(a.UserID), "sid": a.SessionID, "role": "pc",
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		if mod != nil {
+			mod(c)
+		}
+		return c
+	}
+	none := signWith(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(nil))
+	hs512 := signWith(t, jwt.SigningMethodHS512, testSecret, claims(nil))
+	cases := []struct {
+		name   string
+		sid    string
+		token  string
+		header http.Header
+		status int
+	}{
+		{"no token", a.SessionID, "", nil, 401},
+		{"garbage token", a.SessionID, "not.a.jwt", nil, 401},
+		{"bad signature", a.SessionID, signWith(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-xx"), claims(nil)), nil, 401},
+		{"expired", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) {
+			c["exp"] = now.Add(-time.Hour).Unix()
+		})), nil, 401},
+		{"no exp", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { delete(c, "exp") })), nil, 401},
+		{"alg none", a.SessionID, none, nil, 401},
+		{"alg HS512", a.SessionID, hs512, nil, 401},
+		{"bad role", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { c["role"] = "admin" })), nil, 401},
+		{"bad sub", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { c["sub"] = "alice" })), nil, 401},
+		{"pairing token", a.SessionID, pairingToken(t, a.PairingURL), nil, 401},
+		{"token of another session", b.SessionID, a.Token, nil, 403},
+		{"bad origin", a.SessionID, a.Token, http.Header{"Origin": {"https://evil.example"}}, 403},
+		{"unknown session", "unknownsession99", signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) {
+			c["sid"] = "unknownsession99"
+		})), nil, 404},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn, resp, err := ts.dialRaw(t, c.sid, c.token, c.header, "")
+			if err == nil {
+				conn.Close()
+				t.Fatal("dial succeeded")
+			}
+			assertRefusal(t, resp, c.status)
+		})
+	}
+	t.Run("bearer header", func(t *testing.T) {
+		conn, _, err := ts.dialRaw(t, a.SessionID, "", http.Header{"Authorization": {"Bearer " + a.Token}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	})
+	t.Run("allowed origins", func(t *testing.T) {
+		for _, o := range []string{"https://app.virtutune.example", ts.URL} {
+			conn, _, err := ts.dialRaw(t, a.SessionID, a.Token, http.Header{"Origin": {o}}, "")
+			if err != nil {
+				t.Fatalf("origin %s: %v", o, err)
+			}
+			conn.Close()
+		}
+	})
+	t.Run("a minted token joins", func(t *testing.T) {
+		tok := signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { c["role"] = "phone" }))
+		c, _ := ts.join(t, a.SessionID, tok)
+		c.sync()
+	})
+}
+
+// A member of one session never receives anything of another, with 50
+// sessions active at once.
+func TestSessionIsolation(t *testing.T) {
+	ts := newServer(t, nil)
+	const n = 50
+	type pair struct {
+		sess      signaling.SessionResponse
+		pc, phone *wsClient
+	}
+	pairs := make([]pair, n)
+	for i := range pairs {
+		s, pc, ph := pcAndPhone(t, ts)
+		pairs[i] = pair{s, pc, ph}
+	}
+	chords := []string{"C", "G", "Am", "F", "D", "E", "Em", "A", "Dm", "B7"}
+	var wg sync.WaitGroup
+	for i := range pairs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			p := pairs[i]
+			// each session sends its own sequence of chords
+			for k := 0; k < 10; k++ {
+				p.phone.send(protocol.TypeChordChange, map[string]string{"chord": chords[(i+k)%len(chords)]})
+			}
+		}(i)
+	}
+	wg.Wait()
+	for i, p := range pairs {
+		for k := 0; k < 10; k++ {
+			m := p.pc.expect(protocol.TypeChordChange)
+			var cc protocol.ChordChange
+			mustUnmarshal(t, m.Data, &cc)
+			if want := chords[(i+k)%len(chords)]; cc.Chord != want || m.From != p.phone.ID {
+				t.Fatalf("session %d message %d: %s from %s, want %s from %s", i, k, cc.Chord, m.From, want, p.phone.ID)
+			}
+		}
+		p.pc.sync()
+		p.phone.sync()
+	}
+	// Signaling cannot cross sessions either.
+	pairs[0].pc.send(protocol.TypeRTCRestart, map[string]any{})
+	_ = pairs[0].pc.next()
+	msg := protocol.MustMarshal(protocol.TypeRTCRestart, protocol.RTCRestart{})
+	msg.To = pairs[1].phone.ID
+	pairs[0].pc.sendRaw(string(protocol.Encode(msg)))
+	if e := errData(t, pairs[0].pc.next()); e.Code != protocol.CodeInvalidTarget {
+		t.Fatalf("error = %+v", e)
+	}
+	pairs[1].phone.sync()
+}
+
+// Pairing: single use, expiring, and the phone's token is a session token.
+func TestPairing(t *testing.T) {
+	ts := newServer(t, nil)
+	s := ts.createSession(t)
+	if !strings.Contains(s.PairingURL, "/phone/#s="+s.SessionID) || !strings.HasPrefix(s.PairingQR, "data:image/png;base64,") {
+		t.Fatalf("pairing url %q", s.PairingURL)
+	}
+	if strings.Contains(s.PairingURL, "://127.0.0.1") && s.PairingExpiresAt.Sub(time.Now()) > 301*time.Second {
+		t.Fatalf("pairing expiry %v", s.PairingExpiresAt)
+	}
+	tok := pairingToken(t, s.PairingURL)
+	if code, body := ts.pairRaw(t, tok); code != 200 {
+		t.Fatalf("first pair: %d %s", code, body)
+	}
+	if code, _ := ts.pairRaw(t, tok); code != http.StatusGone {
+		t.Fatalf("second pair: %d, want 410", code)
+	}
+	if code, _ := ts.pairRaw(t, s.Token); code != http.StatusUnauthorized {
+		t.Fatalf("pc token as pairing token: %d, want 401", code)
+	}
+}
+
+// The server closes every client with 1001 on shutdown.
+func TestShutdownClosesWith1001(t *testing.T) {
+	ts := newServer(t, nil)
+	_, pc, phone := pcAndPhone(t, ts)
+	done := make(chan error, 1)
+	go func() { done <- ts.Close() }()
+	for _, c := range []*wsClient{pc, phone} {
+		for {
+			_, err := c.read(5 * time.Second)
+			if err == nil {
+				continue
+			}
+			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Fatalf("close error %v, want 1001", err)
+			}
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
