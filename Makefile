@@ -1,0 +1,47 @@
+# VirtuTune Link. `make test` installs what the tests need and is missing
+# (on Debian, via apt-get), then runs every test; `make run` runs the server.
+SHELL := /bin/bash
+GO ?= go
+FUZZTIME ?= 5s
+# Debian packages the tests use: redis-server (broker tests), chromium (browser
+# tests), nginx (proxy test), iproute2 + util-linux (network namespaces).
+DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux
+DEB_BINS := redis-server chromium nginx ip unshare
+
+.PHONY: test deps vet unit fuzz run build bench
+
+test: deps vet unit fuzz
+
+deps:
+	@missing=""; \
+	for i in $$(seq 1 $(words $(DEB_BINS))); do \
+	  bin=$$(echo $(DEB_BINS) | cut -d' ' -f$$i); pkg=$$(echo $(DEB_PKGS) | cut -d' ' -f$$i); \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing (tests that need them will skip outside CI):$$missing"; fi; \
+	fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+# Each fuzz target runs for a bounded time on top of its committed seed corpus.
+fuzz:
+	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzChord$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzSignal$$' -fuzztime $(FUZZTIME)
+
+run:
+	$(GO) run ./cmd/virtutune-server
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./protocol/ ./signaling/
