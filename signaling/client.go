@@ -611,7 +611,7 @@ func (c *client) p2pState(ctx context.Context, st protocol.P2PState) {
 	}
 	var replay []*Publication
 	for _, p := range h.Pubs {
-		if p.Off <= watermark && p.From == st.Peer && p.sequenced() && p.Seq > st.LastSeq && p.To == "" {
+		if p.Off <= watermark && p.From == st.Peer && p.sequenced() && p.Seq > st.LastSeq && slices.Contains(p.Direct, c.id) {
 			replay = append(replay, p)
 		}
 	}
