@@ -136,7 +136,13 @@ func (b *MemoryBroker) session(id string) (*memSession, error) {
 		return nil, ErrBrokerClosed
 	}
 	s, ok := b.sessions[id]
-	if !ok || b.now().After(s.info.ExpiresAt) {
+	if !ok {
+		return nil, ErrSessionNotFound
+	}
+	s.mu.Lock()
+	expired := b.now().After(s.info.ExpiresAt)
+	s.mu.Unlock()
+	if expired {
 		return nil, ErrSessionNotFound
 	}
 	return s, nil

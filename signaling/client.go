@@ -155,6 +155,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.hub.release(rm)
 		return // the upgrader answered
 	}
+	if n := s.cfg.Limits.SocketSendBuffer; n > 0 {
+		if tc, ok := conn.NetConn().(interface{ SetWriteBuffer(int) error }); ok {
+			_ = tc.SetWriteBuffer(n)
+		}
+	}
 	c := &client{
 		s: s, room: rm, conn: conn,
 		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(),

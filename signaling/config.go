@@ -81,6 +81,10 @@ type Limits struct {
 	// (default 50, burst 200); beyond it they are dropped with rate_limited.
 	SignalRate  float64
 	SignalBurst int
+	// SocketSendBuffer, when positive, sets each WebSocket's kernel send
+	// buffer (SO_SNDBUF) in bytes; 0 keeps the operating system's default.
+	// A small buffer makes a stalled client reach its SendQueue bound sooner.
+	SocketSendBuffer int
 	// PingInterval is how often the server pings each client (default 20 s);
 	// PongWait how long it waits for any frame before it drops the client
 	// (default 45 s); WriteWait bounds one write (default 10 s).

@@ -40,6 +40,11 @@ type Server struct {
 
 // New validates cfg, fills its defaults and returns a Server ready to serve.
 func New(cfg Config) (*Server, error) {
+	// Presence names members by the instance whose heartbeat keeps them
+	// listed: the broker's, when it has one.
+	if ib, ok := cfg.Broker.(interface{ Instance() string }); ok && ib.Instance() != "" {
+		cfg.Instance = ib.Instance()
+	}
 	cfg.fill()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -1,0 +1,200 @@
+// Command virtutune-server is VirtuTune Link's main job: the signaling server
+// that serves the PC page at /, the phone page at /phone/, the API, and the
+// WebSocket /ws/guitar/{session_id}/ that carries the original message
+// protocol plus WebRTC signaling.
+//
+// Every flag has an environment variable; a flag given on the command line
+// wins. With no configuration it serves on :8000 with the in-memory broker and
+// a freshly generated token secret, and prints the URL to open on the PC.
+//
+//	virtutune-server [-addr :8000] [-secret S] [-api-key K] [-allowed-origins O1,O2]
+//	                 [-public-url URL] [-redis-url URL] [-redis-prefix P]
+//	                 [-tls-cert F -tls-key F] [-log-level info] [-pprof]
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/virtutune/link/signaling"
+	"github.com/virtutune/link/web"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "virtutune-server:", err)
+		os.Exit(1)
+	}
+}
+
+// env returns the environment variable name's value, or def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name))
+	return b
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("virtutune-server", flag.ContinueOnError)
+	addr := fs.String("addr", env("VIRTUTUNE_ADDR", ":8000"), "listen address (VIRTUTUNE_ADDR)")
+	secret := fs.String("secret", env("VIRTUTUNE_SECRET", ""), "token secret shared by all instances, at least 32 bytes (VIRTUTUNE_SECRET); generated when empty")
+	apiKey := fs.String("api-key", env("VIRTUTUNE_API_KEY", ""), "when set, only holders may create sessions (VIRTUTUNE_API_KEY)")
+	origins := fs.String("allowed-origins", env("VIRTUTUNE_ALLOWED_ORIGINS", ""), "extra allowed Origins, comma-separated (VIRTUTUNE_ALLOWED_ORIGINS)")
+	publicURL := fs.String("public-url", env("VIRTUTUNE_PUBLIC_URL", ""), "base URL phones use, e.g. https://link.example.com (VIRTUTUNE_PUBLIC_URL); default: this machine's LAN address")
+	redisURL := fs.String("redis-url", env("REDIS_URL", ""), "Redis URL for several instances, e.g. redis://host:6379/0 (REDIS_URL); empty: in-memory")
+	redisPrefix := fs.String("redis-prefix", env("VIRTUTUNE_REDIS_PREFIX", "vt:"), "prefix of every Redis key (VIRTUTUNE_REDIS_PREFIX)")
+	tlsCert := fs.String("tls-cert", env("VIRTUTUNE_TLS_CERT", ""), "TLS certificate file; with -tls-key serves HTTPS/WSS directly (VIRTUTUNE_TLS_CERT)")
+	tlsKey := fs.String("tls-key", env("VIRTUTUNE_TLS_KEY", ""), "TLS key file (VIRTUTUNE_TLS_KEY)")
+	logLevel := fs.String("log-level", env("VIRTUTUNE_LOG_LEVEL", "info"), "debug, info, warn or error (VIRTUTUNE_LOG_LEVEL)")
+	logJSON := fs.Bool("log-json", envBool("VIRTUTUNE_LOG_JSON"), "log as JSON lines (VIRTUTUNE_LOG_JSON)")
+	pprofOn := fs.Bool("pprof", envBool("VIRTUTUNE_PPROF"), "serve net/http/pprof under /debug/pprof/ (VIRTUTUNE_PPROF)")
+	instance := fs.String("instance", env("VIRTUTUNE_INSTANCE", ""), "name of this instance in presence and logs (VIRTUTUNE_INSTANCE); default random")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", *logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	if *logJSON {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	}
+
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
+	sec := []byte(*secret)
+	if len(sec) == 0 {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		sec = []byte(hex.EncodeToString(b))
+		log.Warn("no VIRTUTUNE_SECRET given: generated a random token secret; tokens will not survive a restart and other instances cannot verify them")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := signaling.Config{
+		Secret:    sec,
+		APIKey:    *apiKey,
+		PublicURL: *publicURL,
+		Logger:    log,
+		Static:    web.Handler(),
+		Instance:  *instance,
+	}
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
+	if *redisURL != "" {
+		b, err := newRedisBroker(ctx, *redisURL, *redisPrefix, *instance, log)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		cfg.Broker = b
+	}
+	srv, err := signaling.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	if *pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	mux.Handle("/", srv)
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
+	}
+	log.Info("VirtuTune Link is serving", "addr", ln.Addr().String(), "broker", brokerName(*redisURL))
+	fmt.Fprintf(os.Stderr, "\n  Open %s on your PC, then scan the QR code with your phone.\n\n", openURL(scheme, ln.Addr()))
+
+	errc := make(chan error, 1)
+	go func() {
+		if *tlsCert != "" {
+			errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: closing clients with 1001")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx) // stops new requests; hijacked WebSockets are the signaling server's
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	return nil
+}
+
+func brokerName(redisURL string) string {
+	if redisURL == "" {
+		return "memory"
+	}
+	return "redis"
+}
+
+// openURL is the URL to print: localhost for a wildcard listener.
+func openURL(scheme string, a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return scheme + "://" + a.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/"
+}

@@ -1,0 +1,230 @@
+package peer
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+	"github.com/virtutune/link/protocol"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultBackoffMin     = 250 * time.Millisecond
+	DefaultBackoffMax     = 10 * time.Second
+	DefaultPingInterval   = 2 * time.Second
+	DefaultOutbox         = 4096
+	DefaultRecvQueue      = 4096
+	DefaultControlQueue   = 512
+	DefaultReorderWindow  = 4096
+	DefaultConnectTimeout = 15 * time.Second
+	DefaultHandshake      = 10 * time.Second
+	// writeWait bounds one WebSocket write.
+	writeWait = 5 * time.Second
+)
+
+// Config configures a Client. The zero value of every field except SessionID,
+// Token and one of ServerURL/WSURL means the documented default.
+type Config struct {
+	// ServerURL is the server's base URL, http://host:port (or https://). The
+	// WebSocket URL is derived from it: ws://host:port/ws/guitar/<SessionID>/.
+	ServerURL string
+	// WSURL, when set, is the WebSocket URL to use instead (ws:// or wss://, as
+	// the server's ws_url field gives it). The token and client id are added.
+	WSURL string
+	// SessionID is the session to join. Required.
+	SessionID string
+	// Token is the session token (a JWT for this session). Required. It is sent
+	// in the Authorization header, never logged.
+	Token string
+	// Role is "pc" or "phone" and must match the token's role. It decides who
+	// offers the data channel (protocol.Offers). Default "pc".
+	Role string
+	// ClientID identifies this client across its reconnects (4-64 bytes of
+	// [A-Za-z0-9_-]). Default: a random id.
+	ClientID string
+	// ICEServers are the STUN/TURN servers for the data channel. Default none:
+	// host candidates only, which is what two devices on one LAN need.
+	ICEServers []webrtc.ICEServer
+	// DisableP2P keeps every message on the WebSocket relay: this client
+	// neither offers nor answers a data channel.
+	DisableP2P bool
+	// LoopbackOnly restricts pion to loopback addresses with mDNS disabled (for
+	// tests on one machine).
+	LoopbackOnly bool
+	// SettingEngine, when not nil, is called with the SettingEngine this client
+	// builds (logger already set, LoopbackOnly applied) before the WebRTC API is
+	// created, to set anything else pion offers (SetNet with a vnet, ICE timeouts).
+	SettingEngine func(*webrtc.SettingEngine)
+	// Logger receives the client's logs and pion's (Debug for pion's Trace and
+	// Debug). Default: discard.
+	Logger *slog.Logger
+	// BackoffMin and BackoffMax bound the exponential backoff (with jitter) of
+	// WebSocket reconnects and data channel retries. Defaults 250ms and 10s.
+	BackoffMin, BackoffMax time.Duration
+	// PingInterval is how often the client pings over the WebSocket (and over
+	// each open data channel) to measure round-trip time and learn which of its
+	// messages the server holds. Default 2s. The WebSocket is considered dead
+	// after three intervals without a message.
+	PingInterval time.Duration
+	// ConnectTimeout bounds one attempt to open a data channel. Default 15s.
+	ConnectTimeout time.Duration
+	// Outbox bounds the application messages kept until the server confirms
+	// them. When exceeded, the oldest is dropped and counted (Stats). Default 4096.
+	Outbox int
+	// RecvQueue bounds the deliveries waiting for Recv. When it is full, the
+	// client stops reading (backpressure) rather than drop. Default 4096.
+	RecvQueue int
+	// ReorderWindow bounds the messages per sender held back while an earlier
+	// one is missing. Default 4096.
+	ReorderWindow int
+}
+
+// withDefaults returns c with its zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	if c.Role == "" {
+		c.Role = protocol.RolePC
+	}
+	if c.ClientID == "" {
+		c.ClientID = randomID()
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger()
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = max(DefaultBackoffMax, c.BackoffMin)
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.Outbox == 0 {
+		c.Outbox = DefaultOutbox
+	}
+	if c.RecvQueue == 0 {
+		c.RecvQueue = DefaultRecvQueue
+	}
+	if c.ReorderWindow == 0 {
+		c.ReorderWindow = DefaultReorderWindow
+	}
+	return c
+}
+
+// Validate reports the first setting that is wrong, defaults applied.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", errInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.ServerURL == "" && c.WSURL == "":
+		return bad("ServerURL or WSURL is required")
+	case c.SessionID == "" && c.WSURL == "":
+		return bad("SessionID is required")
+	case c.Token == "":
+		return bad("Token is required")
+	case c.Role != protocol.RolePC && c.Role != protocol.RolePhone:
+		return bad("Role must be %q or %q, not %q", protocol.RolePC, protocol.RolePhone, c.Role)
+	case !protocol.ValidClientID(c.ClientID):
+		return bad("ClientID must be 4-64 bytes of [A-Za-z0-9_-]")
+	case c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin:
+		return bad("BackoffMin must be >= 0 and BackoffMax >= BackoffMin")
+	case c.PingInterval < 10*time.Millisecond:
+		return bad("PingInterval must be at least 10ms")
+	case c.ConnectTimeout < 0:
+		return bad("ConnectTimeout must not be negative")
+	case c.Outbox < 1 || c.RecvQueue < 1 || c.ReorderWindow < 1:
+		return bad("Outbox, RecvQueue and ReorderWindow must be positive")
+	}
+	if _, err := c.wsURL(); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
+
+// wsURL returns the WebSocket URL with client_id in its query.
+func (c Config) wsURL() (string, error) {
+	var u *url.URL
+	var err error
+	if c.WSURL != "" {
+		u, err = url.Parse(c.WSURL)
+		if err != nil {
+			return "", fmt.Errorf("WSURL: %w", err)
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return "", fmt.Errorf("WSURL must start with ws:// or wss://")
+		}
+	} else {
+		u, err = url.Parse(c.ServerURL)
+		if err != nil {
+			return "", fmt.Errorf("ServerURL: %w", err)
+		}
+		switch u.Scheme {
+		case "http", "ws":
+			u.Scheme = "ws"
+		case "https", "wss":
+			u.Scheme = "wss"
+		default:
+			return "", fmt.Errorf("ServerURL must start with http:// or https://")
+		}
+		if u.Host == "" {
+			return "", fmt.Errorf("ServerURL has no host")
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/ws/guitar/" + url.PathEscape(c.SessionID) + "/"
+		u.RawQuery = ""
+		u.Fragment = ""
+	}
+	q := u.Query()
+	q.Set("client_id", c.ClientID)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// settingEngine builds the pion SettingEngine of a client.
+func (c Config) settingEngine() webrtc.SettingEngine {
+	var se webrtc.SettingEngine
+	se.LoggerFactory = slogFactory{log: c.Logger}
+	if c.LoopbackOnly {
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	}
+	if c.SettingEngine != nil {
+		c.SettingEngine(&se)
+	}
+	return se
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// randomID returns a random client id of 12 characters.
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return "go-" + string(b)
+}
+
+func randUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}

@@ -1,0 +1,124 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// SessionInfo is the server's answer to POST /api/sessions (all fields) and
+// to POST /api/pair (the session, user, role, token, ws_url and expiry).
+type SessionInfo struct {
+	SessionID        string    `json:"session_id"`
+	UserID           int64     `json:"user_id"`
+	Role             string    `json:"role"`
+	Token            string    `json:"token"`
+	WSURL            string    `json:"ws_url"`
+	ExpiresAt        time.Time `json:"expires_at"`
+	PairingURL       string    `json:"pairing_url,omitempty"`
+	PairingExpiresAt time.Time `json:"pairing_expires_at,omitzero"`
+	PairingQR        string    `json:"pairing_qr,omitempty"`
+	// ServerURL is the base URL the request went to (filled by this package).
+	ServerURL string `json:"-"`
+}
+
+// maxAnswer bounds the size of an HTTP answer read by CreateSession and Pair.
+const maxAnswer = 1 << 20
+
+// CreateSession creates a session on the server at baseURL (http://host:port)
+// with POST /api/sessions; apiKey may be empty when the server needs none. The
+// answer holds the PC's token and the phone's pairing URL. It blocks until the
+// server answers or ctx is done.
+func CreateSession(ctx context.Context, baseURL, apiKey string) (SessionInfo, error) {
+	base := strings.TrimSuffix(baseURL, "/")
+	hdr := http.Header{}
+	if apiKey != "" {
+		hdr.Set("Authorization", "Bearer "+apiKey)
+	}
+	var info SessionInfo
+	if err := postJSON(ctx, base+"/api/sessions", hdr, struct{}{}, http.StatusCreated, &info); err != nil {
+		return SessionInfo{}, fmt.Errorf("create session: %w", err)
+	}
+	info.ServerURL = base
+	return info, nil
+}
+
+// Pair trades the pairing token in a pairing URL
+// (http://host:port/phone/#s=<session>&p=<pairing token>) for a phone token
+// with POST /api/pair on the URL's host. A pairing token is single use. It
+// blocks until the server answers or ctx is done.
+func Pair(ctx context.Context, pairingURL string) (SessionInfo, error) {
+	u, err := url.Parse(pairingURL)
+	if err != nil {
+		return SessionInfo{}, fmt.Errorf("%w: %v", ErrBadPairingURL, err)
+	}
+	frag, err := url.ParseQuery(u.Fragment)
+	if err != nil || frag.Get("s") == "" || frag.Get("p") == "" || u.Host == "" {
+		return SessionInfo{}, ErrBadPairingURL
+	}
+	base := u.Scheme + "://" + u.Host
+	var info SessionInfo
+	body := map[string]string{"pairing_token": frag.Get("p")}
+	if err := postJSON(ctx, base+"/api/pair", nil, body, http.StatusOK, &info); err != nil {
+		return SessionInfo{}, fmt.Errorf("pair: %w", err)
+	}
+	if info.SessionID == "" {
+		info.SessionID = frag.Get("s")
+	}
+	info.ServerURL = base
+	return info, nil
+}
+
+// postJSON posts body as JSON and decodes an answer with status want into out.
+func postJSON(ctx context.Context, u string, hdr http.Header, body any, want int, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		return httpError(resp.StatusCode, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}
+
+// httpError makes an error of a refusal with the server's {"error","code"} body.
+func httpError(status int, body []byte) error {
+	var e struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	_ = json.Unmarshal(body, &e)
+	if e.Error == "" {
+		e.Error = strings.TrimSpace(string(body))
+		if len(e.Error) > 200 {
+			e.Error = e.Error[:200]
+		}
+	}
+	return fmt.Errorf("HTTP %d %s: %s", status, http.StatusText(status), e.Error)
+}

@@ -1,0 +1,410 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/virtutune/link/protocol"
+)
+
+// connect dials the WebSocket and reads the client's own connection_update.
+// It returns the connection and the last seq the server holds from this client.
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, uint64, error) {
+	d := websocket.Dialer{
+		HandshakeTimeout: DefaultHandshake,
+		Proxy:            http.ProxyFromEnvironment,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+	}
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+c.cfg.Token)
+	conn, resp, err := d.DialContext(ctx, c.url, hdr)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			herr := httpError(resp.StatusCode, body)
+			switch resp.StatusCode {
+			case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone:
+				return nil, 0, fmt.Errorf("%w: %w", ErrRefused, herr)
+			}
+			return nil, 0, fmt.Errorf("dial: %w", herr)
+		}
+		return nil, 0, fmt.Errorf("dial: %w", err)
+	}
+	conn.SetReadLimit(protocol.MaxMessageSize * 2)
+	deadline := time.Now().Add(DefaultHandshake)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = conn.SetReadDeadline(deadline)
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: %w", closeErr(err))
+	}
+	m, perr := protocol.Decode(data)
+	if perr != nil || m.Type != protocol.TypeConnectionUpdate {
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: expected connection_update first, got %.80q", data)
+	}
+	var cu protocol.ConnectionUpdate
+	if err := json.Unmarshal(m.Data, &cu); err != nil || cu.Status != protocol.StatusConnected {
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: bad connection_update %.120q", data)
+	}
+	if cu.ClientID != "" && cu.ClientID != c.id {
+		conn.Close()
+		return nil, 0, fmt.Errorf("handshake: server gave client id %q, asked for %q", cu.ClientID, c.id)
+	}
+	var last uint64
+	if cu.LastSeq != nil {
+		last = *cu.LastSeq
+	}
+	c.mu.Lock()
+	c.offHigh = max(c.offHigh, m.Off)
+	c.members[c.id] = protocol.Member{ClientID: c.id, UserID: cu.UserID, Role: c.cfg.Role, Since: time.Now()}
+	c.mu.Unlock()
+	return conn, last, nil
+}
+
+// closeErr turns a terminal close code into ErrTerminal.
+func closeErr(err error) error {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && protocol.CloseIsTerminal(ce.Code) {
+		return fmt.Errorf("%w: close %d %s", ErrTerminal, ce.Code, ce.Text)
+	}
+	return err
+}
+
+// run owns the WebSocket: it serves one connection after the other,
+// reconnecting with backoff, until the client is closed or a terminal error.
+// It is the WebSocket's only reader.
+func (c *Client) run(conn *websocket.Conn, last uint64) {
+	defer c.wg.Done()
+	for {
+		err := c.serve(conn, last)
+		if c.ctx.Err() != nil {
+			return
+		}
+		err = closeErr(err)
+		c.mu.Lock()
+		c.state = StateReconnecting
+		c.emitLocked(Event{Kind: EventRelay, Up: false, Reason: err.Error()})
+		c.mu.Unlock()
+		if errors.Is(err, ErrTerminal) {
+			c.terminate(err)
+			return
+		}
+		c.log.Info("WebSocket dropped; reconnecting", "err", err)
+		for attempt := 0; ; attempt++ {
+			if !c.sleep(c.backoff(attempt)) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, 2*DefaultHandshake)
+			conn, last, err = c.connect(ctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if c.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrTerminal) || errors.Is(err, ErrRefused) {
+				c.terminate(fmt.Errorf("%w: %w", ErrTerminal, err))
+				return
+			}
+			c.log.Debug("reconnect failed", "attempt", attempt+1, "err", err)
+		}
+		c.mu.Lock()
+		c.stats.Reconnects++
+		c.mu.Unlock()
+	}
+}
+
+// serve runs one connection: it starts the writer, reads until the
+// connection fails, then stops the writer and waits for it.
+func (c *Client) serve(conn *websocket.Conn, last uint64) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		conn.Close()
+		return ErrClosed
+	}
+	// What the writer sends first: resume (on a reconnect), our open data
+	// channels, then every application message the server does not hold.
+	var hello [][]byte
+	if c.connected {
+		r := protocol.Resume{Since: c.offHigh, Seen: c.dd.seen(protocol.MaxSeen)}
+		hello = append(hello, protocol.Encode(protocol.MustMarshal(protocol.TypeResume, r)))
+	}
+	for _, l := range c.links {
+		if l.up {
+			hello = append(hello, protocol.Encode(protocol.MustMarshal(protocol.TypeP2PState, protocol.P2PState{Peer: l.peer, Up: true})))
+		}
+	}
+	c.trimLocked(last)
+	cursor := last
+	for _, e := range c.outbox {
+		if e.seq > cursor {
+			hello = append(hello, e.data)
+			cursor = e.seq
+		}
+	}
+	// application messages queued for the previous connection are in the outbox
+	kept := c.queue[:0]
+	for _, it := range c.queue {
+		if it.seq == 0 {
+			kept = append(kept, it)
+		}
+	}
+	c.queue = kept
+	c.conn = conn
+	c.connected = true
+	c.state = StateConnected
+	c.emitLocked(Event{Kind: EventRelay, Up: true})
+	c.wg.Add(1)
+	c.mu.Unlock()
+
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go c.writeLoop(conn, cursor, hello, stop, writerDone)
+	err := c.readLoop(conn)
+	close(stop)
+	conn.Close()
+	<-writerDone
+
+	c.mu.Lock()
+	c.conn = nil
+	c.mu.Unlock()
+	return err
+}
+
+// readTimeout is how long the reader waits for any message: pongs come every
+// PingInterval, so three missing mean the connection is dead.
+func (c *Client) readTimeout() time.Duration {
+	return max(3*c.cfg.PingInterval, 3*time.Second)
+}
+
+// readLoop reads messages until the connection fails.
+func (c *Client) readLoop(conn *websocket.Conn) error {
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(c.readTimeout()))
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if typ != websocket.TextMessage {
+			continue
+		}
+		m, perr := protocol.Decode(data)
+		if perr != nil {
+			c.log.Warn("undecodable message from server", "err", perr)
+			continue
+		}
+		c.handleWS(m)
+	}
+}
+
+// writeLoop is the connection's only writer: hello first, then the queue in
+// order, and a ping every PingInterval. On Close it sends a close frame.
+func (c *Client) writeLoop(conn *websocket.Conn, cursor uint64, hello [][]byte, stop <-chan struct{}, done chan<- struct{}) {
+	defer c.wg.Done()
+	defer close(done)
+	write := func(b []byte) bool {
+		_ = conn.SetWriteDeadline(time.Now().Add(writeWait))
+		if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+			c.log.Debug("WebSocket write failed", "err", err)
+			conn.Close() // the reader notices and reconnects
+			return false
+		}
+		return true
+	}
+	for _, b := range hello {
+		if !write(b) {
+			return
+		}
+	}
+	ticker := time.NewTicker(c.cfg.PingInterval)
+	defer ticker.Stop()
+	for {
+		c.mu.Lock()
+		items := c.queue
+		c.queue = nil
+		c.controlN = 0
+		c.mu.Unlock()
+		for _, it := range items {
+			if it.seq != 0 {
+				if it.seq <= cursor {
+					continue
+				}
+				cursor = it.seq
+			}
+			if !write(it.data) {
+				return
+			}
+		}
+		select {
+		case <-stop:
+			return
+		case <-c.ctx.Done():
+			_ = conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+			conn.Close()
+			return
+		case <-c.wake:
+		case <-ticker.C:
+			c.mu.Lock()
+			b, _ := c.newPingLocked()
+			c.mu.Unlock()
+			if !write(b) {
+				return
+			}
+		}
+	}
+}
+
+// trimLocked forgets outbox entries the server holds (seq <= last). c.mu is held.
+func (c *Client) trimLocked(last uint64) {
+	if last > c.acked {
+		c.acked = last
+	}
+	i := sort.Search(len(c.outbox), func(i int) bool { return c.outbox[i].seq > c.acked })
+	if i > 0 {
+		c.outbox = append(c.outbox[:0], c.outbox[i:]...)
+	}
+}
+
+// handleWS handles one message from the server.
+func (c *Client) handleWS(m *protocol.Message) {
+	now := time.Now()
+	switch m.Type {
+	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart:
+		c.handleSignal(m)
+		return
+	case protocol.TypePong:
+		var p protocol.Timestamped
+		_ = json.Unmarshal(m.Data, &p)
+		c.mu.Lock()
+		if w, ok := c.pings[string(p.Timestamp)]; ok {
+			delete(c.pings, string(p.Timestamp))
+			c.wsRTT = now.Sub(w.sent)
+			close(w.done)
+		}
+		if p.LastSeq != nil {
+			c.trimLocked(*p.LastSeq)
+		}
+		c.mu.Unlock()
+		return
+	case protocol.TypeResumed:
+		c.log.Debug("resumed", "data", string(m.Data))
+		return
+	case protocol.TypePing:
+		return
+	}
+
+	var offers []string
+	c.deliverMu.Lock()
+	defer c.deliverMu.Unlock()
+	c.mu.Lock()
+	c.offHigh = max(c.offHigh, m.Off)
+	var ds []Delivery
+	switch m.Type {
+	case protocol.TypeChordChange, protocol.TypePracticeStart, protocol.TypePracticeEnd, protocol.TypePracticeUpdate:
+		switch {
+		case m.Seq == 0 || m.From == "":
+			ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
+		case m.From == c.id:
+			if m.Seq > c.ownSeen {
+				c.ownSeen = m.Seq
+				ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
+			}
+		default:
+			ds = c.dd.accept(m, protocol.PathRelay, now, ds)
+		}
+	case protocol.TypeConnectionUpdate:
+		var cu protocol.ConnectionUpdate
+		if json.Unmarshal(m.Data, &cu) == nil && cu.ClientID != "" && cu.ClientID != c.id {
+			if cu.Status == protocol.StatusConnected {
+				c.members[cu.ClientID] = protocol.Member{ClientID: cu.ClientID, UserID: cu.UserID, Role: cu.Role, Since: now}
+				offers = append(offers, c.noteMemberLocked(cu.ClientID, cu.Role)...)
+			} else {
+				delete(c.members, cu.ClientID)
+			}
+		}
+		ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
+	case protocol.TypeSessionState:
+		var st protocol.SessionState
+		if err := json.Unmarshal(m.Data, &st); err == nil {
+			c.session = st
+			self, hasSelf := c.members[c.id]
+			c.members = make(map[string]protocol.Member, len(st.Members))
+			for _, mb := range st.Members {
+				c.members[mb.ClientID] = mb
+				if mb.ClientID != c.id {
+					offers = append(offers, c.noteMemberLocked(mb.ClientID, mb.Role)...)
+				}
+			}
+			if _, ok := c.members[c.id]; !ok && hasSelf {
+				c.members[c.id] = self
+			}
+			first := false
+			select {
+			case <-c.ready:
+			default:
+				first = true
+			}
+			if first || (st.Recovered != nil && !*st.Recovered) {
+				c.offHigh = max(c.offHigh, st.Offset)
+			}
+			c.readyOnce.Do(func() { close(c.ready) })
+		}
+		ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
+	case protocol.TypeError:
+		c.log.Debug("error from server", "data", string(m.Data))
+		ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
+	default:
+		c.log.Debug("ignoring message", "type", m.Type)
+	}
+	c.mu.Unlock()
+	c.deliver(ds)
+	for _, id := range offers {
+		c.startOfferAsync(id)
+	}
+}
+
+// pingLoop pings every open data channel each PingInterval to measure the
+// direct round-trip time.
+func (c *Client) pingLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		var ls []*link
+		for _, l := range c.links {
+			if l.up && l.dc != nil {
+				ls = append(ls, l)
+			}
+		}
+		c.mu.Unlock()
+		for _, l := range ls {
+			c.pingLink(l)
+		}
+	}
+}
+
+func formatMillis(ms float64) string { return strconv.FormatFloat(ms, 'f', 3, 64) }

@@ -1,0 +1,702 @@
+package signaling
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// brokerTestOptions are the settings a conformance test asks of a broker.
+// Zero values mean the implementation's defaults.
+type brokerTestOptions struct {
+	HistorySize int
+	HistoryTTL  time.Duration
+}
+
+// brokerFactory returns a new broker instance, closed at t's cleanup. When
+// shared is true, every broker it returns within one top-level test shares
+// its backing (several instances of one deployment).
+type brokerFactory func(t *testing.T, o brokerTestOptions) Broker
+
+func TestMemoryBrokerConformance(t *testing.T) {
+	btNoLeaks(t)
+	testBroker(t, func(t *testing.T, o brokerTestOptions) Broker {
+		b := NewMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}, false)
+}
+
+// btNoLeaks checks, after every other cleanup of t has run, that t left no
+// goroutine behind.
+func btNoLeaks(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// btCtx is a test's deadline.
+func btCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// btEventually polls cond until it holds or ctx ends.
+func btEventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// btRecorder records what a Handler receives.
+type btRecorder struct {
+	mu     sync.Mutex
+	pubs   []Publication
+	notify chan struct{}
+}
+
+func newRecorder() *btRecorder { return &btRecorder{notify: make(chan struct{}, 1)} }
+
+func (r *btRecorder) handle(p *Publication) {
+	r.mu.Lock()
+	r.pubs = append(r.pubs, *p)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *btRecorder) all() []Publication {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.pubs)
+}
+
+// wait returns the first n publications once they arrived.
+func (r *btRecorder) wait(t *testing.T, ctx context.Context, n int) []Publication {
+	t.Helper()
+	for {
+		if got := r.all(); len(got) >= n {
+			return got[:n]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %d publications; got %d: %s", n, len(r.all()), btDescribe(r.all()))
+		case <-r.notify:
+		}
+	}
+}
+
+func btDescribe(ps []Publication) string {
+	var b bytes.Buffer
+	for _, p := range ps {
+		fmt.Fprintf(&b, "[%s off=%d from=%s seq=%d] ", p.Type, p.Off, p.From, p.Seq)
+	}
+	return b.String()
+}
+
+func btID(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// btSession registers a fresh session on b for ten minutes.
+func btSession(t *testing.T, ctx context.Context, b Broker) string {
+	t.Helper()
+	id := btID("s-")
+	now := time.Now().Truncate(time.Millisecond)
+	if err := b.CreateSession(ctx, SessionInfo{ID: id, UserID: 42, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	return id
+}
+
+func btSubscribe(t *testing.T, ctx context.Context, b Broker, sid string) (*btRecorder, func()) {
+	t.Helper()
+	r := newRecorder()
+	unsub, err := b.Subscribe(ctx, sid, r.handle)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	t.Cleanup(unsub)
+	return r, unsub
+}
+
+func btChord(from, chord string, seq uint64) *Publication {
+	data, _ := json.Marshal(map[string]string{"chord": chord})
+	return &Publication{Type: protocol.TypeChordChange, Data: data, From: from, Seq: seq, Chord: chord, Skip: from}
+}
+
+func btPublish(t *testing.T, ctx context.Context, b Broker, sid string, p *Publication) PublishResult {
+	t.Helper()
+	res, err := b.Publish(ctx, sid, p)
+	if err != nil {
+		t.Fatalf("Publish %s from %q seq %d: %v", p.Type, p.From, p.Seq, err)
+	}
+	return res
+}
+
+// btCheckOffsets checks ps carry offsets first, first+1, ...
+func btCheckOffsets(t *testing.T, ps []Publication, first uint64) {
+	t.Helper()
+	for i, p := range ps {
+		if p.Off != first+uint64(i) {
+			t.Fatalf("publication %d has off %d, want %d: %s", i, p.Off, first+uint64(i), btDescribe(ps))
+		}
+	}
+}
+
+// testBroker is the conformance suite every Broker passes. shared says
+// whether two brokers from newBroker share their backing (then the
+// cross-instance cases run too).
+func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
+	t.Run("Session", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		now := time.Now().Truncate(time.Millisecond)
+		info := SessionInfo{ID: btID("s-"), UserID: 7, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := b.CreateSession(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Session(ctx, info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != info.ID || got.UserID != 7 || !got.ExpiresAt.Equal(info.ExpiresAt) || !got.CreatedAt.Equal(info.CreatedAt) {
+			t.Fatalf("Session = %+v, want %+v", got, info)
+		}
+		if _, err := b.Session(ctx, "nope"); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("unknown session: err = %v", err)
+		}
+		later := now.Add(time.Hour)
+		if err := b.ExtendSession(ctx, info.ID, later); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ExtendSession(ctx, info.ID, now.Add(time.Second)); err != nil { // never shortens
+			t.Fatal(err)
+		}
+		if got, _ := b.Session(ctx, info.ID); !got.ExpiresAt.Equal(later) {
+			t.Fatalf("ExpiresAt = %v, want %v", got.ExpiresAt, later)
+		}
+		if err := b.ExtendSession(ctx, "nope", later); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("extend unknown: err = %v", err)
+		}
+
+		short := SessionInfo{ID: btID("s-"), UserID: 8, CreatedAt: now, ExpiresAt: time.Now().Add(150 * time.Millisecond)}
+		if err := b.CreateSession(ctx, short); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Session(ctx, short.ID); err != nil {
+			t.Fatalf("fresh session: %v", err)
+		}
+		btEventually(t, ctx, "the session to expire", func() bool {
+			_, err := b.Session(ctx, short.ID)
+			return errors.Is(err, ErrSessionNotFound)
+		})
+		if _, err := b.Publish(ctx, short.ID, btChord("a", "C", 0)); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("publish to expired session: err = %v", err)
+		}
+		if _, err := b.Subscribe(ctx, short.ID, func(*Publication) {}); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("subscribe to expired session: err = %v", err)
+		}
+	})
+
+	t.Run("UseOnce", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		k := btID("k-")
+		for i, want := range []bool{true, false, false} {
+			ok, err := b.UseOnce(ctx, k, time.Minute)
+			if err != nil || ok != want {
+				t.Fatalf("UseOnce #%d = %v, %v; want %v", i, ok, err, want)
+			}
+		}
+		if ok, _ := b.UseOnce(ctx, k+"x", time.Minute); !ok {
+			t.Fatal("another key is not used")
+		}
+		short := btID("k-")
+		if ok, _ := b.UseOnce(ctx, short, 100*time.Millisecond); !ok {
+			t.Fatal("first use refused")
+		}
+		btEventually(t, ctx, "the key to be forgotten", func() bool {
+			ok, err := b.UseOnce(ctx, short, time.Minute)
+			return err == nil && ok
+		})
+	})
+
+	t.Run("PublishSubscribeOrder", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r, _ := btSubscribe(t, ctx, b, sid)
+		const n = 30
+		for i := range n {
+			var p *Publication
+			if i%3 == 0 {
+				p = &Publication{Type: protocol.TypeConnectionUpdate, Data: json.RawMessage(`{"status":"connected","user_id":1}`)}
+			} else {
+				p = btChord("a", "G", 0)
+			}
+			res := btPublish(t, ctx, b, sid, p)
+			if res.Off != uint64(i+1) || p.Off != res.Off || res.Duplicate || res.Local {
+				t.Fatalf("publish %d: result %+v, p.Off %d", i, res, p.Off)
+			}
+		}
+		got := r.wait(t, ctx, n)
+		btCheckOffsets(t, got, 1)
+		var seq uint64
+		for _, p := range got {
+			if p.Instance == "" {
+				t.Fatalf("publication without instance: %+v", p)
+			}
+			if p.From == "a" {
+				seq++
+				if p.Seq != seq {
+					t.Fatalf("seq %d, want %d", p.Seq, seq)
+				}
+			}
+		}
+	})
+
+	t.Run("Passthrough", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r, _ := btSubscribe(t, ctx, b, sid)
+		want := Publication{Type: protocol.TypeChordChange, Data: json.RawMessage(`{"chord":"Am7/G","extra":[1,2.5e3,"x"]}`),
+			From: "phone-1", Seq: 1, To: "", Direct: []string{"pc-1", "pc-2"}, At: 1700000000123.5, Chord: "Am7/G",
+			Skip: "phone-1"}
+		p := want
+		btPublish(t, ctx, b, sid, &p)
+		sig := Publication{Type: protocol.TypeRTCOffer, Data: json.RawMessage(`{"sdp":"v=0"}`), From: "phone-1", To: "pc-1"}
+		if err := b.Send(ctx, sid, &sig); err != nil {
+			t.Fatal(err)
+		}
+		got := r.wait(t, ctx, 2)
+		h, err := b.History(ctx, sid, 0)
+		if err != nil || len(h.Pubs) != 1 {
+			t.Fatalf("History = %+v, %v", h, err)
+		}
+		for _, g := range []Publication{got[0], *h.Pubs[0]} {
+			if g.Type != want.Type || !btJSONEqual(g.Data, want.Data) || g.From != want.From || g.Seq != 1 || g.Off != 1 ||
+				!slices.Equal(g.Direct, want.Direct) || g.At != want.At || g.Skip != want.Skip || g.Chord != want.Chord {
+				t.Fatalf("publication = %+v, want %+v", g, want)
+			}
+		}
+		if g := got[1]; g.Type != sig.Type || g.To != "pc-1" || g.From != "phone-1" || !btJSONEqual(g.Data, sig.Data) || g.Off != 0 {
+			t.Fatalf("send = %+v", g)
+		}
+		practice := &protocol.Practice{Status: "started", Timestamp: json.RawMessage(`1700000000000`)}
+		p2 := Publication{Type: protocol.TypePracticeUpdate, Data: json.RawMessage(`{"status":"started","timestamp":1700000000000}`),
+			From: "phone-1", Practice: practice}
+		btPublish(t, ctx, b, sid, &p2)
+		got = r.wait(t, ctx, 3)
+		if g := got[2]; g.Practice == nil || g.Practice.Status != "started" || string(g.Practice.Timestamp) != "1700000000000" ||
+			string(g.Data) != `{"status":"started","timestamp":1700000000000}` {
+			t.Fatalf("practice publication = %+v (data %s)", g, g.Data)
+		}
+	})
+
+	t.Run("SequenceRules", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r, _ := btSubscribe(t, ctx, b, sid)
+		if res := btPublish(t, ctx, b, sid, btChord("a", "C", 0)); res.Seq != 1 {
+			t.Fatalf("assigned seq %d, want 1", res.Seq)
+		}
+		if res := btPublish(t, ctx, b, sid, btChord("a", "D", 2)); res.Seq != 2 || res.Off != 2 {
+			t.Fatalf("explicit seq: %+v", res)
+		}
+		for _, seq := range []uint64{1, 2} {
+			res, err := b.Publish(ctx, sid, btChord("a", "E", seq))
+			if err != nil || !res.Duplicate || res.Off != 0 {
+				t.Fatalf("resend of seq %d: %+v, %v", seq, res, err)
+			}
+		}
+		if _, err := b.Publish(ctx, sid, btChord("a", "F", 5)); !errors.Is(err, ErrBadSequence) {
+			t.Fatalf("skip ahead: err = %v", err)
+		}
+		// Another sender counts on its own; server messages and signaling are not sequenced.
+		if res := btPublish(t, ctx, b, sid, btChord("b", "G", 1)); res.Seq != 1 || res.Off != 3 {
+			t.Fatalf("second sender: %+v", res)
+		}
+		if res := btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: json.RawMessage(`{}`), From: "a", Seq: 99}); res.Off != 4 {
+			t.Fatalf("unsequenced: %+v", res)
+		}
+		got := r.wait(t, ctx, 4)
+		btCheckOffsets(t, got, 1)
+		if got[1].Chord != "D" || got[2].From != "b" {
+			t.Fatalf("delivered %s", btDescribe(got))
+		}
+		if st, _ := b.State(ctx, sid); st.Chord != "G" {
+			t.Fatalf("duplicate or refused message changed the state: %+v", st)
+		}
+		for cid, want := range map[string]uint64{"a": 2, "b": 1, "zzz": 0} {
+			if n, err := b.LastSeq(ctx, sid, cid); err != nil || n != want {
+				t.Fatalf("LastSeq(%s) = %d, %v; want %d", cid, n, err, want)
+			}
+		}
+		if _, err := b.LastSeq(ctx, "nope", "a"); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("LastSeq of unknown session: %v", err)
+		}
+		if n := len(r.all()); n != 4 {
+			t.Fatalf("delivered %d publications, want 4", n)
+		}
+	})
+
+	t.Run("State", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		st, err := b.State(ctx, sid)
+		if err != nil || st.Chord != "" || st.Offset != 0 || st.Practice.Status != "" {
+			t.Fatalf("fresh state %+v, %v", st, err)
+		}
+		btPublish(t, ctx, b, sid, btChord("phone", "Am", 0))
+		pr := &protocol.Practice{Status: "started", Timestamp: json.RawMessage(`"2024-01-01T10:00:00Z"`)}
+		btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypePracticeUpdate, Data: json.RawMessage(`{}`), From: "pc", Practice: pr})
+		btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: json.RawMessage(`{}`)})
+		st, err = b.State(ctx, sid)
+		if err != nil || st.Chord != "Am" || st.ChordFrom != "phone" || st.Practice.Status != "started" ||
+			string(st.Practice.Timestamp) != `"2024-01-01T10:00:00Z"` || st.Offset != 3 {
+			t.Fatalf("state %+v, %v", st, err)
+		}
+		btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypePracticeUpdate, Data: json.RawMessage(`{}`), From: "pc",
+			Practice: &protocol.Practice{Status: "ended"}})
+		if st, _ = b.State(ctx, sid); st.Practice.Status != "ended" || st.Chord != "Am" || st.Offset != 4 {
+			t.Fatalf("state %+v", st)
+		}
+		if _, err := b.State(ctx, "nope"); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("State of unknown session: %v", err)
+		}
+	})
+
+	t.Run("History", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{HistorySize: 8})
+		sid := btSession(t, ctx, b)
+		if h, err := b.History(ctx, sid, 0); err != nil || !h.Complete || len(h.Pubs) != 0 || h.Offset != 0 {
+			t.Fatalf("empty history %+v, %v", h, err)
+		}
+		for range 5 {
+			btPublish(t, ctx, b, sid, btChord("a", "C", 0))
+		}
+		for _, c := range []struct {
+			since uint64
+			n     int
+		}{{0, 5}, {3, 2}, {5, 0}, {9, 0}} {
+			h, err := b.History(ctx, sid, c.since)
+			if err != nil || !h.Complete || len(h.Pubs) != c.n || h.Offset != 5 {
+				t.Fatalf("History(%d) = %+v, %v; want %d complete", c.since, h, err, c.n)
+			}
+			for i, p := range h.Pubs {
+				if p.Off != c.since+uint64(i)+1 || p.Seq != p.Off || p.From != "a" {
+					t.Fatalf("History(%d)[%d] = %+v", c.since, i, p)
+				}
+			}
+		}
+		for range 15 {
+			btPublish(t, ctx, b, sid, btChord("a", "C", 0))
+		}
+		for _, c := range []struct {
+			since    uint64
+			complete bool
+			first    uint64
+		}{{0, false, 13}, {11, false, 13}, {12, true, 13}, {15, true, 16}} {
+			h, err := b.History(ctx, sid, c.since)
+			if err != nil || h.Complete != c.complete || h.Offset != 20 || len(h.Pubs) != int(21-c.first) || h.Pubs[0].Off != c.first {
+				t.Fatalf("History(%d) after trim = complete %v, %d pubs, offset %d, %v; want complete %v from %d",
+					c.since, h.Complete, len(h.Pubs), h.Offset, err, c.complete, c.first)
+			}
+		}
+		if _, err := b.History(ctx, "nope", 0); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("History of unknown session: %v", err)
+		}
+	})
+
+	t.Run("HistoryTTL", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{HistoryTTL: 150 * time.Millisecond})
+		sid := btSession(t, ctx, b)
+		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
+		btEventually(t, ctx, "the history entry to age out", func() bool {
+			h, err := b.History(ctx, sid, 0)
+			return err == nil && !h.Complete && len(h.Pubs) == 0 && h.Offset == 1
+		})
+	})
+
+	t.Run("Presence", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		t0 := time.Now().Truncate(time.Millisecond)
+		for _, m := range []protocol.Member{
+			{ClientID: "a", UserID: 1, Role: "pc", Since: t0},
+			{ClientID: "b", UserID: 1, Role: "phone", Since: t0.Add(time.Second)},
+			{ClientID: "c", UserID: 1, Role: "phone", Since: t0.Add(-time.Second)},
+			{ClientID: "d", UserID: 1, Role: "phone", Since: t0}, // same Since as a: by client id
+		} {
+			if err := b.Join(ctx, sid, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids := func() []string {
+			ms, err := b.Members(ctx, sid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, m := range ms {
+				if m.Instance == "" || m.UserID != 1 {
+					t.Fatalf("member %+v", m)
+				}
+				out = append(out, m.ClientID+"/"+m.Role)
+			}
+			return out
+		}
+		if got := ids(); !slices.Equal(got, []string{"c/phone", "a/pc", "d/phone", "b/phone"}) {
+			t.Fatalf("Members = %v", got)
+		}
+		if err := b.Join(ctx, sid, protocol.Member{ClientID: "a", UserID: 1, Role: "phone", Since: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Leave(ctx, sid, "b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Leave(ctx, sid, "never-joined"); err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(); !slices.Equal(got, []string{"c/phone", "a/phone", "d/phone"}) {
+			t.Fatalf("Members after re-join and leave = %v", got)
+		}
+		if err := b.Join(ctx, "nope", protocol.Member{ClientID: "x"}); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("Join unknown session: %v", err)
+		}
+		if _, err := b.Members(ctx, "nope"); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("Members of unknown session: %v", err)
+		}
+	})
+
+	t.Run("SendNotStored", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r, _ := btSubscribe(t, ctx, b, sid)
+		for i := range 3 {
+			p := &Publication{Type: protocol.TypeRTCCandidate, Data: json.RawMessage(fmt.Sprintf(`{"candidate":"c%d"}`, i)), From: "a", To: "b"}
+			if err := b.Send(ctx, sid, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := r.wait(t, ctx, 3)
+		for i, p := range got {
+			if p.Off != 0 || string(p.Data) != fmt.Sprintf(`{"candidate":"c%d"}`, i) {
+				t.Fatalf("send %d delivered as %+v", i, p)
+			}
+		}
+		h, err := b.History(ctx, sid, 0)
+		if err != nil || len(h.Pubs) != 0 || h.Offset != 0 {
+			t.Fatalf("History after Send = %+v, %v", h, err)
+		}
+		if st, _ := b.State(ctx, sid); st.Offset != 0 {
+			t.Fatalf("State after Send = %+v", st)
+		}
+		if err := b.Send(ctx, "nope", &Publication{Type: protocol.TypeRTCOffer, To: "b"}); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("Send to unknown session: %v", err)
+		}
+	})
+
+	t.Run("Unsubscribe", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r1, unsub1 := btSubscribe(t, ctx, b, sid)
+		r2, unsub2 := btSubscribe(t, ctx, b, sid)
+		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
+		r1.wait(t, ctx, 1)
+		r2.wait(t, ctx, 1)
+		unsub1()
+		unsub1() // idempotent
+		btPublish(t, ctx, b, sid, btChord("a", "D", 0))
+		r2.wait(t, ctx, 2)
+		if n := len(r1.all()); n != 1 {
+			t.Fatalf("unsubscribed handler got %d publications", n)
+		}
+		unsub2()
+		btPublish(t, ctx, b, sid, btChord("a", "E", 0))
+		r3, _ := btSubscribe(t, ctx, b, sid)
+		btPublish(t, ctx, b, sid, btChord("a", "F", 0))
+		got := r3.wait(t, ctx, 1)
+		if got[0].Off != 4 || got[0].Chord != "F" {
+			t.Fatalf("new subscriber got %s", btDescribe(got))
+		}
+		if n1, n2 := len(r1.all()), len(r2.all()); n1 != 1 || n2 != 2 {
+			t.Fatalf("after unsubscribe: %d and %d publications", n1, n2)
+		}
+	})
+
+	t.Run("ConcurrentPublishers", func(t *testing.T) {
+		ctx := btCtx(t, 30*time.Second)
+		b := newBroker(t, brokerTestOptions{HistorySize: 2048})
+		sid := btSession(t, ctx, b)
+		recs := []*btRecorder{}
+		r, _ := btSubscribe(t, ctx, b, sid)
+		recs = append(recs, r)
+		if shared {
+			b2 := newBroker(t, brokerTestOptions{HistorySize: 2048})
+			r2, _ := btSubscribe(t, ctx, b2, sid)
+			recs = append(recs, r2)
+		}
+		const senders, each = 10, 100
+		var wg sync.WaitGroup
+		errs := make(chan error, senders)
+		for s := range senders {
+			wg.Go(func() {
+				for i := range each {
+					from := fmt.Sprintf("c%d", s)
+					if _, err := b.Publish(ctx, sid, btChord(from, "C", 0)); err != nil {
+						errs <- fmt.Errorf("sender %d message %d: %w", s, i, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for ri, r := range recs {
+			got := r.wait(t, ctx, senders*each)
+			btCheckOffsets(t, got, 1)
+			last := map[string]uint64{}
+			for _, p := range got {
+				if p.Seq != last[p.From]+1 {
+					t.Fatalf("recorder %d: %s seq %d after %d", ri, p.From, p.Seq, last[p.From])
+				}
+				last[p.From] = p.Seq
+			}
+		}
+		if h, _ := b.History(ctx, sid, 0); len(h.Pubs) != senders*each || !h.Complete {
+			t.Fatalf("history holds %d, complete %v", len(h.Pubs), h.Complete)
+		}
+	})
+
+	t.Run("Isolation", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sa, sb := btSession(t, ctx, b), btSession(t, ctx, b)
+		ra, _ := btSubscribe(t, ctx, b, sa)
+		rb, _ := btSubscribe(t, ctx, b, sb)
+		for range 3 {
+			btPublish(t, ctx, b, sa, btChord("a", "C", 0))
+		}
+		if err := b.Send(ctx, sa, &Publication{Type: protocol.TypeRTCOffer, From: "a", To: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Join(ctx, sa, protocol.Member{ClientID: "a", Since: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		btPublish(t, ctx, b, sb, btChord("z", "G", 0))
+		ra.wait(t, ctx, 4)
+		got := rb.wait(t, ctx, 1)
+		if got[0].From != "z" || got[0].Off != 1 {
+			t.Fatalf("B got %s", btDescribe(got))
+		}
+		// A's traffic was all delivered to A before this B message was
+		// published; a second B message proves nothing of A is queued for B.
+		btPublish(t, ctx, b, sb, btChord("z", "A", 0))
+		if got := rb.wait(t, ctx, 2); len(rb.all()) != 2 || got[1].Off != 2 {
+			t.Fatalf("B got %s", btDescribe(rb.all()))
+		}
+		st, _ := b.State(ctx, sb)
+		h, _ := b.History(ctx, sb, 0)
+		ms, _ := b.Members(ctx, sb)
+		n, _ := b.LastSeq(ctx, sb, "a")
+		if st.Chord != "A" || st.Offset != 2 || len(h.Pubs) != 2 || len(ms) != 0 || n != 0 {
+			t.Fatalf("B sees A: state %+v, history %d, members %v, last seq of a %d", st, len(h.Pubs), ms, n)
+		}
+	})
+
+	if !shared {
+		return
+	}
+
+	t.Run("CrossInstance", func(t *testing.T) {
+		ctx := btCtx(t, 10*time.Second)
+		b1, b2 := newBroker(t, brokerTestOptions{}), newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b1)
+		if _, err := b2.Session(ctx, sid); err != nil {
+			t.Fatalf("session of instance 1 on instance 2: %v", err)
+		}
+		r1, _ := btSubscribe(t, ctx, b1, sid)
+		r2, _ := btSubscribe(t, ctx, b2, sid)
+		const n = 50
+		for i := range n {
+			bb := b1
+			if i%5 == 4 {
+				bb = b2
+			}
+			btPublish(t, ctx, bb, sid, btChord("a", "C", 0))
+		}
+		for _, r := range []*btRecorder{r1, r2} {
+			got := r.wait(t, ctx, n)
+			btCheckOffsets(t, got, 1)
+		}
+		if err := b1.Send(ctx, sid, &Publication{Type: protocol.TypeRTCOffer, From: "a", To: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := r2.wait(t, ctx, n+1); got[n].Type != protocol.TypeRTCOffer {
+			t.Fatalf("send across instances: %+v", got[n])
+		}
+		if got := r1.wait(t, ctx, n+1); got[n].Type != protocol.TypeRTCOffer {
+			t.Fatalf("send on its own instance: %+v", got[n])
+		}
+		if err := b1.Join(ctx, sid, protocol.Member{ClientID: "a", Role: "pc", Since: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		ms, err := b2.Members(ctx, sid)
+		if err != nil || len(ms) != 1 || ms[0].ClientID != "a" || ms[0].Instance == "" {
+			t.Fatalf("members seen by instance 2: %+v, %v", ms, err)
+		}
+		st, _ := b2.State(ctx, sid)
+		if st.Offset != n || st.Chord != "C" {
+			t.Fatalf("state on instance 2: %+v", st)
+		}
+		if n1, n2 := len(r1.all()), len(r2.all()); n1 != n+1 || n2 != n+1 {
+			t.Fatalf("delivered %d and %d, want %d each (exactly once)", n1, n2, n+1)
+		}
+	})
+}
+
+func btJSONEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}

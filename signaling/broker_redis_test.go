@@ -1,0 +1,226 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// btLogger routes a broker's logs to t.Logf.
+func btLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(btWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type btWriter struct{ t *testing.T }
+
+func (w btWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newTestRedisBroker returns a RedisBroker on srv, closed at t's cleanup.
+func newTestRedisBroker(t *testing.T, srv *testRedisServer, cfg RedisConfig) *RedisBroker {
+	t.Helper()
+	cfg.URL = srv.url()
+	if cfg.Prefix == "" {
+		cfg.Prefix = "vttest:"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = btLogger(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := NewRedisBroker(ctx, cfg)
+	if err != nil {
+		t.Fatalf("NewRedisBroker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func TestRedisBrokerConformance(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	testBroker(t, func(t *testing.T, o brokerTestOptions) Broker {
+		return newTestRedisBroker(t, srv, RedisConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+	}, true)
+}
+
+func TestRedisBrokerConfig(t *testing.T) {
+	for _, c := range []RedisConfig{
+		{},
+		{URL: "http://localhost:6379"},
+		{URL: "redis://localhost:1", Prefix: "a{b"},
+		{URL: "redis://localhost:1", HistorySize: -1},
+		{URL: "redis://localhost:1", PresenceTTL: time.Millisecond},
+	} {
+		if err := c.Validate(); !errors.Is(err, errInvalidConfig) {
+			t.Errorf("Validate(%+v) = %v", c, err)
+		}
+	}
+	for _, u := range []string{
+		"redis://localhost:6379/0", "rediss://u:p@localhost:6380/1", "unix:///tmp/redis.sock?db=2",
+		"redis://h1:7000?addr=h2:7001&addr=h3:7002", "redis://h1:7000?cluster=true",
+		"redis://s1:26379?master_name=mymaster&addr=s2:26379",
+	} {
+		c, err := newRedisClient(u)
+		if err != nil {
+			t.Errorf("newRedisClient(%s): %v", u, err)
+			continue
+		}
+		_ = c.Close()
+	}
+	if _, err := newRedisClient("redis://h1:7000?cluster=maybe"); err == nil {
+		t.Error("cluster=maybe accepted")
+	}
+}
+
+func TestRedisBrokerUnreachable(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	srv.kill(t) // a port nobody listens on now
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := NewRedisBroker(ctx, RedisConfig{URL: srv.url(), Logger: btLogger(t)})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewRedisBroker without Redis: %v", err)
+	}
+}
+
+// TestRedisBrokerGhostPresence: the members of an instance that stops
+// heartbeating disappear after PresenceTTL; those of a closed instance at once.
+func TestRedisBrokerGhostPresence(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := btCtx(t, 20*time.Second)
+	cfg := RedisConfig{PresenceTTL: 300 * time.Millisecond}
+	alive := newTestRedisBroker(t, srv, cfg)
+	dying := newTestRedisBroker(t, srv, cfg)
+	closing := newTestRedisBroker(t, srv, cfg)
+	sid := btSession(t, ctx, alive)
+	now := time.Now()
+	for _, j := range []struct {
+		b  *RedisBroker
+		id string
+	}{{alive, "pc"}, {dying, "phone"}, {closing, "tablet"}} {
+		if err := j.b.Join(ctx, sid, protocol.Member{ClientID: j.id, Since: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members := func() []string {
+		ms, err := alive.Members(ctx, sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range ms {
+			ids = append(ids, m.ClientID+"@"+m.Instance)
+		}
+		return ids
+	}
+	// Wait past a TTL: heartbeats keep every live instance's members listed.
+	deadline := time.Now().Add(2 * cfg.PresenceTTL)
+	btEventually(t, ctx, "two presence TTLs", func() bool { return time.Now().After(deadline) })
+	if got := members(); len(got) != 3 {
+		t.Fatalf("members while all instances live: %v", got)
+	}
+	if err := closing.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := members(); len(got) != 2 {
+		t.Fatalf("members after an instance closed: %v", got)
+	}
+	dying.stopHeartbeat()
+	btEventually(t, ctx, "the ghost member to disappear", func() bool { return len(members()) == 1 })
+	if got := members(); got[0] != "pc@"+alive.Instance() {
+		t.Fatalf("members = %v", got)
+	}
+}
+
+// TestRedisBrokerOutage kills redis-server mid-stream: local delivery goes on,
+// Ready fails, and after redis-server restarts on the same port cross-instance
+// delivery resumes without restarting the brokers.
+func TestRedisBrokerOutage(t *testing.T) {
+	btNoLeaks(t)
+	// Production Redis persists: with AOF fsynced on every write the session
+	// survives the crash.
+	srv := startTestRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	ctx := btCtx(t, 40*time.Second)
+	a := newTestRedisBroker(t, srv, RedisConfig{})
+	b := newTestRedisBroker(t, srv, RedisConfig{})
+	sid := btSession(t, ctx, a)
+	ra, _ := btSubscribe(t, ctx, a, sid)
+	ra2, _ := btSubscribe(t, ctx, a, sid) // a second member on instance A
+	rb, _ := btSubscribe(t, ctx, b, sid)
+
+	btPublish(t, ctx, a, sid, btChord("phone", "C", 1))
+	btPublish(t, ctx, b, sid, btChord("pc", "G", 1))
+	for _, r := range []*btRecorder{ra, ra2, rb} {
+		btCheckOffsets(t, r.wait(t, ctx, 2), 1)
+	}
+
+	srv.kill(t)
+	btEventually(t, ctx, "Ready to report the outage", func() bool {
+		return errors.Is(a.Ready(ctx), ErrUnavailable)
+	})
+	if err := b.Ready(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Ready of B during the outage: %v", err)
+	}
+	// The phone keeps talking to the PC on the same instance.
+	p := btChord("phone", "D", 2)
+	res, err := a.Publish(ctx, sid, p)
+	if !errors.Is(err, ErrUnavailable) || !res.Local || res.Seq != 2 || res.Off != 0 {
+		t.Fatalf("Publish during the outage = %+v, %v", res, err)
+	}
+	for _, r := range []*btRecorder{ra, ra2} {
+		got := r.wait(t, ctx, 3)
+		if got[2].Chord != "D" || got[2].Off != 0 || got[2].Seq != 2 {
+			t.Fatalf("local delivery during the outage: %s", btDescribe(got))
+		}
+	}
+	if err := a.Send(ctx, sid, &Publication{Type: protocol.TypeRTCOffer, From: "phone", To: "pc"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Send during the outage: %v", err)
+	}
+	ra.wait(t, ctx, 4)
+	if _, err := a.History(ctx, sid, 0); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("History during the outage: %v", err)
+	}
+	if n := len(rb.all()); n != 2 {
+		t.Fatalf("instance B got %d publications during the outage", n)
+	}
+
+	srv.start(t)
+	for _, br := range []*RedisBroker{a, b} {
+		btEventually(t, ctx, "Ready after the restart", func() bool { return br.Ready(ctx) == nil })
+	}
+	// The phone's client resends what was only delivered locally.
+	btEventually(t, ctx, "the resend to be accepted", func() bool {
+		res, err = a.Publish(ctx, sid, btChord("phone", "D", 2))
+		return err == nil
+	})
+	if res.Off != 3 || res.Seq != 2 || res.Duplicate {
+		t.Fatalf("resend after recovery = %+v", res)
+	}
+	btPublish(t, ctx, b, sid, btChord("pc", "Em", 2))
+	btPublish(t, ctx, a, sid, btChord("phone", "A", 3))
+	got := rb.wait(t, ctx, 5)
+	btCheckOffsets(t, got, 1)
+	if got[2].Chord != "D" || got[3].Chord != "Em" || got[4].Chord != "A" {
+		t.Fatalf("instance B after recovery: %s", btDescribe(got))
+	}
+	// A's members got the resend again with its offset; their dedupe by
+	// (from, seq) drops it.
+	gotA := ra.wait(t, ctx, 7)
+	if gotA[4].Off != 3 || gotA[4].Seq != 2 || gotA[5].Off != 4 || gotA[6].Off != 5 {
+		t.Fatalf("instance A after recovery: %s", btDescribe(gotA))
+	}
+	h, err := b.History(ctx, sid, 0)
+	if err != nil || !h.Complete || len(h.Pubs) != 5 {
+		t.Fatalf("history after recovery: %+v, %v", h, err)
+	}
+}
