@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/virtutune/link/protocol"
@@ -109,24 +110,18 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "internal", "Could not sign a token")
 		return
 	}
-	pairing, pexp, err := s.tokens.Sign(uid, sid, protocol.RolePhone, tokenPairing, s.cfg.PairingTTL)
+	pairURL, pexp, qr, err := s.pairingLink(r, uid, sid)
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "internal", "Could not sign a token")
+		httpError(w, http.StatusInternalServerError, "internal", "Could not issue a pairing link")
 		return
 	}
 	base := s.baseURL(r)
-	pairURL := base + "/phone/#s=" + sid + "&p=" + url.QueryEscape(pairing)
-	png, err := qrcode.Encode(pairURL, qrcode.Medium, 320)
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, "internal", "Could not draw the QR code")
-		return
-	}
 	s.log.Info("session created", "session", sid, "user", uid)
 	writeJSON(w, http.StatusCreated, SessionResponse{
 		SessionID: sid, UserID: uid, Role: protocol.RolePC, Token: token,
 		WSURL: wsURL(base, sid), ExpiresAt: exp,
 		PairingURL: pairURL, PairingExpiresAt: pexp,
-		PairingQR: "data:image/png;base64," + base64.StdEncoding.EncodeToString(png),
+		PairingQR: qr,
 	})
 }
 
@@ -188,4 +183,57 @@ func randomUserID() int64 {
 		panic("signaling: crypto/rand failed: " + err.Error())
 	}
 	return int64(binary.BigEndian.Uint64(b[:])%(maxUserID-1)) + 1
+}
+
+// PairingResponse is the answer of POST /api/sessions/{session_id}/pairing.
+type PairingResponse struct {
+	SessionID        string    `json:"session_id"`
+	PairingURL       string    `json:"pairing_url"`
+	PairingExpiresAt time.Time `json:"pairing_expires_at"`
+	PairingQR        string    `json:"pairing_qr"`
+}
+
+// handleNewPairing issues a fresh pairing link for an existing session to
+// the holder of its PC token, so a PC can show a new QR code without ending
+// the session (and without dropping a phone already paired).
+func (s *Server) handleNewPairing(w http.ResponseWriter, r *http.Request) {
+	sid := chi.URLParam(r, "session_id")
+	c, err := s.tokens.Parse(bearer(r))
+	if err != nil || c.Type != tokenSession {
+		httpError(w, http.StatusUnauthorized, "invalid_token", "A valid PC token is required (Authorization: Bearer)")
+		return
+	}
+	if c.SessionID != sid || c.Role != protocol.RolePC {
+		httpError(w, http.StatusForbidden, "forbidden", "Only this session's PC may issue pairing links")
+		return
+	}
+	if _, err := s.broker.Session(r.Context(), sid); errors.Is(err, ErrSessionNotFound) {
+		httpError(w, http.StatusNotFound, "session_not_found", "Session not found or expired")
+		return
+	} else if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "Try again in a moment")
+		return
+	}
+	uid, _ := c.UserID()
+	pairURL, pexp, qr, err := s.pairingLink(r, uid, sid)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", "Could not issue a pairing link")
+		return
+	}
+	writeJSON(w, http.StatusCreated, PairingResponse{SessionID: sid, PairingURL: pairURL, PairingExpiresAt: pexp, PairingQR: qr})
+}
+
+// pairingLink signs a single-use pairing token and returns its URL, expiry
+// and QR code (a PNG data URL).
+func (s *Server) pairingLink(r *http.Request, uid int64, sid string) (string, time.Time, string, error) {
+	pairing, pexp, err := s.tokens.Sign(uid, sid, protocol.RolePhone, tokenPairing, s.cfg.PairingTTL)
+	if err != nil {
+		return "", time.Time{}, "", err
+	}
+	pairURL := s.baseURL(r) + "/phone/#s=" + sid + "&p=" + url.QueryEscape(pairing)
+	png, err := qrcode.Encode(pairURL, qrcode.Medium, 320)
+	if err != nil {
+		return "", time.Time{}, "", err
+	}
+	return pairURL, pexp, "data:image/png;base64," + base64.StdEncoding.EncodeToString(png), nil
 }

@@ -8,6 +8,7 @@
 // # HTTP contract
 //
 //	POST /api/sessions           create a session (201)
+//	POST /api/sessions/{id}/pairing  a fresh pairing link for the session (201; PC token as Bearer)
 //	POST /api/pair               trade a single-use pairing token for a phone token (200)
 //	GET  /ws/guitar/{session}/   WebSocket (token in Authorization: Bearer or ?token=)
 //	GET  /healthz                200 while the process serves

@@ -90,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
 	r.Post("/api/sessions", s.handleCreateSession)
+	r.Post("/api/sessions/{session_id}/pairing", s.handleNewPairing)
 	r.Post("/api/pair", s.handlePair)
 	r.Get("/ws/guitar/{session_id}/", s.handleWS)
 	r.Get("/ws/guitar/{session_id}", s.handleWS)

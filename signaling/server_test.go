@@ -400,3 +400,41 @@ func TestShutdownClosesWith1001(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The PC can ask for a fresh pairing link for its session; nobody else can.
+func TestNewPairingLink(t *testing.T) {
+	ts := newServer(t, nil)
+	s := ts.createSession(t)
+	other := ts.createSession(t)
+	post := func(sid, token string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/sessions/"+sid+"/pairing", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	ph := ts.pair(t, s)
+	for _, c := range []struct {
+		sid, token string
+		status     int
+	}{{s.SessionID, "", 401}, {s.SessionID, other.Token, 403}, {s.SessionID, ph.Token, 403}} {
+		resp := post(c.sid, c.token)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Fatalf("%+v: status %d", c, resp.StatusCode)
+		}
+	}
+	resp := post(s.SessionID, s.Token)
+	defer resp.Body.Close()
+	var p signaling.PairingResponse
+	if resp.StatusCode != 201 || json.NewDecoder(resp.Body).Decode(&p) != nil || p.PairingURL == s.PairingURL {
+		t.Fatalf("status %d %+v", resp.StatusCode, p)
+	}
+	if code, body := ts.pairRaw(t, pairingToken(t, p.PairingURL)); code != 200 {
+		t.Fatalf("pair with the new link: %d %s", code, body)
+	}
+}
