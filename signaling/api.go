@@ -115,7 +115,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "internal", "Could not issue a pairing link")
 		return
 	}
-	base := s.baseURL(r)
+	base := s.callerURL(r)
 	s.log.Info("session created", "session", sid, "user", uid)
 	writeJSON(w, http.StatusCreated, SessionResponse{
 		SessionID: sid, UserID: uid, Role: protocol.RolePC, Token: token,
@@ -173,7 +173,7 @@ func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("phone paired", "session", c.SessionID, "user", uid)
 	writeJSON(w, http.StatusOK, PairResponse{
 		SessionID: c.SessionID, UserID: uid, Role: protocol.RolePhone, Token: token,
-		WSURL: wsURL(s.baseURL(r), c.SessionID), ExpiresAt: exp,
+		WSURL: wsURL(s.callerURL(r), c.SessionID), ExpiresAt: exp,
 	})
 }
 

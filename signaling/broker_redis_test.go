@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,85 @@ func TestRedisBrokerOutage(t *testing.T) {
 	h, err := b.History(ctx, sid, 0)
 	if err != nil || !h.Complete || len(h.Pubs) != 5 {
 		t.Fatalf("history after recovery: %+v, %v", h, err)
+	}
+}
+
+// btPublishUnseen stores a publication like Publish does but announces it on a
+// channel nobody listens to: subscribers can only get it from the stream.
+func btPublishUnseen(t *testing.T, ctx context.Context, b *RedisBroker, sid string, p *Publication) {
+	t.Helper()
+	payload, err := encodePub(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
+		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere").Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRedisBrokerGapRepair: a publication pub/sub never delivered is read
+// from the stream, both when a later one reveals the gap and when the PubSub
+// connection is re-established.
+func TestRedisBrokerGapRepair(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := btCtx(t, 20*time.Second)
+	a := newTestRedisBroker(t, srv, RedisConfig{})
+	b := newTestRedisBroker(t, srv, RedisConfig{})
+	sid := btSession(t, ctx, a)
+	rb, _ := btSubscribe(t, ctx, b, sid)
+	ra, _ := btSubscribe(t, ctx, a, sid)
+	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
+	rb.wait(t, ctx, 1)
+
+	// Offsets 2 and 3 never reach pub/sub; 4 does and reveals the gap.
+	btPublishUnseen(t, ctx, a, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: []byte(`{"n":2}`)})
+	btPublishUnseen(t, ctx, a, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: []byte(`{"n":3}`)})
+	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
+	btCheckOffsets(t, rb.wait(t, ctx, 4), 1)
+	btCheckOffsets(t, ra.wait(t, ctx, 4), 1) // the publisher's own fast path too
+
+	// Offset 5 is stored while nobody hears of it; then every PubSub
+	// connection is killed: the resubscription catches up from the stream.
+	btPublishUnseen(t, ctx, a, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: []byte(`{"n":5}`)})
+	if err := a.client.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	btCheckOffsets(t, rb.wait(t, ctx, 5), 1)
+	btCheckOffsets(t, ra.wait(t, ctx, 5), 1)
+	btPublish(t, ctx, a, sid, btChord("x", "E", 0))
+	for _, r := range []*btRecorder{ra, rb} {
+		btCheckOffsets(t, r.wait(t, ctx, 6), 1)
+		if n := len(r.all()); n != 6 {
+			t.Fatalf("delivered %d, want 6 (exactly once)", n)
+		}
+	}
+}
+
+// TestRedisGroupOrder checks the delivery-order rules of one session's group.
+func TestRedisGroupOrder(t *testing.T) {
+	g := &redisGroup{sid: "s", handlers: map[uint64]Handler{}, pending: map[uint64]*Publication{}}
+	var got []uint64
+	g.handlers[1] = func(p *Publication) { got = append(got, p.Off) }
+	log := slog.New(slog.DiscardHandler)
+	pub := func(off uint64) *Publication { return &Publication{Off: off} }
+	g.offer(pub(3), 4, log) // before ready: held
+	g.ready = true
+	g.skipTo(1) // subscribed at offset 1
+	if gap := g.offer(pub(4), 4, log); !gap || len(got) != 0 {
+		t.Fatalf("gap not reported: %v", got)
+	}
+	g.offer(pub(2), 4, log)
+	g.offer(pub(2), 4, log) // echo
+	if want := []uint64{2, 3, 4}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	for _, off := range []uint64{6, 7, 8, 9, 10} { // 5 never comes: more than maxPending wait
+		g.offer(pub(off), 4, log)
+	}
+	if want := []uint64{2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
 	}
 }

@@ -540,7 +540,7 @@ func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publica
 	case errors.Is(err, ErrBadSequence):
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence,
 			"seq %d skips ahead: the next expected is %d", m.Seq, c.lastSeq.Load()+1))
-	case err != nil && res.Seq != 0 && errors.Is(err, ErrUnavailable):
+	case err != nil && res.Local:
 		// Delivered on this instance only; the client keeps it and resends.
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Delivered on this server only: the session store is unreachable; resend later"))
 	case err != nil:

@@ -56,7 +56,13 @@ func isLocalHost(host string) bool {
 // server: the public URL when configured; else the request's host, with the
 // LAN address in place of a loopback name. Forwarded headers are trusted for
 // the scheme only (a TLS-terminating proxy sets X-Forwarded-Proto).
-func (s *Server) baseURL(r *http.Request) string {
+func (s *Server) baseURL(r *http.Request) string { return s.base(r, true) }
+
+// callerURL is the base URL as the caller reached it (for the caller's own
+// ws_url): the public URL when configured, else the request's host as is.
+func (s *Server) callerURL(r *http.Request) string { return s.base(r, false) }
+
+func (s *Server) base(r *http.Request, lan bool) string {
 	if s.cfg.PublicURL != "" {
 		return strings.TrimSuffix(s.cfg.PublicURL, "/")
 	}
@@ -69,7 +75,7 @@ func (s *Server) baseURL(r *http.Request) string {
 	if err != nil {
 		h, port = host, ""
 	}
-	if isLocalHost(h) {
+	if lan && isLocalHost(h) {
 		if lan := lanAddr(); lan != "" {
 			h = lan
 		}

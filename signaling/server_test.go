@@ -3,6 +3,7 @@ package signaling_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -363,8 +364,16 @@ func TestPairing(t *testing.T) {
 	if !strings.Contains(s.PairingURL, "/phone/#s="+s.SessionID) || !strings.HasPrefix(s.PairingQR, "data:image/png;base64,") {
 		t.Fatalf("pairing url %q", s.PairingURL)
 	}
-	if strings.Contains(s.PairingURL, "://127.0.0.1") && s.PairingExpiresAt.Sub(time.Now()) > 301*time.Second {
-		t.Fatalf("pairing expiry %v", s.PairingExpiresAt)
+	if d := time.Until(s.PairingExpiresAt); d > 300*time.Second || d < 290*time.Second {
+		t.Fatalf("pairing expires in %v, want 300 s", d)
+	}
+	// The PC reached the server as 127.0.0.1: the phone's link must not say so
+	// when this machine has a LAN address; the PC's own ws_url keeps its host.
+	if hasLANAddr() && (strings.Contains(s.PairingURL, "://127.0.0.1") || strings.Contains(s.PairingURL, "://localhost")) {
+		t.Fatalf("pairing URL %q names loopback", s.PairingURL)
+	}
+	if !strings.HasPrefix(s.WSURL, "ws://127.0.0.1:") {
+		t.Fatalf("ws_url %q", s.WSURL)
 	}
 	tok := pairingToken(t, s.PairingURL)
 	if code, body := ts.pairRaw(t, tok); code != 200 {
@@ -437,4 +446,14 @@ func TestNewPairingLink(t *testing.T) {
 	if code, body := ts.pairRaw(t, pairingToken(t, p.PairingURL)); code != 200 {
 		t.Fatalf("pair with the new link: %d %s", code, body)
 	}
+}
+
+func hasLANAddr() bool {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@
 //	virtutune-peer --create                      # a PC: prints the pairing link, then listens
 //	virtutune-peer --pair 'http://192.168.1.5:8000/phone/#s=...&p=...' --chords C,G,Am --interval 500ms
 //	echo -e "C\nG\nstart\nAm\nend" | virtutune-peer --session S --token T --role phone
+//	echo '{"type":"ping","data":{"timestamp":"2024-01-01T00:00:00Z"}}' | virtutune-peer --raw --session S --token T
 //
 // Lines read from stdin are chords, or "start" / "end" for practice. Latency is
 // computed from the sender's clock (at), so it is meaningful on one machine.
@@ -40,7 +41,7 @@ func main() {
 
 type options struct {
 	server, apiKey, token, session, pair, role, clientID, chords string
-	create, noP2P, verbose                                       bool
+	create, noP2P, verbose, raw                                  bool
 	interval, linger                                             time.Duration
 	count                                                        int
 }
@@ -62,6 +63,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.count, "count", 0, "how many chord changes to send from --chords, cycling (default: the list once)")
 	fs.DurationVar(&o.linger, "linger", 0, "after sending, keep listening this long (default: until interrupted)")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs (pion's included) on stderr")
+	fs.BoolVar(&o.raw, "raw", false, "with --session and --token: a plain WebSocket client; each stdin line is sent as one frame, every frame received is printed")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
 	}
@@ -76,6 +78,8 @@ func parseFlags() (options, error) {
 		return o, errors.New("give exactly one of --create, --pair or --session with --token")
 	case o.session != "" && o.token == "":
 		return o, errors.New("--session needs --token")
+	case o.raw && o.session == "":
+		return o, errors.New("--raw needs --session and --token")
 	case o.count < 0:
 		return o, errors.New("--count must not be negative")
 	}
@@ -112,7 +116,15 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := session(ctx, o, log); err != nil && !errors.Is(err, context.Canceled) {
+	if o.raw {
+		if o.linger == 0 {
+			o.linger = time.Second
+		}
+		err = rawSession(ctx, o, os.Stdin, os.Stdout)
+	} else {
+		err = session(ctx, o, log)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "virtutune-peer:", err)
 		return 1
 	}
