@@ -25,8 +25,11 @@ deps:
 	  else echo "missing (tests that need them will skip outside CI):$$missing"; fi; \
 	fi
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout 12m ./...
@@ -36,6 +39,7 @@ fuzz:
 	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzChord$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/ -run '^$$' -fuzz '^FuzzSignal$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./signaling/ -run '^$$' -fuzz '^FuzzTokenParse$$' -fuzztime $(FUZZTIME)
 
 run:
 	$(GO) run ./cmd/virtutune-server

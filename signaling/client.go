@@ -37,6 +37,9 @@ type client struct {
 	role  string
 	uid   int64
 	since time.Time
+	// tokenExp is when the client's token expires: the connection is closed
+	// with 4102 then.
+	tokenExp time.Time
 
 	send chan []byte   // bounded: Limits.SendQueue
 	done chan struct{} // closed by kill: the writer closes the connection
@@ -162,7 +165,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{
 		s: s, room: rm, conn: conn,
-		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(),
+		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(), tokenExp: claims.ExpiresAt.Time,
 		send:  make(chan []byte, s.cfg.Limits.SendQueue),
 		done:  make(chan struct{}),
 		p2pUp: make(map[string]bool),
@@ -349,13 +352,13 @@ func (c *client) offer(p *Publication, enc *[]byte) {
 		return
 	}
 	if p.From != "" && c.p2pUp[p.From] && slices.Contains(p.Direct, c.id) {
-		c.s.metrics.suppressed.Inc()
+		c.s.metrics.messages.WithLabelValues(string(p.Type), "out", protocol.PathP2P).Inc()
 		return
 	}
 	if *enc == nil {
 		*enc = protocol.Encode(p.Message())
 	}
-	c.s.metrics.messages.WithLabelValues(string(p.Type), "out").Inc()
+	c.s.metrics.messages.WithLabelValues(string(p.Type), "out", protocol.PathRelay).Inc()
 	c.enqueue(*enc)
 }
 
@@ -391,6 +394,8 @@ func (c *client) writePump() {
 	lim := c.s.cfg.Limits
 	ping := time.NewTicker(lim.PingInterval)
 	defer ping.Stop()
+	expiry := time.NewTimer(time.Until(c.tokenExp))
+	defer expiry.Stop()
 	defer c.conn.Close()
 	for {
 		select {
@@ -405,6 +410,8 @@ func (c *client) writePump() {
 				c.kill(protocol.CloseNormal, "")
 				return
 			}
+		case <-expiry.C:
+			c.kill(protocol.CloseTokenExpired, "token expired")
 		case <-c.done:
 			// Flush what is queued unless the client is too slow for it.
 			if c.closeCode != protocol.CloseSlowConsumer {
@@ -488,7 +495,7 @@ func (c *client) handle(b []byte) {
 		c.sendError(perr)
 		return
 	}
-	c.s.metrics.messages.WithLabelValues(string(m.Type), "in").Inc()
+	c.s.metrics.messages.WithLabelValues(string(m.Type), "in", "ws").Inc()
 	if m.From != "" && m.From != c.id {
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence, "from must be your own client id"))
 		return

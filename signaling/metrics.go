@@ -18,7 +18,6 @@ type metrics struct {
 	errors         *prometheus.CounterVec // by code
 	closes         *prometheus.CounterVec // by close code
 	queueDrops     prometheus.Counter
-	suppressed     prometheus.Counter
 	publishLatency prometheus.Histogram
 	brokerUp       prometheus.Gauge
 	peerLatency    *prometheus.HistogramVec // by path
@@ -36,16 +35,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "virtutune_ws_refusals_total", Help: "WebSocket upgrades refused, by HTTP status."}, []string{"status"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "virtutune_messages_total", Help: "Messages by type and direction (in: from clients, out: relayed to clients)."},
-			[]string{"type", "dir"}),
+			Name: "virtutune_messages_total", Help: "Messages by type, direction (in: from clients; out: to clients) and path (out: relay, or p2p when the relay was skipped because the message went over a data channel)."},
+			[]string{"type", "dir", "path"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "virtutune_errors_total", Help: "Error messages sent to clients, by code."}, []string{"code"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "virtutune_closes_total", Help: "Connections closed, by close code."}, []string{"code"}),
 		queueDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "virtutune_send_queue_overflows_total", Help: "Clients closed because their send queue was full."}),
-		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "virtutune_relay_suppressed_total", Help: "Relay deliveries skipped because the message went over a data channel."}),
 		publishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "virtutune_broker_publish_seconds", Help: "Time the broker took to publish one message.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 16)}),
@@ -59,7 +56,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			[]string{"state", "reason"}),
 	}
 	reg.MustRegister(m.conns, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
-		m.queueDrops, m.suppressed, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
+		m.queueDrops, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
 	return m
 }
 

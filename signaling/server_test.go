@@ -32,6 +32,10 @@ func pcAndPhone(t *testing.T, ts *testServer) (sess signaling.SessionResponse, p
 	t.Helper()
 	sess = ts.createSession(t)
 	pc, _ = ts.join(t, sess.SessionID, sess.Token)
+	// The reader starts after the join is announced: once the PC's ping is
+	// answered, its connected notice is in the session's history, so the
+	// phone's snapshot covers it.
+	pc.sync()
 	ph := ts.pair(t, sess)
 	phone, _ = ts.join(t, sess.SessionID, ph.Token)
 	// The PC sees the phone arrive.
@@ -221,6 +225,8 @@ func assertRefusal(t *testing.T, resp *http.Response, status int) {
 		t.Fatalf("body: %+v %v", body, err)
 	}
 }
+
+var jwtHS256 = jwt.SigningMethodHS256
 
 func signWith(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
 	t.Helper()

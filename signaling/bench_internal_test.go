@@ -1,0 +1,45 @@
+package signaling
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// BenchmarkHubFanOut measures one publication delivered by a room to its
+// local members (the sender skipped), encoding included, queues drained.
+func BenchmarkHubFanOut(b *testing.B) {
+	for _, n := range []int{2, 4, 8} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			s, err := New(Config{Secret: []byte("0123456789abcdef0123456789abcdef-bench"), Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ready := make(chan struct{})
+			close(ready)
+			r := &room{id: "benchroom", hub: s.hub, ready: ready, clients: make(map[string]*client), signal: newBucket(50, 200)}
+			var cs []*client
+			for i := range n {
+				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), send: make(chan []byte, 256),
+					done: make(chan struct{}), p2pUp: make(map[string]bool)}
+				r.clients[c.id] = c
+				cs = append(cs, c)
+			}
+			p := &Publication{Type: protocol.TypeChordChange, Data: json.RawMessage(`{"chord":"Am"}`), From: cs[0].id,
+				Skip: cs[0].id, Chord: "Am", At: 1718000000123.5}
+			b.ReportAllocs()
+			for b.Loop() {
+				p.Seq++
+				p.Off++
+				r.deliver(p)
+				for _, c := range cs[1:] {
+					<-c.send
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,142 @@
+package signaling_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling"
+)
+
+// waitClose reads until the connection closes and checks the close code.
+func waitClose(t *testing.T, c *wsClient, code int) {
+	t.Helper()
+	for {
+		_, err := c.read(10 * time.Second)
+		if err == nil {
+			continue
+		}
+		if !websocket.IsCloseError(err, code) {
+			t.Fatalf("closed with %v, want %d", err, code)
+		}
+		return
+	}
+}
+
+// The member bound: one more than MaxMembers is closed with 4103.
+func TestMembersPerSessionBound(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.MaxMembers = 3 })
+	s := ts.createSession(t)
+	for i := 0; i < 3; i++ {
+		c, _ := ts.join(t, s.SessionID, s.Token)
+		c.sync()
+	}
+	conn, _, err := ts.dialRaw(t, s.SessionID, s.Token, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitClose(t, &wsClient{t: t, conn: conn}, protocol.CloseSessionFull)
+}
+
+// Sessions and connections per instance: beyond either bound the upgrade is
+// refused with 503 and a JSON body.
+func TestInstanceBounds(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.MaxSessions, c.Limits.MaxConns = 2, 3 })
+	a, b, c := ts.createSession(t), ts.createSession(t), ts.createSession(t)
+	ca, _ := ts.join(t, a.SessionID, a.Token)
+	cb, _ := ts.join(t, b.SessionID, b.Token)
+	_, resp, err := ts.dialRaw(t, c.SessionID, c.Token, nil, "")
+	if err == nil {
+		t.Fatal("a third session was accepted")
+	}
+	assertRefusal(t, resp, http.StatusServiceUnavailable)
+	ca2, _ := ts.join(t, a.SessionID, a.Token) // third connection, existing session
+	_, resp, err = ts.dialRaw(t, b.SessionID, b.Token, nil, "")
+	if err == nil {
+		t.Fatal("a fourth connection was accepted")
+	}
+	assertRefusal(t, resp, http.StatusServiceUnavailable)
+	// a connection that leaves frees its place
+	cb.conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, _, err := ts.dialRaw(t, c.SessionID, c.Token, nil, "")
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("place not freed")
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+	ca.expect(protocol.TypeConnectionUpdate) // ca2 arrived
+	ca.sync()
+	ca2.sync()
+}
+
+// Signaling messages per session are bounded; beyond, rate_limited.
+func TestSignalingRateBound(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.SignalRate, c.Limits.SignalBurst = 1, 5 })
+	_, pc, phone := pcAndPhone(t, ts)
+	m := protocol.MustMarshal(protocol.TypeRTCRestart, protocol.RTCRestart{Reason: "test"})
+	m.To = phone.ID
+	limited := 0
+	for i := 0; i < 8; i++ {
+		pc.sendRaw(string(protocol.Encode(m)))
+	}
+	pc.send(protocol.TypePing, map[string]any{})
+	for {
+		got := pc.next()
+		if got.Type == protocol.TypePong {
+			break
+		}
+		if e := errData(t, got); e.Code == protocol.CodeRateLimited {
+			limited++
+		}
+	}
+	if limited < 2 || limited > 3 {
+		t.Fatalf("rate_limited %d times, want 3 (8 sent, burst 5)", limited)
+	}
+	delivered := 0
+	phone.send(protocol.TypePing, map[string]any{})
+	for phone.next().Type != protocol.TypePong {
+		delivered++
+	}
+	if delivered+limited != 8 {
+		t.Fatalf("delivered %d + limited %d != 8", delivered, limited)
+	}
+}
+
+// A connection whose token expires is closed with 4102 (terminal).
+func TestTokenLifetime(t *testing.T) {
+	ts := newServer(t, nil)
+	s := ts.createSession(t)
+	tok, _, err := ts.Tokens().Sign(s.UserID, s.SessionID, "pc", "", 1500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ts.join(t, s.SessionID, tok)
+	waitClose(t, c, protocol.CloseTokenExpired)
+	if !protocol.CloseIsTerminal(protocol.CloseTokenExpired) {
+		t.Fatal("4102 must be terminal")
+	}
+}
+
+// An expired pairing link is refused with 401.
+func TestPairingLinkExpires(t *testing.T) {
+	ts := newServer(t, nil)
+	s := ts.createSession(t)
+	tok := signWith(t, jwtHS256, testSecret, map[string]any{
+		"sub": fmt.Sprint(s.UserID), "sid": s.SessionID, "role": "phone", "typ": "pairing", "jti": "x1",
+		"iat": time.Now().Add(-10 * time.Minute).Unix(), "exp": time.Now().Add(-5 * time.Minute).Unix(),
+	})
+	if code, body := ts.pairRaw(t, tok); code != http.StatusUnauthorized {
+		t.Fatalf("expired pairing link: %d %s", code, body)
+	}
+}
