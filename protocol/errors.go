@@ -52,10 +52,10 @@ const (
 	CloseSlowConsumer = 4000 // the send queue was full: reconnect and resume
 	CloseReconnect    = 4001 // the server asks for a reconnect (e.g. lost its broker)
 
-	CloseReplaced       = 4100 // the same client id connected again elsewhere
-	CloseSessionEnded   = 4101 // the session expired or was deleted
-	CloseTokenExpired   = 4102 // the token expired while connected
-	CloseSessionFull    = 4103 // the session reached its member bound
+	CloseReplaced     = 4100 // the same client id connected again elsewhere
+	CloseSessionEnded = 4101 // the session expired or was deleted
+	CloseTokenExpired = 4102 // the token expired while connected
+	CloseSessionFull  = 4103 // the session reached its member bound
 )
 
 // CloseIsTerminal reports whether a client should not reconnect after code.
