@@ -111,9 +111,9 @@ type ConnectionUpdate struct {
 	UserID   int64  `json:"user_id"`
 	ClientID string `json:"client_id,omitempty"`
 	Role     string `json:"role,omitempty"`
-	// LastSeq, on a client's own "connected" notice, is the highest sequence
-	// number the server holds from this client id (0 if none): a reconnecting
-	// client resends what it sent after that.
+	// LastSeq, on a "connected" notice, is the highest sequence number the
+	// server holds from this client id (0 if none): the client itself resends
+	// what it sent after that; the others start its count there.
 	LastSeq *uint64 `json:"last_seq,omitempty"`
 	// Reason says why a member left ("closed", "timeout", "replaced", "slow", ...).
 	Reason string `json:"reason,omitempty"`
@@ -141,6 +141,9 @@ type Member struct {
 	Role     string    `json:"role"`
 	Since    time.Time `json:"since"`
 	Instance string    `json:"instance,omitempty"`
+	// LastSeq, in a session_state, is the member's last accepted seq as of
+	// the snapshot's offset: a receiver starts that sender's count there.
+	LastSeq uint64 `json:"last_seq"`
 }
 
 // Practice is the practice part of a session's state.

@@ -83,6 +83,10 @@ type State struct {
 	Practice  protocol.Practice
 	// Offset is the offset of the last publication this state reflects.
 	Offset uint64
+	// Seqs holds, read atomically with Offset, the last accepted seq of each
+	// client id the session remembers: a newcomer's snapshot gives each
+	// member's, so a receiver knows where every sender's count stands.
+	Seqs map[string]uint64
 }
 
 // SessionInfo is a registered session.

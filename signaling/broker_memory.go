@@ -408,7 +408,12 @@ func (b *MemoryBroker) State(_ context.Context, sid string) (State, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state, nil
+	st := s.state
+	st.Seqs = make(map[string]uint64, len(s.seqs))
+	for id, e := range s.seqs {
+		st.Seqs[id] = e.seq
+	}
+	return st, nil
 }
 
 // LastSeq implements Broker.

@@ -904,10 +904,18 @@ func (b *RedisBroker) State(ctx context.Context, sid string) (State, error) {
 	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	vals, err := b.client.HMGet(ctx, b.sessKey(sid), "exp", "off", "chord", "chord_from", "practice").Result()
+	// One MULTI/EXEC: the sequence numbers are read atomically with the offset.
+	var stCmd *redis.SliceCmd
+	var seqCmd *redis.MapStringStringCmd
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		stCmd = p.HMGet(ctx, b.sessKey(sid), "exp", "off", "chord", "chord_from", "practice")
+		seqCmd = p.HGetAll(ctx, b.seqKey(sid))
+		return nil
+	})
 	if err != nil {
 		return State{}, b.fail("state", err)
 	}
+	vals := stCmd.Val()
 	if _, ok := redisInt(vals[0]); !ok {
 		return State{}, ErrSessionNotFound
 	}
@@ -916,6 +924,12 @@ func (b *RedisBroker) State(ctx context.Context, sid string) (State, error) {
 	st.Offset = uint64(off)
 	st.Chord, _ = vals[2].(string)
 	st.ChordFrom, _ = vals[3].(string)
+	st.Seqs = make(map[string]uint64, len(seqCmd.Val()))
+	for id, v := range seqCmd.Val() {
+		if n, ok := redisInt(v); ok {
+			st.Seqs[id] = uint64(n)
+		}
+	}
 	if raw, _ := vals[4].(string); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &st.Practice); err != nil {
 			return State{}, fmt.Errorf("signaling: redis state: practice: %w", err)

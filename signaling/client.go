@@ -172,7 +172,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		rate:  newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 	}
 	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
-	s.conns.Add(1)
+	if !s.track() {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		conn.Close()
+		s.hub.release(rm)
+		return
+	}
 	s.metrics.conns.Inc()
 	s.metrics.connsTotal.Inc()
 	go func() {
@@ -244,6 +249,11 @@ func (c *client) join(ctx context.Context) bool {
 	c.joining = true
 	rm.clients[c.id] = c
 	rm.mu.Unlock()
+	// Shutdown sets draining before it closes every room's clients: a client
+	// added after that sweep sees draining here.
+	if s.isDraining() {
+		c.kill(protocol.CloseGoingAway, "server shutting down")
+	}
 
 	if err := s.broker.Join(ctx, c.sid, c.member()); err != nil {
 		c.kill(protocol.CloseReconnect, "broker unavailable")
@@ -271,7 +281,7 @@ func (c *client) join(ctx context.Context) bool {
 	}
 	rm.mu.Unlock()
 
-	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusConnected, UserID: c.uid, ClientID: c.id, Role: c.role})
+	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusConnected, UserID: c.uid, ClientID: c.id, Role: c.role, LastSeq: &lastCopy})
 	if _, err := c.publish(ctx, &Publication{Type: protocol.TypeConnectionUpdate, Data: data, Skip: c.id}); err != nil {
 		c.log.Warn("announce join", "err", err)
 	}
@@ -282,6 +292,9 @@ func (c *client) join(ctx context.Context) bool {
 func snapshot(sid string, st State, members []protocol.Member) protocol.SessionState {
 	if members == nil {
 		members = []protocol.Member{}
+	}
+	for i := range members {
+		members[i].LastSeq = st.Seqs[members[i].ClientID]
 	}
 	return protocol.SessionState{
 		SessionID: sid, Chord: st.Chord, ChordFrom: st.ChordFrom, Practice: st.Practice,

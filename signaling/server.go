@@ -204,6 +204,18 @@ func (s *Server) Close() error {
 	return s.Shutdown(ctx)
 }
 
+// track counts one more connection unless the server is draining; Shutdown
+// waits for every tracked connection.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns.Add(1)
+	return true
+}
+
 func (s *Server) isDraining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

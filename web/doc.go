@@ -34,12 +34,22 @@
 //	static/style.css   one stylesheet, mobile first (360 px up)
 //	testdata/*.test.mjs  Node unit tests of the pure logic (run by web_test.go
 //	                   when node is installed; not embedded)
+//	e2e_test.go        browser tests: two headless Chromium processes (PC and
+//	                   phone) and Go peers against the real server, inside a
+//	                   private network namespace (unshare -n) with one veth
+//	                   interface, because Chromium gathers no ICE candidates on
+//	                   loopback alone; p2p, relay (?nop2p=1, no RTCPeerConnection),
+//	                   and Chromium <-> pion in both offer directions
+//	screenshots/       both pages at phone (390x844 @2x) and desktop (1366x850)
+//	                   sizes, written by the browser tests when VT_SCREENSHOTS=1
 //
 // Elements that browser tests read have fixed ids: on both pages #chord,
 // #path (data-path "p2p" or "relay"), #ws-state (data-state "connecting",
 // "open" or "closed"), #practice (data-status "started", "ended" or ""),
 // #error, #latency; on the PC page #qr, #pairing-url, #members; on the phone
-// page #practice-toggle and button.chord[data-chord].
+// page #practice-toggle and button.chord[data-chord]. On both pages
+// window.__vt.link is the page's live Link, a read-only hook for the browser
+// tests and for debugging from the console.
 //
 // # Decisions
 //
@@ -52,9 +62,13 @@
 // Pairing: the phone stores its token in sessionStorage after POST /api/pair,
 // and removes the single-use pairing token from the address bar, so a reload
 // reconnects without pairing again. The PC keeps its session in
-// sessionStorage too, so reloading the PC page keeps the phone paired. "New
-// QR code" creates a new session, since the HTTP contract has no call that
-// mints a second pairing token for an existing session.
+// sessionStorage too, so reloading the PC page keeps the phone paired. A
+// pairing link works once, so the PC page asks for a fresh one of the same
+// session (POST /api/sessions/{id}/pairing) whenever a phone joins, after a
+// reload, and when "New QR code" is pressed after the link expired: the QR
+// code on screen is always one that a next device can use, and the phone
+// already paired stays paired. Only when the session itself is gone does the
+// page start a new session.
 //
 // Dedupe: a receiver takes the first message it sees from an unknown sender
 // as that sender's baseline (a member who joins late cannot know earlier

@@ -75,7 +75,7 @@ export function diagramSVG(name, { width = 180 } = {}) {
   const minF = played.length ? Math.min(...played) : 0;
   const frets = 5;
   const base = maxF > frets ? minF : 1; // first fret shown
-  const W = 180, H = 220, left = 30, top = 44, gapX = 24, gapY = 32;
+  const W = 180, H = 234, left = 30, top = 44, gapX = 24, gapY = 32;
   const x = (i) => left + i * gapX; // i: 0 = low E
   const y = (f) => top + (f - base + 0.5) * gapY;
   const out = [];

@@ -186,9 +186,12 @@ export function wsURL(loc, sessionId, token, clientId) {
  * Inbox delivers each sender's application messages once and in seq order.
  * Per sender (from): seq == last+1 is delivered (with whatever it unblocks
  * from the buffer), seq <= last is a duplicate and dropped, seq > last+1 waits
- * in a bounded buffer. The first message seen from an unknown sender sets its
- * baseline (a member who joins later cannot know earlier seqs). Messages
- * without from or seq (the server's own) are delivered as they come.
+ * in a bounded buffer. Where a sender's count starts comes from the server:
+ * each member's last_seq in session_state and in a newcomer's connected
+ * notice (baseline). Until then a data channel message waits (an earlier
+ * message of the same sender may still be on the relay); a relayed one,
+ * which the server orders after that word, sets the baseline itself.
+ * Messages without from or seq (the server's own) are delivered as they come.
  */
 export class Inbox {
   constructor({ maxBuffered = INBOX_MAX_BUFFERED } = {}) {
@@ -196,6 +199,17 @@ export class Inbox {
     this.last = new Map(); // from -> last delivered seq
     this.buf = new Map(); // from -> Map(seq -> {msg, t})
     this.gaps = 0; // gaps skipped (buffer overflow or expiry)
+    this.paths = new WeakMap(); // buffered msg -> the path that brought it
+  }
+
+  /** pathOf tells which path brought a message that was held back. */
+  pathOf(msg, dflt) { return this.paths.get(msg) || dflt; }
+
+  /** baseline sets where an unknown sender's count stands and returns what that releases. */
+  baseline(from, last) {
+    if (!from || !Number.isInteger(last) || last < 0 || this.last.has(from)) return [];
+    this.last.set(from, last);
+    return this._drain(from);
   }
 
   /** lastSeq is the highest seq delivered from a sender (0 if none). */
@@ -209,11 +223,18 @@ export class Inbox {
   }
 
   /** push takes one received message and returns the messages to deliver now, in order. */
-  push(msg, now = Date.now()) {
+  push(msg, now = Date.now(), path = 'relay') {
     const from = msg && msg.from;
     const seq = msg && msg.seq;
     if (!from || !Number.isInteger(seq) || seq <= 0) return [msg];
     if (!this.last.has(from)) {
+      if (path === 'p2p' && seq > 1) {
+        let b = this.buf.get(from);
+        if (!b) this.buf.set(from, (b = new Map()));
+        if (!b.has(seq)) { b.set(seq, { msg, t: now }); this.paths.set(msg, path); }
+        if (b.size > this.maxBuffered) return this.flush(from);
+        return [];
+      }
       this.last.set(from, seq);
       return [msg, ...this._drain(from)];
     }
@@ -225,7 +246,7 @@ export class Inbox {
     }
     let b = this.buf.get(from);
     if (!b) this.buf.set(from, (b = new Map()));
-    if (!b.has(seq)) b.set(seq, { msg, t: now });
+    if (!b.has(seq)) { b.set(seq, { msg, t: now }); this.paths.set(msg, path); }
     if (b.size > this.maxBuffered) return this.flush(from);
     return [];
   }
@@ -365,6 +386,24 @@ export async function pair(pairingToken) {
   }
 }
 
+/**
+ * newPairing asks for a fresh single-use pairing link of an existing session
+ * (POST /api/sessions/{id}/pairing, the PC's token as Bearer) and resolves to
+ * {session_id, pairing_url, pairing_qr, pairing_expires_at}. A phone already
+ * paired stays paired. It rejects with an ApiError; status 401, 403 or 404
+ * means the session is gone (start a new one).
+ */
+export async function newPairing(sessionId, pcToken) {
+  const { res, data } = await postJSON(`/api/sessions/${encodeURIComponent(sessionId)}/pairing`, {},
+    { Authorization: 'Bearer ' + pcToken });
+  if (res.status === 201 || res.ok) return data;
+  switch (res.status) {
+    case 401: case 403: case 404:
+      throw new ApiError('This session has ended — starting a new one.', res.status, data.code);
+    default: throw new ApiError(`Could not make a new QR code (${data.error || 'HTTP ' + res.status}).`, res.status, data.code);
+  }
+}
+
 // ---------------------------------------------------------------- Link
 
 const noop = () => {};
@@ -469,7 +508,15 @@ export class Link {
   /** sendChord sends chord_change; it returns the seq, or 0 when the chord is invalid or the link is over. */
   sendChord(chord) {
     if (!validChord(chord)) { this.onError(`"${String(chord).slice(0, 24)}" is not a chord name.`); return 0; }
-    return this._sendApp('chord_change', { chord });
+    const seq = this._sendApp('chord_change', { chord });
+    if (seq) {
+      // Our own chord is the session's current chord too: a later onState
+      // (practice start, a member joining) must not show the previous one.
+      this.state.chord = chord;
+      this.state.chordFrom = this.clientId;
+      this._emitState();
+    }
+    return seq;
   }
 
   /** practiceStart sends practice_start with Date.now() as its timestamp (applied locally at once). */
@@ -723,6 +770,7 @@ export class Link {
     }
     if (!d.client_id || d.client_id === this.clientId) return;
     if (d.status === 'connected') {
+      for (const m of this.inbox.baseline(d.client_id, d.last_seq)) this._apply(m, this.inbox.pathOf(m, 'relay'));
       const old = this.members.get(d.client_id);
       this.members.set(d.client_id, { client_id: d.client_id, user_id: d.user_id, role: d.role || (old && old.role) || '', since: (old && old.since) || new Date().toISOString() });
       this._ensurePeer(this.members.get(d.client_id));
@@ -767,10 +815,16 @@ export class Link {
   _onSnapshot(d) {
     const replace = d.recovered === false || !this.resuming;
     this.resuming = false;
+    // A snapshot that replaces history we can no longer get: forget every
+    // sender's count; the snapshot's last_seq values start them again.
+    if (d.recovered === false) this.inbox.rebase();
     if (Array.isArray(d.members)) {
       const next = new Map();
       for (const m of d.members) {
         if (!m || !m.client_id) continue;
+        if (m.client_id !== this.clientId && Number.isInteger(m.last_seq)) {
+          for (const r of this.inbox.baseline(m.client_id, m.last_seq)) this._apply(r, this.inbox.pathOf(r, 'relay'));
+        }
         const old = this.members.get(m.client_id);
         next.set(m.client_id, { client_id: m.client_id, user_id: m.user_id, role: m.role || '', since: m.since || (old && old.since) || new Date().toISOString() });
       }
@@ -780,7 +834,6 @@ export class Link {
     }
     if (replace) {
       // A first snapshot, or one that replaces history we can no longer get.
-      if (d.recovered === false) this.inbox.rebase();
       this.state.chord = d.chord || '';
       this.state.chordFrom = d.chord_from || '';
       const pr = d.practice || {};
@@ -808,7 +861,7 @@ export class Link {
       this._apply(msg, path, true);
       return;
     }
-    for (const m of this.inbox.push(msg)) this._apply(m, path);
+    for (const m of this.inbox.push(msg, Date.now(), path)) this._apply(m, this.inbox.pathOf(m, path));
   }
 
   _apply(msg, path, own = false) {

@@ -1,7 +1,7 @@
 // pc.js: the PC page. Creates a session (or resumes the one of this tab),
 // shows the pairing QR code and link, then the current chord with its finger
 // diagram, strings that sound, the practice timer and the state of the link.
-import { createSession, Link } from './link.js';
+import { createSession, newPairing, Link } from './link.js';
 import { STRING_NAMES, playString, strum, unlockAudio } from './chords.js';
 import { $, showError, renderChord, renderPractice, renderLinkState, storage, p2pAllowed } from './ui.js';
 
@@ -10,6 +10,8 @@ let link = null;
 let session = null;
 let chord = '';
 let expiryTimer = 0;
+let phonesSeen = 0;
+let refreshing = null;
 
 function buildStrings() {
   const box = $('strings');
@@ -84,6 +86,9 @@ async function start({ fresh = false } = {}) {
   showError('');
   let s = fresh ? null : storage.get(KEY);
   if (s && !(Date.parse(s.expires_at) > Date.now() + 5000)) s = null;
+  // A session kept from before a reload: its pairing link may have been used
+  // or have expired meanwhile, so ask for a fresh one once connected.
+  const kept = !!s;
   if (!s) {
     try {
       s = await createSession();
@@ -98,7 +103,9 @@ async function start({ fresh = false } = {}) {
     storage.set(KEY, s);
   }
   session = s;
+  phonesSeen = 0;
   showPairing(s);
+  if (kept) refreshPairing();
   if (link) link.close();
   link = new Link({
     sessionId: s.session_id,
@@ -130,6 +137,25 @@ async function start({ fresh = false } = {}) {
   link.connect();
 }
 
+// refreshPairing replaces the QR code and link with a fresh single-use pairing
+// link of the same session (a phone already paired stays paired). When the
+// session is gone, it starts a new one.
+function refreshPairing() {
+  if (!session) return Promise.resolve();
+  if (refreshing) return refreshing;
+  const s = session;
+  refreshing = newPairing(s.session_id, s.token).then((p) => {
+    if (session !== s) return;
+    Object.assign(s, { pairing_url: p.pairing_url, pairing_qr: p.pairing_qr, pairing_expires_at: p.pairing_expires_at });
+    storage.set(KEY, s);
+    showPairing(s);
+  }, (e) => {
+    if (session !== s) return;
+    if (e.status === 401 || e.status === 403 || e.status === 404) { storage.del(KEY); start({ fresh: true }); } else showError(e.message);
+  }).finally(() => { refreshing = null; });
+  return refreshing;
+}
+
 function renderMembers(list) {
   const ul = $('members');
   ul.textContent = '';
@@ -145,6 +171,10 @@ function renderMembers(list) {
     ul.appendChild(li);
   }
   const phones = others.filter((m) => m.role === 'phone').length;
+  // A phone joined: the QR code on screen was (most likely) just used, and a
+  // pairing link works once. Show a fresh one for the next device.
+  if (phones > phonesSeen) refreshPairing();
+  phonesSeen = phones;
   $('pairing').classList.toggle('compact', phones > 0);
   $('pairing-title').textContent = phones > 0 ? 'Phone connected. Pair another device:' : 'Scan with your phone';
 }
@@ -167,7 +197,7 @@ $('copy-url').addEventListener('click', async () => {
     $('copy-url').textContent = 'Select the link and copy it';
   }
 });
-$('new-qr').addEventListener('click', () => start({ fresh: true }));
+$('new-qr').addEventListener('click', () => refreshPairing());
 $('new-session').addEventListener('click', () => { storage.del(KEY); $('new-session').hidden = true; start({ fresh: true }); });
 $('strum').addEventListener('click', doStrum);
 
@@ -175,3 +205,7 @@ buildStrings();
 unlockAudio();
 renderChord('');
 start();
+
+// window.__vt is a read-only hook for the browser tests (web/e2e_test.go)
+// and for debugging from the console: the page's live Link.
+Object.defineProperty(window, '__vt', { value: Object.freeze({ get link() { return link; } }) });

@@ -145,3 +145,7 @@ async function start() {
 }
 
 start();
+
+// window.__vt is a read-only hook for the browser tests (web/e2e_test.go)
+// and for debugging from the console: the page's live Link.
+Object.defineProperty(window, '__vt', { value: Object.freeze({ get link() { return link; } }) });

@@ -192,7 +192,7 @@ test('Link: hello, state, dedupe across paths, resend and resume after reconnect
   assert.deepEqual(ws.types().slice(0, 2), ['chord_change', 'ping']);
   assert.deepEqual({ ...ws.sent[0], at: 0 }, { type: 'chord_change', data: { chord: 'G' }, from: 'pcpcpcpcpcpcpcpc', seq: 1, at: 0 });
   ws.recv({ type: 'session_state', data: { session_id: 'S1', chord: 'Em', practice: { status: 'started', timestamp: 5 }, offset: 4,
-    members: [{ client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', user_id: 7 }, { client_id: 'phone1', role: 'phone', user_id: 7 }] } });
+    members: [{ client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', user_id: 7, last_seq: 1 }, { client_id: 'phone1', role: 'phone', user_id: 7, last_seq: 4 }] } });
   assert.equal(link.snapshot().chord, 'Em');
   assert.equal(link.snapshot().members.length, 2);
   assert.equal(link.highestOff, 4);
@@ -210,6 +210,7 @@ test('Link: hello, state, dedupe across paths, resend and resume after reconnect
   // Sent while disconnected: kept and resent; the server had seq 1 already.
   ws.drop(4000);
   assert.equal(link.sendChord('F'), 2);
+  assert.equal(link.snapshot().chord, 'F', 'an own chord is the current chord too (onState must not undo it)');
   await waitFor(() => FakeWS.all.length === 2);
   const ws2 = FakeWS.all[1];
   ws2.open();
@@ -257,3 +258,14 @@ test('Link: own practice is applied at once and its echo only once', withFakes(a
   assert.deepEqual(practice, ['started']);
   link.close();
 }));
+
+test('Inbox: a data channel message waits for the server\'s baseline', () => {
+  const ib = new Inbox();
+  const m = (seq) => ({ type: 'chord_change', from: 'x', seq, data: { chord: 'C' } });
+  assert.deepEqual(ib.push(m(6), 0, 'p2p'), [], 'held: the count of x is unknown');
+  assert.deepEqual(ib.baseline('x', 4), [], 'seq 5 is still missing');
+  const out = ib.push(m(5), 1, 'relay');
+  assert.deepEqual(out.map((x) => x.seq), [5, 6]);
+  assert.equal(ib.pathOf(out[1], 'relay'), 'p2p');
+  assert.deepEqual(ib.push(m(6), 2, 'relay'), [], 'duplicate');
+});
