@@ -41,7 +41,7 @@ func main() {
 
 type options struct {
 	server, apiKey, token, session, pair, role, clientID, chords string
-	create, noP2P, verbose, raw                                  bool
+	create, noP2P, verbose, raw, loopback                        bool
 	interval, linger                                             time.Duration
 	count                                                        int
 }
@@ -58,6 +58,7 @@ func parseFlags() (options, error) {
 	fs.StringVar(&o.role, "role", "", `"pc" or "phone" (default: pc for --create, phone for --pair, else pc)`)
 	fs.StringVar(&o.clientID, "client-id", "", "client id (default random)")
 	fs.BoolVar(&o.noP2P, "no-p2p", false, "never open a data channel: relay only")
+	fs.BoolVar(&o.loopback, "loopback", false, "ICE on loopback only, mDNS off (two peers on one machine, for trying it out)")
 	fs.StringVar(&o.chords, "chords", "", `chords to send, comma-separated ("C,G,Am"); without it, lines from stdin`)
 	fs.DurationVar(&o.interval, "interval", 500*time.Millisecond, "pause between two chords of --chords")
 	fs.IntVar(&o.count, "count", 0, "how many chord changes to send from --chords, cycling (default: the list once)")
@@ -133,7 +134,7 @@ func run() int {
 
 func session(ctx context.Context, o options, log *slog.Logger) error {
 	cfg := peer.Config{ServerURL: o.server, SessionID: o.session, Token: o.token, Role: o.role,
-		ClientID: o.clientID, DisableP2P: o.noP2P, Logger: log}
+		ClientID: o.clientID, DisableP2P: o.noP2P, LoopbackOnly: o.loopback, Logger: log}
 	dialCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	switch {
