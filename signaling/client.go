@@ -207,6 +207,9 @@ func (c *client) serve() {
 	if !joined {
 		return
 	}
+	s := c.s.metrics.members.WithLabelValues(c.role)
+	s.Inc()
+	defer s.Dec()
 	defer c.leave()
 	c.readPump()
 }

@@ -11,6 +11,7 @@ import (
 // so that several servers can live in one process (tests, benchmarks).
 type metrics struct {
 	conns          prometheus.Gauge
+	members        *prometheus.GaugeVec // joined members by role
 	sessions       prometheus.Gauge
 	connsTotal     prometheus.Counter
 	refusals       *prometheus.CounterVec // by HTTP status
@@ -28,6 +29,8 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "virtutune_connections", Help: "WebSocket connections open on this instance."}),
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "virtutune_members", Help: "Members joined on this instance, by role (connections still joining are not counted)."}, []string{"role"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "virtutune_sessions_active", Help: "Sessions with at least one member connected to this instance."}),
 		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{
@@ -55,7 +58,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "virtutune_p2p_state_total", Help: "Data channel state reports from peers, by state and reason."},
 			[]string{"state", "reason"}),
 	}
-	reg.MustRegister(m.conns, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
+	reg.MustRegister(m.conns, m.members, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
 		m.queueDrops, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
 	return m
 }
