@@ -108,6 +108,11 @@ func (d *dedupe) accept(m *protocol.Message, path string, at time.Time, out []De
 	}
 	out = append(out, Delivery{Msg: m, Path: path, At: at})
 	s.last = m.Seq
+	return s.release(out)
+}
+
+// release appends the held messages that now follow the last delivered one.
+func (s *sender) release(out []Delivery) []Delivery {
 	for {
 		p, ok := s.held[s.last+1]
 		if !ok {
@@ -142,15 +147,7 @@ func (d *dedupe) baseline(id string, last uint64, out []Delivery) []Delivery {
 			d.dropped++
 		}
 	}
-	for {
-		p, ok := s.held[s.last+1]
-		if !ok {
-			return out
-		}
-		delete(s.held, s.last+1)
-		s.last++
-		out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
-	}
+	return s.release(out)
 }
 
 // lastSeq returns the highest seq delivered from id (0 if none).
