@@ -1,0 +1,182 @@
+// Package redistest runs a real redis-server for tests and benchmarks: a
+// child process on a free port of 127.0.0.1 in a directory of its own, that
+// can be killed (as a crash) and started again on the same port. It never
+// touches the Redis on port 6379. It is not a mock: the point of the tests
+// that use it is to run against the real thing.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ErrNoRedis means redis-server is not on PATH.
+var ErrNoRedis = errors.New("redistest: redis-server is not on PATH (Debian: apt-get install redis-server)")
+
+// Server is one redis-server child process. Its methods are safe for
+// concurrent use.
+type Server struct {
+	Port int
+	Dir  string
+	args []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts redis-server on a free port with persistence off (extra
+// arguments are appended, e.g. "--appendonly", "yes"), in dir, and waits
+// until it answers PING or ctx ends.
+func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNoRedis
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	if port == 6379 {
+		return nil, errors.New("redistest: the free port is 6379; refusing to touch the default Redis")
+	}
+	s := &Server{Port: port, Dir: dir}
+	s.args = append([]string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no", "--loglevel", "warning"}, extra...)
+	if err := s.Restart(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// New is Start for a test: it skips the test when redis-server is missing
+// (fails it when the environment variable CI is "true"), and kills the
+// server at cleanup.
+func New(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	s, err := Start(ctx, t.TempDir(), extra...)
+	if errors.Is(err, ErrNoRedis) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Kill() })
+	return s
+}
+
+// URL is the server's redis:// URL (database 0).
+func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.Port) }
+
+// Addr is host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// Restart starts redis-server again (on the same port and directory) if it
+// is not running, and waits until it answers PING.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	if s.cmd != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	cmd := exec.Command(s.args[0], s.args[1:]...)
+	cmd.Dir = s.Dir
+	logf, err := os.OpenFile(s.Dir+"/redis.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		s.mu.Unlock()
+		_ = logf.Close()
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+		close(done)
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.Ping() == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			log, _ := os.ReadFile(s.Dir + "/redis.log")
+			return fmt.Errorf("redistest: redis-server exited at start:\n%s", log)
+		case <-ctx.Done():
+			return fmt.Errorf("redistest: redis-server on port %d does not answer PING: %w", s.Port, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Kill stops redis-server at once (SIGKILL, as a crash) and waits for it.
+func (s *Server) Kill() error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("redistest: redis-server on port %d did not exit", s.Port)
+	}
+}
+
+// Running reports whether the process is running.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+// Ping sends PING over a raw connection.
+func (s *Server) Ping() error {
+	c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return errors.New("redistest: unexpected PING answer: " + strings.TrimSpace(line))
+	}
+	return nil
+}
