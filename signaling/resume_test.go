@@ -259,3 +259,30 @@ func TestSignalingToOneMember(t *testing.T) {
 	pc.sync()
 	phone.sync()
 }
+
+// Resume reaches only the member's own session: a member of B asking for
+// everything since offset 0 gets B's history and nothing of A's.
+func TestResumeIsolation(t *testing.T) {
+	ts := newServer(t, nil)
+	_, aPC, aPhone := pcAndPhone(t, ts)
+	_, bPC, bPhone := pcAndPhone(t, ts)
+	for _, c := range []string{"C", "G", "Am"} {
+		aPhone.send(protocol.TypeChordChange, map[string]string{"chord": c})
+		aPC.next()
+	}
+	bPhone.send(protocol.TypeChordChange, map[string]string{"chord": "E"})
+	bPC.next()
+	bPC.send(protocol.TypeResume, protocol.Resume{Since: 0, Seen: map[string]uint64{aPhone.ID: 0}})
+	for {
+		m := bPC.next()
+		if m.Type == protocol.TypeResumed {
+			break
+		}
+		if m.From == aPhone.ID || m.From == aPC.ID {
+			t.Fatalf("session B's member got %s from session A", protocol.Encode(m))
+		}
+		if m.Type == protocol.TypeChordChange && chordOf(t, m) != "E" {
+			t.Fatalf("got %s", protocol.Encode(m))
+		}
+	}
+}
