@@ -48,6 +48,9 @@ type client struct {
 	closeCode int
 	closeText string
 	replaced  atomic.Bool
+	// peerClosed is set when the client sent a close frame: it left on
+	// purpose, so its departure is announced at once.
+	peerClosed atomic.Bool
 
 	lastSeq atomic.Uint64 // highest seq accepted from this client id
 
@@ -317,8 +320,63 @@ func (c *client) leave() {
 	if c.replaced.Load() {
 		return
 	}
+	if g := c.s.cfg.Limits.DisconnectGrace; g > 0 && c.mayReturn() {
+		c.s.bg.Add(1)
+		go func() {
+			defer c.s.bg.Done()
+			t := time.NewTimer(g)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-c.s.stop:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if c.returned(ctx) {
+				c.s.metrics.grace.WithLabelValues("returned").Inc()
+				c.log.Info("came back within the grace period: no disconnect notice")
+				return
+			}
+			c.s.metrics.grace.WithLabelValues("left").Inc()
+			c.announceLeave(ctx)
+		}()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	c.announceLeave(ctx)
+}
+
+// mayReturn reports whether the connection ended in a way the client comes
+// back from by itself: it died without a close frame (network, sleep, ping
+// timeout), or the server asked it to reconnect (1001, 4000, 4001).
+func (c *client) mayReturn() bool {
+	switch c.closeCode {
+	case protocol.CloseGoingAway, protocol.CloseSlowConsumer, protocol.CloseReconnect:
+		return true
+	case protocol.CloseNormal:
+		return !c.peerClosed.Load()
+	}
+	return false
+}
+
+// returned reports whether the same client id joined again (on any
+// instance) since this connection: presence then names a newer connection.
+func (c *client) returned(ctx context.Context) bool {
+	ms, err := c.s.broker.Members(ctx, c.sid)
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ClientID == c.id {
+			return !m.Since.Equal(c.since) || m.Instance != c.s.cfg.Instance
+		}
+	}
+	return false
+}
+
+// announceLeave removes the client's presence and tells the others it left.
+func (c *client) announceLeave(ctx context.Context) {
 	if err := c.s.broker.Leave(ctx, c.sid, c.id); err != nil {
 		c.log.Warn("leave", "err", err)
 	}
@@ -466,10 +524,11 @@ func (c *client) readPump() {
 			switch {
 			case errors.Is(err, websocket.ErrReadLimit):
 				c.kill(protocol.CloseTooBig, "message too big")
-			case errors.As(err, &ce):
+			case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+				c.peerClosed.Store(true) // the client said goodbye
 				c.kill(protocol.CloseNormal, "")
 			default:
-				c.kill(protocol.CloseNormal, "")
+				c.kill(protocol.CloseNormal, "") // the connection died (network, sleep, timeout)
 			}
 			return
 		}

@@ -81,6 +81,14 @@ type Limits struct {
 	// (default 50, burst 200); beyond it they are dropped with rate_limited.
 	SignalRate  float64
 	SignalBurst int
+	// DisconnectGrace is how long the server waits before it tells the
+	// others that a member whose connection died (no close frame: network
+	// blip, phone asleep, ping timeout) or that it asked to reconnect (1001,
+	// 4000, 4001) has left (default 10 s; negative: at once). A member that
+	// comes back within it, on any instance, was never gone for the others:
+	// no "disconnected" storm. A member that closes on purpose is announced
+	// at once.
+	DisconnectGrace time.Duration
 	// SocketSendBuffer, when positive, sets each WebSocket's kernel send
 	// buffer (SO_SNDBUF) in bytes; 0 keeps the operating system's default.
 	// A small buffer makes a stalled client reach its SendQueue bound sooner.
@@ -120,6 +128,9 @@ func (l *Limits) fill() {
 	}
 	if l.PongWait == 0 {
 		l.PongWait = 45 * time.Second
+	}
+	if l.DisconnectGrace == 0 {
+		l.DisconnectGrace = 10 * time.Second
 	}
 	if l.WriteWait == 0 {
 		l.WriteWait = 10 * time.Second

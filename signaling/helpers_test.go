@@ -260,3 +260,10 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// bye closes the connection the way a client that leaves on purpose does:
+// a close frame (1000), then the TCP connection.
+func (c *wsClient) bye() {
+	_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+	c.conn.Close()
+}

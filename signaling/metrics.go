@@ -23,6 +23,7 @@ type metrics struct {
 	brokerUp       prometheus.Gauge
 	peerLatency    *prometheus.HistogramVec // by path
 	p2pStates      *prometheus.CounterVec   // by up, reason
+	grace          *prometheus.CounterVec   // by outcome
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -58,6 +59,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "virtutune_p2p_state_total", Help: "Data channel state reports from peers, by state and reason."},
 			[]string{"state", "reason"}),
 	}
+	m.grace = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "virtutune_disconnect_grace_total", Help: "Connections that died and, within the grace period, came back (returned) or not (left)."},
+		[]string{"outcome"})
+	reg.MustRegister(m.grace)
 	reg.MustRegister(m.conns, m.members, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
 		m.queueDrops, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
 	return m

@@ -48,7 +48,7 @@ func TestMetricsExported(t *testing.T) {
 	pc.send(protocol.TypeLatency, protocol.Latency{Path: "p2p", Micros: 180})
 	pc.send(protocol.TypeLatency, protocol.Latency{Path: "relay", Micros: 90})
 	pc.sync()
-	phone.conn.Close()
+	phone.bye()
 	pc.expect(protocol.TypeConnectionUpdate)
 
 	resp, err := http.Get(ts.URL + "/metrics")
@@ -93,7 +93,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	phone.expect(protocol.TypeRTCOffer)
 	// refused joins log too
 	_, _, _ = ts.dialRaw(t, sess.SessionID, sess.Token+"x", nil, "")
-	phone.conn.Close()
+	phone.bye()
 	pc.expect(protocol.TypeConnectionUpdate)
 	out := logs.String()
 	if !strings.Contains(out, "joined") {

@@ -51,7 +51,7 @@ func TestResumeAfterReconnect(t *testing.T) {
 	}
 	lastOff := m.Off
 	pcID := pc.ID
-	pc.conn.Close()
+	pc.bye()
 	// the phone learns the PC left, then keeps playing
 	var cu protocol.ConnectionUpdate
 	mustUnmarshal(t, phone.expect(protocol.TypeConnectionUpdate).Data, &cu)
@@ -105,7 +105,7 @@ func TestResumeBeyondHistory(t *testing.T) {
 	phone.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
 	lastOff := pc.next().Off
 	pcID := pc.ID
-	pc.conn.Close()
+	pc.bye()
 	phone.expect(protocol.TypeConnectionUpdate)
 	for _, c := range []string{"G", "Am", "F", "D", "E"} {
 		phone.send(protocol.TypeChordChange, map[string]string{"chord": c})

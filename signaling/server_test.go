@@ -173,11 +173,12 @@ func TestInvalidJSONAndUnknownType(t *testing.T) {
 	phone.sync()
 }
 
-// Original: test_disconnect — the other member sees connection_update disconnected.
+// Original: test_disconnect — the other member sees connection_update
+// disconnected (at once when the client closes the WebSocket).
 func TestDisconnectNotice(t *testing.T) {
 	ts := newServer(t, nil)
 	sess, pc, phone := pcAndPhone(t, ts)
-	phone.conn.Close()
+	phone.bye()
 	m := pc.expect(protocol.TypeConnectionUpdate)
 	var cu protocol.ConnectionUpdate
 	mustUnmarshal(t, m.Data, &cu)
@@ -462,4 +463,44 @@ func hasLANAddr() bool {
 		}
 	}
 	return false
+}
+
+// A member whose connection dies (no close frame: a phone asleep, a network
+// blip) and that comes back within the grace period was never gone for the
+// others; one that does not come back is announced after it.
+func TestDisconnectGrace(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.DisconnectGrace = 300 * time.Millisecond })
+	sess, pc, phone := pcAndPhone(t, ts)
+	phoneToken, _, err := ts.Tokens().Sign(sess.UserID, sess.SessionID, "phone", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneID := phone.ID
+	phone.conn.UnderlyingConn().Close() // dies without a close frame
+	phone2, _ := ts.rejoin(t, sess.SessionID, phoneToken, phoneID)
+	// the PC hears only that the phone is connected again, never that it left
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, pc.expect(protocol.TypeConnectionUpdate).Data, &cu)
+	if cu.Status != "connected" || cu.ClientID != phoneID {
+		t.Fatalf("%+v", cu)
+	}
+	// once the grace period has run out for the dead connection: still nothing
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, ts.Registry(), "virtutune_disconnect_grace_total", map[string]string{"outcome": "returned"}) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the grace period never ended")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter with a deadline
+	}
+	pc.sync()
+	// now it dies for good
+	phone2.conn.UnderlyingConn().Close()
+	start := time.Now()
+	mustUnmarshal(t, pc.expect(protocol.TypeConnectionUpdate).Data, &cu)
+	if cu.Status != "disconnected" || cu.ClientID != phoneID {
+		t.Fatalf("%+v", cu)
+	}
+	if time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("announced after %v, before the grace period", time.Since(start))
+	}
 }
