@@ -102,7 +102,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	for name, secret := range map[string]string{
 		"pc token": sess.Token, "pairing token": pairingToken(t, sess.PairingURL), "secret": string(testSecret),
 		"token signature": sess.Token[strings.LastIndexByte(sess.Token, '.')+1:],
-		"ice pwd": "SECRETICEPASSWORD", "ice ufrag": "UFRAGSECRET",
+		"ice pwd":         "SECRETICEPASSWORD", "ice ufrag": "UFRAGSECRET",
 	} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the %s appears in the logs", name)
