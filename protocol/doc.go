@@ -95,6 +95,9 @@
 //
 //  1. Phone and PC each join /ws/guitar/{session}/ and learn each other's client
 //     id and role from connection_update and session_state.
+//     A member that joined with p2p=0 (no WebRTC, or turned off) is marked
+//     no_p2p in its connection_update and in session_state: nobody offers it
+//     a channel, and the others can say why the path is the relay.
 //  2. The offerer of the pair (Offers: the PC offers to a phone; between equal
 //     roles the smaller client id) creates a peer connection with one data
 //     channel labelled "virtutune" (ordered, reliable) and sends rtc_offer to

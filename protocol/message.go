@@ -117,6 +117,9 @@ type ConnectionUpdate struct {
 	LastSeq *uint64 `json:"last_seq,omitempty"`
 	// Reason says why a member left ("closed", "timeout", "replaced", "slow", ...).
 	Reason string `json:"reason,omitempty"`
+	// NoP2P, on a "connected" notice, says the member takes no part in data
+	// channels: do not offer it one.
+	NoP2P bool `json:"no_p2p,omitempty"`
 }
 
 // PracticeUpdate is the data of practice_update.
@@ -144,6 +147,9 @@ type Member struct {
 	// LastSeq, in a session_state, is the member's last accepted seq as of
 	// the snapshot's offset: a receiver starts that sender's count there.
 	LastSeq uint64 `json:"last_seq"`
+	// NoP2P marks a member that takes no part in data channels (it joined
+	// with p2p=0): nobody offers it one.
+	NoP2P bool `json:"no_p2p,omitempty"`
 }
 
 // Practice is the practice part of a session's state.

@@ -40,6 +40,8 @@ type client struct {
 	// tokenExp is when the client's token expires: the connection is closed
 	// with 4102 then.
 	tokenExp time.Time
+	// noP2P: the client joined with p2p=0 and takes no part in data channels.
+	noP2P bool
 
 	send chan []byte   // bounded: Limits.SendQueue
 	done chan struct{} // closed by kill: the writer closes the connection
@@ -169,6 +171,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	c := &client{
 		s: s, room: rm, conn: conn,
 		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(), tokenExp: claims.ExpiresAt.Time,
+		noP2P: r.URL.Query().Get("p2p") == "0",
 		send:  make(chan []byte, s.cfg.Limits.SendQueue),
 		done:  make(chan struct{}),
 		p2pUp: make(map[string]bool),
@@ -192,7 +195,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *client) member() protocol.Member {
-	return protocol.Member{ClientID: c.id, UserID: c.uid, Role: c.role, Since: c.since, Instance: c.s.cfg.Instance}
+	return protocol.Member{ClientID: c.id, UserID: c.uid, Role: c.role, Since: c.since, Instance: c.s.cfg.Instance, NoP2P: c.noP2P}
 }
 
 // serve runs the connection: join, read until the end, leave.
@@ -287,7 +290,7 @@ func (c *client) join(ctx context.Context) bool {
 	}
 	rm.mu.Unlock()
 
-	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusConnected, UserID: c.uid, ClientID: c.id, Role: c.role, LastSeq: &lastCopy})
+	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusConnected, UserID: c.uid, ClientID: c.id, Role: c.role, LastSeq: &lastCopy, NoP2P: c.noP2P})
 	if _, err := c.publish(ctx, &Publication{Type: protocol.TypeConnectionUpdate, Data: data, Skip: c.id}); err != nil {
 		c.log.Warn("announce join", "err", err)
 	}

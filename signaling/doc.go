@@ -44,7 +44,8 @@
 // session, 503 when the instance is full or draining.
 //
 // The WebSocket's query may carry client_id (a client's id across reconnects,
-// see protocol) and nothing else the server reads.
+// see protocol) and p2p=0 (the client takes no part in data channels, so the
+// others are told not to offer it one); nothing else is read.
 //
 // # Concurrency
 //

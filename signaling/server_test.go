@@ -504,3 +504,34 @@ func TestDisconnectGrace(t *testing.T) {
 		t.Fatalf("announced after %v, before the grace period", time.Since(start))
 	}
 }
+
+// A member that joins with p2p=0 is marked no_p2p for the others, in its
+// connection_update and in session_state, so nobody offers it a channel.
+func TestNoP2PMember(t *testing.T) {
+	ts := newServer(t, nil)
+	s := ts.createSession(t)
+	pc, _ := ts.join(t, s.SessionID, s.Token)
+	pc.sync()
+	ph := ts.pair(t, s)
+	conn, _, err := ts.dialRaw(t, s.SessionID, ph.Token, nil, "p2p=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	phone := &wsClient{t: t, conn: conn}
+	phone.expect(protocol.TypeConnectionUpdate)
+	var snap protocol.SessionState
+	mustUnmarshal(t, phone.expect(protocol.TypeSessionState).Data, &snap)
+	var cu protocol.ConnectionUpdate
+	mustUnmarshal(t, pc.expect(protocol.TypeConnectionUpdate).Data, &cu)
+	if !cu.NoP2P {
+		t.Fatalf("connection_update %+v lacks no_p2p", cu)
+	}
+	third, snap3 := ts.join(t, s.SessionID, s.Token)
+	third.sync()
+	for _, m := range snap3.Members {
+		if m.NoP2P != (m.ClientID == cu.ClientID) {
+			t.Fatalf("member %+v", m)
+		}
+	}
+}

@@ -116,6 +116,7 @@ export function explainP2P(reason, info = {}) {
     case 'ice-disconnected': return 'the direct connection dropped (network change or sleep) — retrying; using the relay meanwhile.';
     case 'closed': return 'the direct connection closed — retrying; using the relay meanwhile.';
     case 'peer-left': return '';
+    case 'peer-no-p2p': return 'the other device has the direct connection turned off or no WebRTC — using the relay through the server.';
     default: return `direct connection unavailable (${reason}); using the relay.`;
   }
 }
@@ -176,9 +177,10 @@ export function candidateKind(line) {
 }
 
 /** wsURL builds the WebSocket URL of a session on the page's own host. */
-export function wsURL(loc, sessionId, token, clientId) {
+export function wsURL(loc, sessionId, token, clientId, noP2P = false) {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   const q = new URLSearchParams({ token, client_id: clientId });
+  if (noP2P) q.set('p2p', '0'); // tells the others not to offer a data channel
   return `${scheme}//${loc.host}/ws/guitar/${encodeURIComponent(sessionId)}/?${q}`;
 }
 
@@ -558,6 +560,9 @@ export class Link {
       if (!p.up && p.reason && !reason) reason = explainP2P(p.reason, { mdns: p.local.mdns > 0 || p.remote.mdns > 0 });
     }
     if (!reason && this.p2pOff) reason = explainP2P(this.p2pOff);
+    if (!reason && rttP2P == null) {
+      for (const m of this.members.values()) if (m.client_id !== this.clientId && m.no_p2p) reason = explainP2P('peer-no-p2p');
+    }
     return { ws: this.wsState, path: this.path, rttP2P, rttRelay: this.rttRelay, reason, p2p: !this.p2pOff };
   }
 
@@ -621,7 +626,7 @@ export class Link {
     this._setWS('connecting', this.everConnected ? 'Reconnecting…' : '');
     let ws;
     try {
-      ws = new WS(wsURL(location, this.sessionId, this.token, this.clientId));
+      ws = new WS(wsURL(location, this.sessionId, this.token, this.clientId, !!this.p2pOff));
     } catch (e) {
       this._scheduleReconnect('backoff');
       return;
@@ -772,7 +777,7 @@ export class Link {
     if (d.status === 'connected') {
       for (const m of this.inbox.baseline(d.client_id, d.last_seq)) this._apply(m, this.inbox.pathOf(m, 'relay'));
       const old = this.members.get(d.client_id);
-      this.members.set(d.client_id, { client_id: d.client_id, user_id: d.user_id, role: d.role || (old && old.role) || '', since: (old && old.since) || new Date().toISOString() });
+      this.members.set(d.client_id, { client_id: d.client_id, user_id: d.user_id, role: d.role || (old && old.role) || '', since: (old && old.since) || new Date().toISOString(), no_p2p: !!d.no_p2p });
       this._ensurePeer(this.members.get(d.client_id));
     } else if (d.status === 'disconnected') {
       this.members.delete(d.client_id);
@@ -826,7 +831,7 @@ export class Link {
           for (const r of this.inbox.baseline(m.client_id, m.last_seq)) this._apply(r, this.inbox.pathOf(r, 'relay'));
         }
         const old = this.members.get(m.client_id);
-        next.set(m.client_id, { client_id: m.client_id, user_id: m.user_id, role: m.role || '', since: m.since || (old && old.since) || new Date().toISOString() });
+        next.set(m.client_id, { client_id: m.client_id, user_id: m.user_id, role: m.role || '', since: m.since || (old && old.since) || new Date().toISOString(), no_p2p: !!m.no_p2p });
       }
       if (!next.has(this.clientId)) next.set(this.clientId, this.members.get(this.clientId) || { client_id: this.clientId, user_id: this.userId, role: this.role, since: new Date().toISOString() });
       this.members = next;
@@ -904,6 +909,7 @@ export class Link {
 
   _ensurePeer(m) {
     if (this.p2pOff || !m || !m.client_id || m.client_id === this.clientId || !this.hello) return;
+    if (m.no_p2p) return; // it said it cannot take part: no futile offers
     let p = this.peers.get(m.client_id);
     const offerer = offers(this.role, this.clientId, m.role || '', m.client_id);
     if (!p) p = this._newPeerRecord(m.client_id, m.role || '', offerer);

@@ -183,7 +183,7 @@ test('Link: hello, state, dedupe across paths, resend and resume after reconnect
   assert.equal(link.p2pOff, 'unsupported');
   link.connect();
   const ws = FakeWS.all[0];
-  assert.match(ws.url, /^ws:\/\/test:8000\/ws\/guitar\/S1\/\?token=T&client_id=pcpcpcpcpcpcpcpc$/);
+  assert.match(ws.url, /^ws:\/\/test:8000\/ws\/guitar\/S1\/\?token=T&client_id=pcpcpcpcpcpcpcpc&p2p=0$/, "no WebRTC here: the others are told not to offer");
   // A message sent before the hello waits in the outbox.
   assert.equal(link.sendChord('G'), 1);
   assert.equal(link.sendChord('H'), 0, 'invalid chord spends no seq');
