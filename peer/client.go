@@ -109,16 +109,27 @@ type outEntry struct {
 }
 
 // qItem is a message waiting for the WebSocket writer. seq is not zero for
-// application messages, which the writer skips when it already resent them.
+// application messages, which the writer skips when it already resent them,
+// unless resend is set: a copy the server processed but did not take, queued
+// again after a pong. ping is the key of a ping in Client.pings.
 type qItem struct {
-	seq  uint64
-	data []byte
+	seq    uint64
+	data   []byte
+	resend bool
+	batch  uint64 // the resend batch (Client.resendQueued) of a resend
+	ping   string
 }
 
-// pingWait is an outstanding WebSocket ping.
+// pingWait is an outstanding WebSocket ping. When the writer writes it, it
+// notes the highest application seq written before it on that connection
+// (upto) and the resend batches written so far (batch): the pong then tells
+// whether the server took everything up to upto.
 type pingWait struct {
-	sent time.Time
-	done chan struct{}
+	sent    time.Time
+	done    chan struct{}
+	written bool
+	upto    uint64
+	batch   uint64
 }
 
 // Client is a member of a session: a WebSocket to the server and a data
@@ -161,12 +172,17 @@ type Client struct {
 	links     map[string]*link
 	dd        *dedupe
 	ownSeen   uint64 // highest own seq seen back (practice_update)
-	pings     map[string]pingWait
-	lastTS    float64
-	wsRTT     time.Duration
-	p2pRTT    time.Duration
-	stats     Stats
-	session   protocol.SessionState
+	pings     map[string]*pingWait
+	// resendQueued counts the batches of resends queued after a pong showed
+	// that the server did not take messages (Redis down, rate limit);
+	// resendWritten the batches the writer has written.
+	resendQueued  uint64
+	resendWritten uint64
+	lastTS        float64
+	wsRTT         time.Duration
+	p2pRTT        time.Duration
+	stats         Stats
+	session       protocol.SessionState
 }
 
 // Dial joins the session of cfg: it connects the WebSocket, reads the
@@ -193,7 +209,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		members: make(map[string]protocol.Member),
 		links:   make(map[string]*link),
 		dd:      newDedupe(cfg.ReorderWindow),
-		pings:   make(map[string]pingWait),
+		pings:   make(map[string]*pingWait),
 	}
 	c.log = cfg.Logger.With("client", cfg.ClientID, "role", cfg.Role)
 	if !cfg.DisableP2P {
@@ -512,8 +528,8 @@ func (c *Client) Flush(ctx context.Context) error {
 		c.mu.Unlock()
 		return fmt.Errorf("flush: WebSocket is not connected")
 	}
-	data, w := c.newPingLocked()
-	c.queue = append(c.queue, qItem{data: data})
+	data, key, w := c.newPingLocked()
+	c.queue = append(c.queue, qItem{data: data, ping: key})
 	c.wakeWriter()
 	c.mu.Unlock()
 	select {
@@ -527,14 +543,14 @@ func (c *Client) Flush(ctx context.Context) error {
 }
 
 // newPingLocked builds a ping with a unique timestamp and registers it. c.mu is held.
-func (c *Client) newPingLocked() ([]byte, pingWait) {
+func (c *Client) newPingLocked() ([]byte, string, *pingWait) {
 	ts := float64(time.Now().UnixMicro()) / 1000
 	if ts <= c.lastTS {
 		ts = c.lastTS + 0.001
 	}
 	c.lastTS = ts
 	raw := strconv.FormatFloat(ts, 'f', 3, 64)
-	w := pingWait{sent: time.Now(), done: make(chan struct{})}
+	w := &pingWait{sent: time.Now(), done: make(chan struct{})}
 	if len(c.pings) >= 64 { // forget pings that never got a pong
 		for k, p := range c.pings {
 			if time.Since(p.sent) > 30*time.Second {
@@ -544,7 +560,7 @@ func (c *Client) newPingLocked() ([]byte, pingWait) {
 	}
 	c.pings[raw] = w
 	m := &protocol.Message{Type: protocol.TypePing, Data: json.RawMessage(`{"timestamp":` + raw + `}`)}
-	return protocol.Encode(m), w
+	return protocol.Encode(m), raw, w
 }
 
 // enqueueLocked queues a control message for the WebSocket; while it is down

@@ -187,6 +187,9 @@ func (c Config) wsURL() (string, error) {
 	}
 	q := u.Query()
 	q.Set("client_id", c.ClientID)
+	if c.DisableP2P {
+		q.Set("p2p", "0") // the others are told not to offer a data channel
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

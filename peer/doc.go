@@ -30,7 +30,12 @@
 // server stores it (state, history) without relaying it a second time to
 // them. The message stays in an outbox until the server confirms it (the
 // last_seq of a pong or of the client's own connection_update) and is resent
-// after a reconnect.
+// after a reconnect. It is also resent, without a reconnect, when a pong
+// shows that the server processed it but did not take it: while Redis is
+// down (the server delivered it on its own instance only and answered
+// unavailable), over the rate limit (rate_limited), or after such a gap
+// (invalid_sequence). The server ignores copies it holds; receivers drop
+// copies they delivered.
 //
 // On receipt, each sender's application messages are delivered once and in
 // seq order, whichever path brought them first: a message right after the

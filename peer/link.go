@@ -34,9 +34,9 @@ type link struct {
 
 // noteMemberLocked records a peer and returns it when this client should
 // offer to it now. c.mu is held.
-func (c *Client) noteMemberLocked(id, role string) []string {
-	if c.api == nil || c.closed {
-		return nil
+func (c *Client) noteMemberLocked(id, role string, noP2P bool) []string {
+	if c.api == nil || c.closed || noP2P {
+		return nil // a member without data channels is never offered one
 	}
 	l := c.links[id]
 	if l == nil {
@@ -165,7 +165,7 @@ func (c *Client) handleSignal(m *protocol.Message) {
 				role = protocol.RolePC
 			}
 		}
-		c.noteMemberLocked(m.From, role)
+		c.noteMemberLocked(m.From, role, false)
 		l = c.links[m.From]
 		if l.offerer && m.Type == protocol.TypeRTCOffer {
 			l.offerer = false // the other side offers: follow it

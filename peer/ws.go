@@ -167,6 +167,7 @@ func (c *Client) serve(conn *websocket.Conn, last uint64) error {
 		}
 	}
 	c.queue = kept
+	c.resendWritten = c.resendQueued // hello resends the outbox instead
 	c.conn = conn
 	c.connected = true
 	c.state = StateConnected
@@ -242,14 +243,26 @@ func (c *Client) writeLoop(conn *websocket.Conn, cursor uint64, hello [][]byte, 
 		c.controlN = 0
 		c.mu.Unlock()
 		for _, it := range items {
-			if it.seq != 0 {
+			switch {
+			case it.resend:
+				cursor = max(cursor, it.seq)
+			case it.seq != 0:
 				if it.seq <= cursor {
 					continue
 				}
 				cursor = it.seq
+			case it.ping != "":
+				c.mu.Lock()
+				c.notePingLocked(it.ping, cursor)
+				c.mu.Unlock()
 			}
 			if !write(it.data) {
 				return
+			}
+			if it.resend && it.batch > 0 {
+				c.mu.Lock()
+				c.resendWritten = max(c.resendWritten, it.batch)
+				c.mu.Unlock()
 			}
 		}
 		select {
@@ -263,13 +276,42 @@ func (c *Client) writeLoop(conn *websocket.Conn, cursor uint64, hello [][]byte, 
 		case <-c.wake:
 		case <-ticker.C:
 			c.mu.Lock()
-			b, _ := c.newPingLocked()
+			b, key, _ := c.newPingLocked()
+			c.notePingLocked(key, cursor)
 			c.mu.Unlock()
 			if !write(b) {
 				return
 			}
 		}
 	}
+}
+
+// notePingLocked records, as the writer writes ping key, the highest
+// application seq written before it and the resend batches written. c.mu is held.
+func (c *Client) notePingLocked(key string, cursor uint64) {
+	if w := c.pings[key]; w != nil {
+		w.written, w.upto, w.batch = true, cursor, c.resendWritten
+	}
+}
+
+// resendLocked queues again every unconfirmed application message, in seq
+// order, after a pong showed that the server processed messages up to upto
+// but holds only those up to last: it did not take the others (its broker
+// was unreachable and delivered them on its own instance only, or it
+// dropped them over the rate limit, or they skipped ahead of those). The
+// server ignores a copy it already holds, and receivers drop copies they
+// already delivered. Pongs of pings written before this batch do not queue
+// another one. c.mu is held.
+func (c *Client) resendLocked(last, upto uint64) {
+	if c.conn == nil || len(c.outbox) == 0 {
+		return // a reconnect resends the outbox anyway
+	}
+	c.resendQueued++
+	for _, e := range c.outbox {
+		c.queue = append(c.queue, qItem{seq: e.seq, data: e.data, resend: true, batch: c.resendQueued})
+	}
+	c.log.Debug("resending what the server did not take", "held", last, "written", upto, "count", len(c.outbox))
+	c.wakeWriter()
 }
 
 // trimLocked forgets outbox entries the server holds (seq <= last). c.mu is held.
@@ -294,13 +336,17 @@ func (c *Client) handleWS(m *protocol.Message) {
 		var p protocol.Timestamped
 		_ = json.Unmarshal(m.Data, &p)
 		c.mu.Lock()
-		if w, ok := c.pings[string(p.Timestamp)]; ok {
+		w := c.pings[string(p.Timestamp)]
+		if w != nil {
 			delete(c.pings, string(p.Timestamp))
 			c.wsRTT = now.Sub(w.sent)
 			close(w.done)
 		}
 		if p.LastSeq != nil {
 			c.trimLocked(*p.LastSeq)
+			if w != nil && w.written && *p.LastSeq < w.upto && w.batch == c.resendQueued {
+				c.resendLocked(*p.LastSeq, w.upto)
+			}
 		}
 		c.mu.Unlock()
 		return
@@ -334,8 +380,11 @@ func (c *Client) handleWS(m *protocol.Message) {
 		var cu protocol.ConnectionUpdate
 		if json.Unmarshal(m.Data, &cu) == nil && cu.ClientID != "" && cu.ClientID != c.id {
 			if cu.Status == protocol.StatusConnected {
+				if cu.LastSeq != nil {
+					ds = c.dd.baseline(cu.ClientID, *cu.LastSeq, ds)
+				}
 				c.members[cu.ClientID] = protocol.Member{ClientID: cu.ClientID, UserID: cu.UserID, Role: cu.Role, Since: now}
-				offers = append(offers, c.noteMemberLocked(cu.ClientID, cu.Role)...)
+				offers = append(offers, c.noteMemberLocked(cu.ClientID, cu.Role, cu.NoP2P)...)
 			} else {
 				delete(c.members, cu.ClientID)
 			}
@@ -350,7 +399,8 @@ func (c *Client) handleWS(m *protocol.Message) {
 			for _, mb := range st.Members {
 				c.members[mb.ClientID] = mb
 				if mb.ClientID != c.id {
-					offers = append(offers, c.noteMemberLocked(mb.ClientID, mb.Role)...)
+					ds = c.dd.baseline(mb.ClientID, mb.LastSeq, ds)
+					offers = append(offers, c.noteMemberLocked(mb.ClientID, mb.Role, mb.NoP2P)...)
 				}
 			}
 			if _, ok := c.members[c.id]; !ok && hasSelf {

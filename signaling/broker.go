@@ -144,10 +144,13 @@ type Store interface {
 	// UseOnce marks key used; it returns false if it was already used. Keys are
 	// forgotten after ttl.
 	UseOnce(ctx context.Context, key string, ttl time.Duration) (bool, error)
-	// Join records m as present in session sid; Leave removes it. A member not
-	// refreshed by Join within the broker's presence TTL disappears by itself.
+	// Join records m as present in session sid. Leave removes m only if the
+	// presence of m.ClientID is still m's (same instance and since): a newer
+	// connection of the same client id, on any instance, stays; it reports
+	// whether it removed anything. A member not refreshed by Join within the
+	// broker's presence TTL disappears by itself.
 	Join(ctx context.Context, sid string, m protocol.Member) error
-	Leave(ctx context.Context, sid, clientID string) error
+	Leave(ctx context.Context, sid string, m protocol.Member) (bool, error)
 	// Members lists the members present in sid, oldest first.
 	Members(ctx context.Context, sid string) ([]protocol.Member, error)
 }

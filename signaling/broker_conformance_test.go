@@ -482,11 +482,16 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 		if err := b.Join(ctx, sid, protocol.Member{ClientID: "a", UserID: 1, Role: "phone", Since: t0}); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Leave(ctx, sid, "b"); err != nil {
-			t.Fatal(err)
+		// Leave of an older connection of "a" (another since) leaves the newer one.
+		if gone, err := b.Leave(ctx, sid, protocol.Member{ClientID: "a", UserID: 1, Role: "pc", Since: t0.Add(-time.Hour)}); err != nil || gone {
+			t.Fatalf("Leave of a stale connection: %v %v", gone, err)
 		}
-		if err := b.Leave(ctx, sid, "never-joined"); err != nil {
-			t.Fatal(err)
+		mb := memberOf(t, b, ctx, sid, "b")
+		if gone, err := b.Leave(ctx, sid, mb); err != nil || !gone {
+			t.Fatalf("Leave b: %v %v", gone, err)
+		}
+		if gone, err := b.Leave(ctx, sid, protocol.Member{ClientID: "never-joined"}); err != nil || gone {
+			t.Fatalf("Leave never-joined: %v %v", gone, err)
 		}
 		if got := ids(); !slices.Equal(got, []string{"c/phone", "a/phone", "d/phone"}) {
 			t.Fatalf("Members after re-join and leave = %v", got)
@@ -699,4 +704,20 @@ func btJSONEqual(a, b []byte) bool {
 	xa, _ := json.Marshal(x)
 	ya, _ := json.Marshal(y)
 	return bytes.Equal(xa, ya)
+}
+
+// memberOf returns the stored presence of client id cid.
+func memberOf(t *testing.T, b Broker, ctx context.Context, sid, cid string) protocol.Member {
+	t.Helper()
+	ms, err := b.Members(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ClientID == cid {
+			return m
+		}
+	}
+	t.Fatalf("%s is not present", cid)
+	return protocol.Member{}
 }

@@ -220,15 +220,22 @@ func (b *MemoryBroker) Join(_ context.Context, sid string, m protocol.Member) er
 }
 
 // Leave implements Store.
-func (b *MemoryBroker) Leave(_ context.Context, sid, clientID string) error {
+func (b *MemoryBroker) Leave(_ context.Context, sid string, m protocol.Member) (bool, error) {
 	s, err := b.session(sid)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if m.Instance == "" {
+		m.Instance = b.cfg.Instance
 	}
 	s.mu.Lock()
-	delete(s.members, clientID)
-	s.mu.Unlock()
-	return nil
+	defer s.mu.Unlock()
+	cur, ok := s.members[m.ClientID]
+	if !ok || cur.Instance != m.Instance || !cur.Since.Equal(m.Since) {
+		return false, nil
+	}
+	delete(s.members, m.ClientID)
+	return true, nil
 }
 
 // Members implements Store.

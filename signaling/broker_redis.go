@@ -569,9 +569,33 @@ func (b *RedisBroker) Join(ctx context.Context, sid string, m protocol.Member) e
 	return b.presence(ctx, "join", sid, m.ClientID, string(raw))
 }
 
-// Leave implements Store.
-func (b *RedisBroker) Leave(ctx context.Context, sid, clientID string) error {
-	return b.presence(ctx, "leave", sid, clientID, "")
+var redisLeaveScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0`)
+
+// Leave implements Store: one script removes the member only if its stored
+// presence is still exactly m's.
+func (b *RedisBroker) Leave(ctx context.Context, sid string, m protocol.Member) (bool, error) {
+	if b.closed.Load() {
+		return false, ErrBrokerClosed
+	}
+	if m.Instance == "" {
+		m.Instance = b.cfg.Instance
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return false, fmt.Errorf("signaling: redis leave: %w", err)
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	n, err := redisLeaveScript.Run(ctx, b.client, []string{b.memberKey(sid)}, m.ClientID, string(raw)).Int()
+	if err != nil {
+		return false, b.fail("leave", err)
+	}
+	return n == 1, nil
 }
 
 func (b *RedisBroker) presence(ctx context.Context, op, sid, cid, val string) error {
@@ -742,14 +766,23 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		}
 		practice = string(raw)
 	}
-	rctx, cancel := b.opCtx(ctx)
-	vals, err := redisPublishScript.Run(rctx, b.client,
-		[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
-		seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
-	).Int64Slice()
-	cancel()
+	var vals []int64
+	if b.down.Load() {
+		// Known down: the heartbeat probe notices its return. Do not make
+		// every message wait for Redis to fail again.
+		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
+	} else {
+		rctx, cancel := b.opCtx(ctx)
+		vals, err = redisPublishScript.Run(rctx, b.client,
+			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
+			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
+		).Int64Slice()
+		cancel()
+		if err != nil {
+			err = b.fail("publish", err)
+		}
+	}
 	if err != nil {
-		err = b.fail("publish", err)
 		if errors.Is(err, ErrUnavailable) {
 			p.Off = 0
 			if g := b.group(sid); g != nil {
@@ -800,13 +833,17 @@ func (b *RedisBroker) Send(ctx context.Context, sid string, p *Publication) erro
 	if err != nil {
 		return err
 	}
-	rctx, cancel := b.opCtx(ctx)
-	n, err := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid)}, b.channel(sid), "e"+payload).Int()
-	cancel()
-	if err == nil && n == 0 {
-		return ErrSessionNotFound
+	if b.down.Load() {
+		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
+	} else {
+		rctx, cancel := b.opCtx(ctx)
+		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid)}, b.channel(sid), "e"+payload).Int()
+		cancel()
+		if rerr == nil && n == 0 {
+			return ErrSessionNotFound
+		}
+		err = b.fail("send", rerr)
 	}
-	err = b.fail("send", err)
 	if err != nil && !errors.Is(err, ErrUnavailable) {
 		return err
 	}

@@ -380,8 +380,14 @@ func (c *client) returned(ctx context.Context) bool {
 
 // announceLeave removes the client's presence and tells the others it left.
 func (c *client) announceLeave(ctx context.Context) {
-	if err := c.s.broker.Leave(ctx, c.sid, c.id); err != nil {
+	gone, err := c.s.broker.Leave(ctx, c.sid, c.member())
+	if err != nil {
 		c.log.Warn("leave", "err", err)
+	} else if !gone {
+		// A newer connection of the same client id holds its presence now
+		// (it came back, here or on another instance): it is not gone.
+		c.log.Info("left, but a newer connection of the same client is present: no disconnect notice")
+		return
 	}
 	reason := "closed"
 	switch c.closeCode {

@@ -10,6 +10,7 @@
 //	virtutune-server [-addr :8000] [-secret S] [-api-key K] [-allowed-origins O1,O2]
 //	                 [-public-url URL] [-redis-url URL] [-redis-prefix P]
 //	                 [-tls-cert F -tls-key F] [-log-level info] [-pprof]
+//	                 [-rate 50] [-burst 100]
 package main
 
 import (
@@ -54,6 +55,13 @@ func envBool(name string) bool {
 	return b
 }
 
+// envFloat returns the environment variable name as a number, or 0 when it
+// is unset or not a number (0 means the signaling default).
+func envFloat(name string) float64 {
+	f, _ := strconv.ParseFloat(os.Getenv(name), 64)
+	return f
+}
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("virtutune-server", flag.ContinueOnError)
 	addr := fs.String("addr", env("VIRTUTUNE_ADDR", ":8000"), "listen address (VIRTUTUNE_ADDR)")
@@ -69,6 +77,8 @@ func run(args []string) error {
 	logJSON := fs.Bool("log-json", envBool("VIRTUTUNE_LOG_JSON"), "log as JSON lines (VIRTUTUNE_LOG_JSON)")
 	pprofOn := fs.Bool("pprof", envBool("VIRTUTUNE_PPROF"), "serve net/http/pprof under /debug/pprof/ (VIRTUTUNE_PPROF)")
 	instance := fs.String("instance", env("VIRTUTUNE_INSTANCE", ""), "name of this instance in presence and logs (VIRTUTUNE_INSTANCE); default random")
+	rate := fs.Float64("rate", envFloat("VIRTUTUNE_RATE"), "sustained messages per second per connection (VIRTUTUNE_RATE); 0: the default, 50")
+	burst := fs.Int("burst", int(envFloat("VIRTUTUNE_BURST")), "messages a connection may send at once above the rate (VIRTUTUNE_BURST); 0: the default, 100")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +95,9 @@ func run(args []string) error {
 		log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
 	}
 
+	if *rate < 0 || *burst < 0 {
+		return errors.New("-rate and -burst must not be negative")
+	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
@@ -108,6 +121,7 @@ func run(args []string) error {
 		Logger:    log,
 		Static:    web.Handler(),
 		Instance:  *instance,
+		Limits:    signaling.Limits{Rate: *rate, Burst: *burst},
 	}
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {

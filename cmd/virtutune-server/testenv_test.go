@@ -1,0 +1,759 @@
+package main
+
+// The test environment of the multi-instance tests: the server binary built
+// once, real redis-server and nginx processes started on free ports of
+// 127.0.0.1, server instances run as child processes, Go peers, and recorders
+// that count what every peer receives. Every child process is killed at the
+// test's cleanup (and, should the test binary die, by the kernel: Pdeathsig).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/goleak"
+
+	"github.com/virtutune/link/peer"
+	"github.com/virtutune/link/protocol"
+)
+
+// testSecret is the token secret every instance of a test shares.
+const testSecret = "virtutune-integration-test-secret-0123456789"
+
+// serverBin is the virtutune-server binary TestMain built (with -race when
+// the tests run with it), or buildErr why it could not.
+var (
+	serverBin string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "virtutune-server-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	serverBin, buildErr = buildServer(dir)
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(goleakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines left after the tests:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// goleakOptions ignore what outlives a test by design: the HTTP client's idle
+// connections (closed at the end) and pion's package-level goroutines.
+func goleakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	}
+}
+
+// buildServer builds this package's binary into dir with `go build` (go
+// test puts its own go command first on PATH).
+func buildServer(dir string) (string, error) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("no go command to build the server: %w", err)
+	}
+	bin := filepath.Join(dir, "virtutune-server")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command(gobin, append(args, ".")...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out.Bytes())
+	}
+	return bin, nil
+}
+
+// needTool returns the path of a program the test needs. Without it the test
+// is skipped, or fails when CI is "true".
+func needTool(t testing.TB, name string, alsoAt ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range alsoAt {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required in CI and is not installed (Debian: apt-get install %s)", name, debPackage(name))
+	}
+	t.Skipf("%s is not installed: install it (Debian: apt-get install %s) to run this test", name, debPackage(name))
+	return ""
+}
+
+func debPackage(name string) string {
+	if name == "nginx" {
+		return "nginx-light"
+	}
+	return name
+}
+
+// freePort returns a port of 127.0.0.1 that was free a moment ago (never 6379).
+func freePort(t testing.TB) int {
+	t.Helper()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if port != 6379 {
+			return port
+		}
+	}
+}
+
+// eventually polls cond every few milliseconds until it holds, failing the
+// test when ctx is done first. explain, if given, says what was there instead.
+func eventually(ctx context.Context, t testing.TB, what string, cond func() bool, explain ...func() string) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			var why []string
+			for _, f := range explain {
+				why = append(why, f())
+			}
+			t.Fatalf("timed out waiting for %s %s", what, strings.Join(why, "; "))
+		case <-tick.C:
+		}
+	}
+}
+
+// describe tells what a client received from each sender and its counters.
+func describe(name string, c *peer.Client, r *recorder) func() string {
+	return func() string {
+		r.mu.Lock()
+		counts := map[string]string{}
+		for from, ds := range r.byID {
+			var last uint64
+			if len(ds) > 0 {
+				last = ds[len(ds)-1].Msg.Seq
+			}
+			counts[from] = fmt.Sprintf("%d (last seq %d)", len(ds), last)
+		}
+		r.mu.Unlock()
+		return fmt.Sprintf("%s %s: state %s, received %v, errors %v, stats %+v", name, c.ClientID(), c.State(), counts, r.errorCodes(), c.Stats())
+	}
+}
+
+// ---- child processes ----
+
+// proc is a child process of the test with its output in a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+}
+
+// startProc starts argv with output to logPath, in a process group of its
+// own; the process dies with the test binary (Pdeathsig), and its group
+// (nginx's workers included) is killed at t's cleanup.
+func startProc(t testing.TB, name, logPath string, argv ...string) *proc {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = childEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		_ = f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill(t)
+		if t.Failed() {
+			p.dumpLog(t, 60)
+		}
+	})
+	return p
+}
+
+// childEnv is the environment without the server's own variables, so that
+// a developer's settings cannot change what the tests run.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "VIRTUTUNE_") || strings.HasPrefix(kv, "REDIS_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL (a crash) to the process and its group, and waits for
+// the process.
+func (p *proc) kill(t testing.TB) {
+	t.Helper()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) // the group: nginx's workers too
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s (pid %d) did not die after SIGKILL", p.name, p.cmd.Process.Pid)
+	}
+}
+
+// dumpLog logs the last n lines of the process's output.
+func (p *proc) dumpLog(t testing.TB, n int) {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	t.Logf("---- last lines of %s (%s) ----\n%s", p.name, p.log, strings.Join(lines, "\n"))
+}
+
+// ---- Redis ----
+
+// redisProc is a redis-server on a free port of 127.0.0.1 in a temporary
+// directory. Persistent ones write an append-only file with fsync on every
+// write, so a SIGKILL loses nothing: production Redis needs persistence (AOF)
+// for sessions to survive a restart, as the original's deployment notes say.
+type redisProc struct {
+	t    testing.TB
+	port int
+	dir  string
+	argv []string
+	p    *proc
+}
+
+func startRedis(t testing.TB, persistent bool) *redisProc {
+	t.Helper()
+	bin := needTool(t, "redis-server")
+	r := &redisProc{t: t, port: freePort(t), dir: t.TempDir()}
+	r.argv = []string{bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--dir", r.dir, "--daemonize", "no", "--loglevel", "warning"}
+	if persistent {
+		r.argv = append(r.argv, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		r.argv = append(r.argv, "--appendonly", "no")
+	}
+	r.start()
+	return r
+}
+
+func (r *redisProc) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+// start runs redis-server (again on the same port and directory) and waits
+// until it answers PING.
+func (r *redisProc) start() {
+	t := r.t
+	t.Helper()
+	r.p = startProc(t, "redis-server", filepath.Join(r.dir, "redis.log"), r.argv...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eventually(ctx, t, "redis-server to answer PING", func() bool {
+		if r.p.exited() {
+			r.p.dumpLog(t, 20)
+			t.Fatalf("redis-server exited at start: %v", r.p.err)
+		}
+		return r.ping() == nil
+	})
+}
+
+// kill crashes Redis (SIGKILL).
+func (r *redisProc) kill() { r.p.kill(r.t) }
+
+// ping sends PING over a raw connection.
+func (r *redisProc) ping() error {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(r.port), 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return errors.New("PING answered " + strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// ---- server instances ----
+
+// instance is a virtutune-server child process.
+type instance struct {
+	t    testing.TB
+	name string
+	addr string // 127.0.0.1:port
+	url  string // http://127.0.0.1:port
+	p    *proc
+}
+
+// startInstance runs the server binary as instance name with the Redis at
+// redisURL. publicURL is the base of the links it builds ("" means its own
+// URL). Rate limits are raised so that tests can send in bursts.
+func startInstance(t testing.TB, name, redisURL, publicURL string, extra ...string) *instance {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatalf("building virtutune-server: %v", buildErr)
+	}
+	in := &instance{t: t, name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	in.url = "http://" + in.addr
+	if publicURL == "" {
+		publicURL = in.url
+	}
+	argv := []string{serverBin, "-addr", in.addr, "-secret", testSecret, "-instance", name,
+		"-public-url", publicURL, "-rate", "100000", "-burst", "100000", "-log-level", "info"}
+	if redisURL != "" {
+		argv = append(argv, "-redis-url", redisURL)
+	}
+	argv = append(argv, extra...)
+	in.p = startProc(t, "instance "+name, filepath.Join(t.TempDir(), "server-"+name+".log"), argv...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	eventually(ctx, t, "instance "+name+" to be ready", func() bool {
+		if in.p.exited() {
+			in.p.dumpLog(t, 30)
+			t.Fatalf("instance %s exited at start: %v", name, in.p.err)
+		}
+		st, _ := getStatus(ctx, in.url+"/readyz")
+		return st == http.StatusOK
+	})
+	return in
+}
+
+// kill crashes the instance (SIGKILL): no close frames, no goodbyes.
+func (in *instance) kill() { in.p.kill(in.t) }
+
+// terminate sends SIGTERM and returns how long the process took to exit and
+// its exit code; it fails the test if it does not exit within limit.
+func (in *instance) terminate(limit time.Duration) (time.Duration, int) {
+	t := in.t
+	t.Helper()
+	start := time.Now()
+	if err := in.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", in.name, err)
+	}
+	select {
+	case <-in.p.done:
+	case <-time.After(limit):
+		t.Fatalf("instance %s did not exit within %v of SIGTERM", in.name, limit)
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(in.p.err, &ee) {
+		code = ee.ExitCode()
+	} else if in.p.err != nil {
+		code = -1
+	}
+	return time.Since(start), code
+}
+
+// logContains reports whether the instance's output holds s.
+func (in *instance) logContains(s string) bool {
+	b, _ := os.ReadFile(in.p.log)
+	return bytes.Contains(b, []byte(s))
+}
+
+// getStatus GETs u and returns the status code and body.
+func getStatus(ctx context.Context, u string) (int, string) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(b)
+}
+
+// readyStatus returns the status word of /readyz ("ok", "degraded", ...) and its HTTP status.
+func readyStatus(ctx context.Context, base string) (string, int) {
+	code, body := getStatus(ctx, base+"/readyz")
+	var v struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal([]byte(body), &v)
+	return v.Status, code
+}
+
+// ---- peers ----
+
+// logWriter sends logs to t.Logf until the test ends.
+type logWriter struct {
+	t  testing.TB
+	mu sync.Mutex
+	on bool
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.on {
+		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	}
+	return len(p), nil
+}
+
+// testLogger returns a logger that writes to t.Logf (Warn and above, Debug
+// with VIRTUTUNE_TEST_DEBUG set) and stops at t's cleanup.
+func testLogger(t testing.TB) *slog.Logger {
+	w := &logWriter{t: t, on: true}
+	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
+	level := slog.LevelWarn
+	if os.Getenv("VIRTUTUNE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// peerConfig is a Go peer's configuration for tests: loopback only, quick
+// reconnects and pings. relayOnly keeps every message on the WebSocket, so
+// that the data channel cannot hide what the servers lose.
+func peerConfig(log *slog.Logger, role string, relayOnly bool) peer.Config {
+	return peer.Config{
+		Role:           role,
+		LoopbackOnly:   true,
+		DisableP2P:     relayOnly,
+		Logger:         log.With("side", role),
+		BackoffMin:     20 * time.Millisecond,
+		BackoffMax:     200 * time.Millisecond,
+		PingInterval:   200 * time.Millisecond,
+		ConnectTimeout: 5 * time.Second,
+		SettingEngine: func(se *webrtc.SettingEngine) {
+			se.SetICETimeouts(2*time.Second, 3*time.Second, 200*time.Millisecond)
+		},
+	}
+}
+
+// dialPeer dials a Go peer with cfg completed by the server URL and token;
+// it is closed at t's cleanup.
+func dialPeer(ctx context.Context, t testing.TB, cfg peer.Config, serverURL, sid, token string) *peer.Client {
+	t.Helper()
+	cfg.ServerURL, cfg.SessionID, cfg.Token = serverURL, sid, token
+	c, err := peer.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("dial %s as %s: %v", serverURL, cfg.Role, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// pairPhone trades a pairing link for a phone token.
+func pairPhone(ctx context.Context, t testing.TB, pairingURL string) peer.SessionInfo {
+	t.Helper()
+	ph, err := peer.Pair(ctx, pairingURL)
+	if err != nil {
+		t.Fatalf("pair: %v", err)
+	}
+	return ph
+}
+
+// newPairing asks base for a fresh pairing link of the session (PC token).
+func newPairing(ctx context.Context, t testing.TB, base string, info peer.SessionInfo) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/sessions/"+info.SessionID+"/pairing", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+info.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		PairingURL string `json:"pairing_url"`
+	}
+	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&v) != nil {
+		t.Fatalf("new pairing link: HTTP %d", resp.StatusCode)
+	}
+	return v.PairingURL
+}
+
+// instanceOf returns the instance a client is connected to, as the session
+// state it got at its (last) join says.
+func instanceOf(c *peer.Client) string {
+	for _, m := range c.SessionState().Members {
+		if m.ClientID == c.ClientID() {
+			return m.Instance
+		}
+	}
+	return ""
+}
+
+// ---- counting what arrives ----
+
+var chords = []string{"C", "G", "Am", "F", "D", "E", "Em", "A", "Dm7", "G/B", "Cmaj7", "Bb"}
+
+// chordFor is the chord a test sends as its i-th chord (from 1).
+func chordFor(i int) string { return chords[(i-1)%len(chords)] }
+
+// recorder reads every delivery of a client in a goroutine (stopped at t's
+// cleanup) and keeps them, with the chord changes by sender.
+type recorder struct {
+	c    *peer.Client
+	mu   sync.Mutex
+	all  []peer.Delivery
+	byID map[string][]peer.Delivery // chord_change by sender
+	done chan struct{}
+}
+
+func record(t testing.TB, c *peer.Client) *recorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &recorder{c: c, byID: map[string][]peer.Delivery{}, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			d, err := c.Recv(ctx)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.all = append(r.all, d)
+			if d.Msg.Type == protocol.TypeChordChange {
+				r.byID[d.Msg.From] = append(r.byID[d.Msg.From], d)
+			}
+			r.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// chordsFrom returns the chord changes received from client id from.
+func (r *recorder) chordsFrom(from string) []peer.Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]peer.Delivery(nil), r.byID[from]...)
+}
+
+func (r *recorder) countFrom(from string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byID[from])
+}
+
+// matching returns the deliveries for which f holds.
+func (r *recorder) matching(f func(peer.Delivery) bool) []peer.Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []peer.Delivery
+	for _, d := range r.all {
+		if f(d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ofType returns the deliveries of type typ.
+func (r *recorder) ofType(typ protocol.Type) []peer.Delivery {
+	return r.matching(func(d peer.Delivery) bool { return d.Msg.Type == typ })
+}
+
+// errorCodes counts the error deliveries by code.
+func (r *recorder) errorCodes() map[string]int {
+	out := map[string]int{}
+	for _, d := range r.ofType(protocol.TypeError) {
+		var e struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(d.Msg.Data, &e)
+		out[e.Code]++
+	}
+	return out
+}
+
+// connUpdates returns the connection_update data received about client id.
+func (r *recorder) connUpdates(id string) []protocol.ConnectionUpdate {
+	var out []protocol.ConnectionUpdate
+	for _, d := range r.ofType(protocol.TypeConnectionUpdate) {
+		var cu protocol.ConnectionUpdate
+		if json.Unmarshal(d.Msg.Data, &cu) == nil && cu.ClientID == id {
+			out = append(out, cu)
+		}
+	}
+	return out
+}
+
+// checkChords asserts that ds are exactly the chords chordFor(1..n) sent with
+// the consecutive seqs first, first+1, ...: none lost, duplicated or
+// reordered. It returns how many came by each path.
+func checkChords(t testing.TB, name string, ds []peer.Delivery, first uint64, n int) map[string]int {
+	t.Helper()
+	if len(ds) != n {
+		t.Fatalf("%s: %d chord changes received, want %d", name, len(ds), n)
+	}
+	paths := map[string]int{}
+	for i, d := range ds {
+		if want := first + uint64(i); d.Msg.Seq != want {
+			t.Fatalf("%s: chord change #%d has seq %d, want %d (lost, duplicated or reordered)", name, i+1, d.Msg.Seq, want)
+		}
+		var cc protocol.ChordChange
+		if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != chordFor(i+1) {
+			t.Fatalf("%s: chord change #%d carries %q, want %q", name, i+1, cc.Chord, chordFor(i+1))
+		}
+		paths[d.Path]++
+	}
+	return paths
+}
+
+// sender sends the chords chordFor(1, 2, ...) from a goroutine, one every
+// pace (0: as fast as Send returns), until it sent n or is stopped, and
+// counts them.
+type sender struct {
+	mu       sync.Mutex
+	sent     int
+	done     chan struct{}
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	err      error
+}
+
+func startSender(ctx context.Context, c *peer.Client, n int, pace time.Duration) *sender {
+	s := &sender{done: make(chan struct{}), stopCh: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		var tick <-chan time.Time
+		if pace > 0 {
+			tk := time.NewTicker(pace)
+			defer tk.Stop()
+			tick = tk.C
+		}
+		for i := 1; i <= n; i++ {
+			select {
+			case <-s.stopCh:
+				return
+			default:
+			}
+			if tick != nil {
+				select {
+				case <-tick:
+				case <-s.stopCh:
+					return
+				case <-ctx.Done():
+					s.err = ctx.Err()
+					return
+				}
+			}
+			if err := c.SendChord(ctx, chordFor(i)); err != nil {
+				s.err = err
+				return
+			}
+			s.mu.Lock()
+			s.sent++
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// stop makes the sender stop after the chord it is sending.
+func (s *sender) stop() { s.stopOnce.Do(func() { close(s.stopCh) }) }
+
+func (s *sender) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
+// wait waits for the sender to finish and fails the test on its error.
+func (s *sender) wait(ctx context.Context, t testing.TB, name string) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		t.Fatalf("%s: sender did not finish", name)
+	}
+	if s.err != nil {
+		t.Fatalf("%s: send: %v", name, s.err)
+	}
+}
+
+// settle waits until every client has no unconfirmed message (the server
+// holds all it sent) and has flushed its WebSocket once more, so that
+// anything still in flight (a duplicate, say) would have arrived.
+func settle(ctx context.Context, t testing.TB, cs ...*peer.Client) {
+	t.Helper()
+	for _, c := range cs {
+		eventually(ctx, t, "the server to confirm every message of "+c.ClientID(), func() bool {
+			if c.State() != peer.StateConnected {
+				return false
+			}
+			fctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return c.Flush(fctx) == nil && c.Stats().Unconfirmed == 0
+		})
+	}
+	for _, c := range cs {
+		if err := c.Flush(ctx); err != nil {
+			t.Fatalf("flush %s: %v", c.ClientID(), err)
+		}
+	}
+}
