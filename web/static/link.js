@@ -716,7 +716,16 @@ export class Link {
     for (const p of this.peers.values()) if (p.offerer && !p.pc && p.timer) this._retryNow(p);
   }
 
-  _ping() { this._send({ type: 'ping', data: { timestamp: preciseNow() } }); }
+  _ping() {
+    const ts = preciseNow();
+    // Remember the highest seq sent before this ping: if the pong's last_seq
+    // is lower, the server processed those messages without taking them
+    // (rate limit, its store unreachable) and they are resent.
+    if (!this.pingUpto) this.pingUpto = new Map();
+    if (this.pingUpto.size > 16) this.pingUpto.clear();
+    this.pingUpto.set(ts, this.nextSeq - 1);
+    this._send({ type: 'ping', data: { timestamp: ts } });
+  }
 
   _tick() {
     if (!this.ws) return;
@@ -750,7 +759,15 @@ export class Link {
         break;
       case 'pong':
         if (typeof d.timestamp === 'number') this.rttRelay = Math.max(0, preciseNow() - d.timestamp);
-        if (Number.isFinite(d.last_seq)) this.outbox.ack(d.last_seq);
+        if (Number.isFinite(d.last_seq)) {
+          this.outbox.ack(d.last_seq);
+          const upto = this.pingUpto && this.pingUpto.get(d.timestamp);
+          if (this.pingUpto) this.pingUpto.delete(d.timestamp);
+          if (Number.isFinite(upto) && d.last_seq < upto && now() - (this.lastResend || 0) > 1000) {
+            this.lastResend = now();
+            for (const m of this.outbox.after(d.last_seq)) this._send(m);
+          }
+        }
         this._emitLink();
         break;
       case 'resumed':

@@ -269,3 +269,23 @@ test('Inbox: a data channel message waits for the server\'s baseline', () => {
   assert.equal(ib.pathOf(out[1], 'relay'), 'p2p');
   assert.deepEqual(ib.push(m(6), 2, 'relay'), [], 'duplicate');
 });
+
+test('Link: what the server processed but did not take is resent after a pong', withFakes(async () => {
+  const link = new Link({ sessionId: 'S2', token: 'T', role: 'phone', clientId: 'phphphphphphphph' });
+  link.connect();
+  const ws = FakeWS.all[0];
+  ws.open();
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 7, client_id: 'phphphphphphphph', role: 'phone', last_seq: 0 } });
+  ws.recv({ type: 'session_state', data: { session_id: 'S2', offset: 0, practice: { status: '' }, members: [] } });
+  for (const c of ['C', 'G', 'Am']) link.sendChord(c);
+  ws.sent.length = 0;
+  link._ping();
+  const ping = ws.sent.at(-1);
+  assert.equal(ping.type, 'ping');
+  // the server took seq 1 only (its store was unreachable for 2 and 3)
+  ws.recv({ type: 'pong', data: { timestamp: ping.data.timestamp, last_seq: 1 } });
+  const resent = ws.sent.filter((m) => m.type === 'chord_change').map((m) => [m.seq, m.data.chord]);
+  assert.deepEqual(resent, [[2, 'G'], [3, 'Am']]);
+  assert.equal(link.outbox.size, 2);
+  link.close();
+}));
