@@ -38,5 +38,3 @@ func (r *testRedisServer) kill(t *testing.T) {
 		t.Error(err)
 	}
 }
-
-func (r *testRedisServer) ping() error { return r.Ping() }
