@@ -100,4 +100,3 @@ func summarize(lat []time.Duration) Latency {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-
