@@ -1,0 +1,177 @@
+package signaling
+
+import (
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// TestRedisBrokerKeysExpire: every key of a session expires when the session
+// does, also the ones Publish creates after CreateSession (the seq hash and
+// the stream), after a re-creation, and after ExtendSession.
+func TestRedisBrokerKeysExpire(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := btCtx(t, 20*time.Second)
+	b := newTestRedisBroker(t, srv, RedisConfig{})
+	sid := btSession(t, ctx, b)
+	if err := b.Join(ctx, sid, protocol.Member{ClientID: "x", Role: protocol.RolePhone}); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)}
+	check := func(what string, want time.Time) {
+		t.Helper()
+		for _, k := range keys {
+			ttl, err := b.client.PTTL(ctx, k).Result() // (PEXPIRETIME needs Redis 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Now().Add(ttl); ttl < 0 || got.Sub(want).Abs() > 2*time.Second {
+				t.Errorf("%s: %s has PTTL %v (expires about %v), want expiry at %v", what, k, ttl, got, want)
+			}
+		}
+	}
+	info, err := b.Session(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	btPublish(t, ctx, b, sid, btChord("x", "C", 0))
+	btPublish(t, ctx, b, sid, btChord("y", "D", 0)) // a second sender: a new field of the seq hash
+	btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: []byte(`{}`)})
+	check("after publishing", info.ExpiresAt)
+
+	later := info.ExpiresAt.Add(time.Hour)
+	if err := b.ExtendSession(ctx, sid, later); err != nil {
+		t.Fatal(err)
+	}
+	btPublish(t, ctx, b, sid, btChord("x", "E", 0))
+	check("after ExtendSession", later)
+
+	// Re-creating the id drops the seq hash, the stream and presence; Publish
+	// creates the first two again, with the new expiry.
+	again := time.Now().Add(5 * time.Minute).Truncate(time.Millisecond)
+	if err := b.CreateSession(ctx, SessionInfo{ID: sid, UserID: 1, CreatedAt: time.Now(), ExpiresAt: again}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Join(ctx, sid, protocol.Member{ClientID: "x", Role: protocol.RolePhone}); err != nil {
+		t.Fatal(err)
+	}
+	btPublish(t, ctx, b, sid, btChord("x", "F", 0))
+	check("after re-creating", again)
+}
+
+// TestRedisBrokerSilentPubSub: a PubSub connection that goes silent without
+// an error (a peer or NAT that vanished) is replaced after the health check's
+// unanswered ping, and the session catches up from its stream.
+func TestRedisBrokerSilentPubSub(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := btCtx(t, 20*time.Second)
+	u, err := url.Parse(srv.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := newFreezeProxy(t, u.Host)
+	a := newTestRedisBroker(t, srv, RedisConfig{})
+	var b *RedisBroker
+	b, err = NewRedisBroker(ctx, RedisConfig{URL: "redis://" + px.addr(), Prefix: "vttest:", Logger: btLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	sid := btSession(t, ctx, a)
+	rb, _ := btSubscribe(t, ctx, b, sid)
+	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
+	rb.wait(t, ctx, 1)
+
+	px.freeze() // every connection B has now stops carrying bytes, but stays open
+	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
+	btCheckOffsets(t, rb.wait(t, ctx, 2), 1)
+}
+
+// freezeProxy forwards TCP connections to a target until freeze, after which
+// the connections it holds carry nothing more (new ones work).
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	done   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+	gen    atomic.Int64 // connections of a generation below frozen are frozen
+	frozen atomic.Int64
+}
+
+func newFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target, done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		close(p.done)
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) freeze() { p.frozen.Store(p.gen.Add(1)) }
+
+func (p *freezeProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		gen := p.gen.Load()
+		p.wg.Add(2)
+		go p.pipe(c, u, gen)
+		go p.pipe(u, c, gen)
+	}
+}
+
+func (p *freezeProxy) pipe(dst, src net.Conn, gen int64) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && gen < p.frozen.Load() {
+			<-p.done // frozen: drop everything, keep the connection open
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = dst.Close()
+			return
+		}
+	}
+}
