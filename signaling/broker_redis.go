@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -40,11 +41,15 @@ const (
 	redisRepairGrace = 20 * time.Millisecond
 	// redisRepairRetry is the delay between failed gap repairs.
 	redisRepairRetry = 250 * time.Millisecond
-	// redisPubSubHealthCheck is how often the shared PubSub connection is
-	// pinged when idle, so a silently dead connection is replaced quickly.
+	// redisPubSubHealthCheck is how long the shared PubSub connection may stay
+	// silent before it is pinged, and how long the ping's answer may take
+	// before the connection counts as dead and is replaced (a connection that
+	// died silently, without an error, is otherwise noticed only when TCP
+	// gives up, minutes later).
 	redisPubSubHealthCheck = time.Second
-	// redisPubSubBuffer is the PubSub's Go channel size.
-	redisPubSubBuffer = 1024
+	// redisPubSubRetry is the pause between failed attempts to read the PubSub
+	// (Redis unreachable: each attempt dials again).
+	redisPubSubRetry = 100 * time.Millisecond
 )
 
 // RedisConfig configures a RedisBroker. Zero values mean the defaults.
@@ -181,7 +186,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 // RedisBroker is the Broker of several instances sharing one Redis (a single
 // server, Sentinel or Cluster). A session's registry entry, state, per-sender
 // sequence numbers, history and presence live under keys with the session's
-// hash tag and expire with the session.
+// hash tag and expire with the session. It needs Redis 6.2 or later.
 //
 // Publish is one round trip: a Lua script checks the sender's seq, takes the
 // next session offset, updates the state, appends to the session's stream
@@ -280,12 +285,8 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		return nil, b.fail("connect", err)
 	}
 	b.ps = client.Subscribe(bctx)
-	ch := b.ps.ChannelWithSubscriptions(
-		redis.WithChannelSize(redisPubSubBuffer),
-		redis.WithChannelHealthCheckInterval(redisPubSubHealthCheck),
-	)
 	b.wg.Add(3)
-	go b.dispatch(ch)
+	go b.dispatch()
 	go b.repairLoop()
 	go b.heartbeatLoop()
 	return b, nil
@@ -444,7 +445,7 @@ func (b *RedisBroker) Close() error {
 		return nil
 	}
 	b.cancel()
-	_ = b.ps.Close() // closes the dispatcher's channel
+	_ = b.ps.Close() // ends the dispatcher's read
 	b.wg.Wait()
 	b.mu.Lock()
 	for sid, g := range b.groups {
@@ -720,9 +721,17 @@ func decodePub(raw string) (*Publication, error) {
 // sequenced), seq, from, chord, practice JSON, payload, maxlen, now ms,
 // channel. Returns {0, off, seq}, {1} not found, {2, seq} duplicate, {3, seq}
 // skips ahead.
+//
+// Every redis.call costs a script about as much as the command itself again
+// (arguments and reply are converted between Lua and Redis), so the script
+// makes as few as it can: one HMGET, one HSET of all the session's fields,
+// and PEXPIREAT only on a key it has just created. Keys already there keep
+// the expiry that CreateSession and ExtendSession gave them (HSET and XADD
+// keep a key's expiry), and all of a session's keys expire at the same
+// millisecond, so while the session hash exists, so do the others.
 var redisPublishScript = redis.NewScript(`
-local exp = redis.call('HGET', KEYS[1], 'exp')
-if not exp then return {1} end
+local s = redis.call('HMGET', KEYS[1], 'exp', 'off')
+if not s[1] then return {1} end
 local seq = tonumber(ARGV[2])
 if ARGV[1] ~= '' then
   local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -733,14 +742,25 @@ if ARGV[1] ~= '' then
   elseif seq > last + 1 then
     return {3, seq}
   end
-  redis.call('HSET', KEYS[2], ARGV[1], seq)
-  redis.call('PEXPIREAT', KEYS[2], exp)
+  if redis.call('HSET', KEYS[2], ARGV[1], seq) == 1 then
+    redis.call('PEXPIREAT', KEYS[2], s[1]) -- a new field, perhaps a new key
+  end
 end
-local off = redis.call('HINCRBY', KEYS[1], 'off', 1)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'chord', ARGV[4], 'chord_from', ARGV[3]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'practice', ARGV[5]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], off .. '-0', 'q', seq, 't', ARGV[8], 'd', ARGV[6])
-redis.call('PEXPIREAT', KEYS[3], exp)
+local off = (tonumber(s[2]) or 0) + 1
+if ARGV[4] ~= '' and ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3], 'practice', ARGV[5])
+elseif ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3])
+elseif ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'practice', ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'off', off)
+end
+local id = off .. '-0'
+if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6]) then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6])
+  redis.call('PEXPIREAT', KEYS[3], s[1])
+end
 redis.call('PUBLISH', ARGV[9], 'p' .. off .. ':' .. seq .. ':' .. ARGV[6])
 return {0, off, seq}`)
 
@@ -1198,12 +1218,66 @@ func (b *RedisBroker) unsubscribe(g *redisGroup, id uint64) {
 	}
 }
 
-// dispatch hands PubSub messages to the sessions' groups until the PubSub is
-// closed.
-func (b *RedisBroker) dispatch(ch <-chan any) {
+// dispatch reads the shared PubSub and hands its messages to the sessions'
+// groups until Close. It reads the connection itself rather than through
+// go-redis's Channel, whose reader goroutine passes each message over a Go
+// channel (and wakes its health-check goroutine): that hand-off cost every
+// cross-instance message a goroutine wake-up, often on the other CPU.
+//
+// Health and reconnection, as Channel does them and a bit stricter: after
+// redisPubSubHealthCheck without traffic it pings the connection, and if
+// not even the answer arrives within another redisPubSubHealthCheck, the
+// read fails as a dead connection. go-redis's PubSub drops a connection on
+// any read or write error (a read that merely times out while idle is not
+// one) and dials again on the next read, subscribing to every channel it
+// held; the "subscribe" confirmations then make each session catch up from
+// its stream.
+func (b *RedisBroker) dispatch() {
 	defer b.wg.Done()
-	for m := range ch {
-		switch m := m.(type) {
+	pinged := false // a ping is unanswered so far
+	failures := 0
+	for {
+		var msg any
+		var err error
+		if pinged {
+			// A timeout under a context deadline is not an idle timeout to
+			// go-redis: it drops the connection.
+			ctx, cancel := context.WithTimeout(b.ctx, redisPubSubHealthCheck)
+			msg, err = b.ps.Receive(ctx)
+			cancel()
+		} else {
+			msg, err = b.ps.ReceiveTimeout(b.ctx, redisPubSubHealthCheck)
+		}
+		if err != nil {
+			if b.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout() && !pinged:
+				// Idle: the connection is kept; check it is alive.
+				ctx, cancel := context.WithTimeout(b.ctx, redisOpTimeout)
+				perr := b.ps.Ping(ctx) // a failed write drops the connection
+				cancel()
+				pinged = perr == nil
+				continue
+			case errors.As(err, &ne) && ne.Timeout():
+				b.log.Warn("redis pub/sub connection silent; reconnecting")
+			}
+			pinged = false
+			if failures++; failures > 1 {
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(redisPubSubRetry):
+				}
+			}
+			continue
+		}
+		failures, pinged = 0, false
+		switch m := msg.(type) {
+		case *redis.Message:
+			b.onMessage(m.Channel, m.Payload)
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
 				continue
@@ -1217,8 +1291,6 @@ func (b *RedisBroker) dispatch(ch <-chan any) {
 					b.requestRepair(g)
 				}
 			}
-		case *redis.Message:
-			b.onMessage(m.Channel, m.Payload)
 		}
 	}
 }

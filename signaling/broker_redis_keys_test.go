@@ -1,8 +1,10 @@
 package signaling
 
 import (
+	"bytes"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,13 +91,29 @@ func TestRedisBrokerSilentPubSub(t *testing.T) {
 	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
 	rb.wait(t, ctx, 1)
 
-	px.freeze() // every connection B has now stops carrying bytes, but stays open
+	// Let the subscription's first catch-up from the stream (an XRANGE, the
+	// only one of this test) finish: after the freeze only the health check
+	// may bring what pub/sub no longer carries.
+	btEventually(t, ctx, "the first catch-up", func() bool {
+		info, err := a.client.Info(ctx, "commandstats").Result()
+		if err != nil || !strings.Contains(info, "cmdstat_xrange:calls=1,") {
+			return false
+		}
+		b.repairMu.Lock()
+		defer b.repairMu.Unlock()
+		g := b.group(sid)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(b.repairSet) == 0 && !g.catchup
+	})
+	px.freeze() // B's PubSub connection stops carrying bytes, but stays open
 	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
 	btCheckOffsets(t, rb.wait(t, ctx, 2), 1)
 }
 
-// freezeProxy forwards TCP connections to a target until freeze, after which
-// the connections it holds carry nothing more (new ones work).
+// freezeProxy forwards TCP connections to a target. After freeze, the
+// connections that sent a SUBSCRIBE before carry nothing more (they stay
+// open; the others and new ones work).
 type freezeProxy struct {
 	ln     net.Listener
 	target string
@@ -103,8 +121,14 @@ type freezeProxy struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  []net.Conn
-	gen    atomic.Int64 // connections of a generation below frozen are frozen
+	gen    atomic.Int64 // connections of a generation below frozen may be frozen
 	frozen atomic.Int64
+}
+
+// proxied is one proxied connection.
+type proxied struct {
+	gen int64
+	sub atomic.Bool // sent a SUBSCRIBE
 }
 
 func newFreezeProxy(t *testing.T, target string) *freezeProxy {
@@ -148,19 +172,22 @@ func (p *freezeProxy) accept() {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, u)
 		p.mu.Unlock()
-		gen := p.gen.Load()
+		pc := &proxied{gen: p.gen.Load()}
 		p.wg.Add(2)
-		go p.pipe(c, u, gen)
-		go p.pipe(u, c, gen)
+		go p.pipe(u, c, pc, true)
+		go p.pipe(c, u, pc, false)
 	}
 }
 
-func (p *freezeProxy) pipe(dst, src net.Conn, gen int64) {
+func (p *freezeProxy) pipe(dst, src net.Conn, pc *proxied, fromClient bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && gen < p.frozen.Load() {
+		if fromClient && bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
+			pc.sub.Store(true)
+		}
+		if n > 0 && pc.sub.Load() && pc.gen < p.frozen.Load() {
 			<-p.done // frozen: drop everything, keep the connection open
 			return
 		}
