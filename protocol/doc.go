@@ -129,6 +129,11 @@
 // invalid_chord, invalid_data, invalid_timestamp, server_only, invalid_target,
 // invalid_signal, invalid_sequence, rate_limited, too_large, binary_frame,
 // unavailable, internal. An error never closes the connection by itself.
+// unavailable and invalid_sequence report a transient state that can repeat
+// for every message (the session store unreachable, a gap in the sender's
+// seq); past a burst of 20 the server sends at most 5 of them per second. A
+// client learns what the server took from the last_seq of its pong and
+// resends the rest.
 //
 // # Close codes
 //

@@ -71,8 +71,9 @@ type client struct {
 	dispatched uint64 // highest offset the room has handled for this client
 	p2pUp      map[string]bool
 
-	rate   *bucket
-	floods int
+	rate    *bucket
+	errRate *bucket // transient errors sent (see sendError)
+	floods  int
 }
 
 // origin returns scheme://host of the server as the browser sees it.
@@ -183,6 +184,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		done:  make(chan struct{}),
 		p2pUp: make(map[string]bool),
 		rate:  newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
+		// transient errors: a burst of 20, then 5 per second
+		errRate: newBucket(5, 20),
 	}
 	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
 	if !s.track() {
@@ -457,7 +460,7 @@ func (c *client) offer(p *Publication, enc *[]byte) {
 // unread chords: a client that has not read for minutes), and that client
 // is closed as a slow consumer. The bound is generous because the deadline
 // also counts time the goroutine spends descheduled before the write.
-const directWriteWait = 100 * time.Millisecond
+const directWriteWait = time.Second
 
 // enqueue hands b to the client without blocking anybody for long. When
 // nothing is queued and no write is in progress it writes b at once on the
@@ -500,6 +503,16 @@ func (c *client) enqueueMsg(m *protocol.Message) { c.enqueue(protocol.Encode(m))
 
 func (c *client) sendError(e *protocol.Error) {
 	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+	// A transient error that repeats (every message while Redis is down, or
+	// after a gap in the sender's seq) would fill the client's queue with
+	// copies of one fact; past a small burst they are not sent. The pong's
+	// last_seq tells the client what the server took.
+	if e.Code == protocol.CodeUnavailable || e.Code == protocol.CodeInvalidSequence {
+		if !c.errRate.take(time.Now()) {
+			c.s.metrics.errorsSuppressed.Inc()
+			return
+		}
+	}
 	c.enqueueMsg(protocol.ErrorMessage(e))
 }
 

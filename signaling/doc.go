@@ -56,7 +56,7 @@
 // which on a small machine is most of a relay's latency); otherwise the frame
 // joins the bounded queue that the writer goroutine drains, in order. The hub
 // never waits on a client for long: a full queue, or a direct write that a
-// full socket holds up for 100 ms, closes that client with 4000 (slow
+// full socket holds up for 1 s, closes that client with 4000 (slow
 // consumer). Close and Shutdown stop every goroutine the server started and
 // wait for them.
 package signaling

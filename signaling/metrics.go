@@ -10,20 +10,21 @@ import (
 // metrics are the server's Prometheus metrics, registered on its own registry
 // so that several servers can live in one process (tests, benchmarks).
 type metrics struct {
-	conns          prometheus.Gauge
-	members        *prometheus.GaugeVec // joined members by role
-	sessions       prometheus.Gauge
-	connsTotal     prometheus.Counter
-	refusals       *prometheus.CounterVec // by HTTP status
-	messages       *prometheus.CounterVec // by type, direction
-	errors         *prometheus.CounterVec // by code
-	closes         *prometheus.CounterVec // by close code
-	queueDrops     prometheus.Counter
-	publishLatency prometheus.Histogram
-	brokerUp       prometheus.Gauge
-	peerLatency    *prometheus.HistogramVec // by path
-	p2pStates      *prometheus.CounterVec   // by up, reason
-	grace          *prometheus.CounterVec   // by outcome
+	conns            prometheus.Gauge
+	members          *prometheus.GaugeVec // joined members by role
+	sessions         prometheus.Gauge
+	connsTotal       prometheus.Counter
+	refusals         *prometheus.CounterVec // by HTTP status
+	messages         *prometheus.CounterVec // by type, direction
+	errors           *prometheus.CounterVec // by code
+	closes           *prometheus.CounterVec // by close code
+	queueDrops       prometheus.Counter
+	publishLatency   prometheus.Histogram
+	brokerUp         prometheus.Gauge
+	peerLatency      *prometheus.HistogramVec // by path
+	p2pStates        *prometheus.CounterVec   // by up, reason
+	grace            *prometheus.CounterVec   // by outcome
+	errorsSuppressed prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -62,7 +63,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.grace = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "virtutune_disconnect_grace_total", Help: "Connections that died and, within the grace period, came back (returned) or not (left)."},
 		[]string{"outcome"})
-	reg.MustRegister(m.grace)
+	m.errorsSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "virtutune_errors_suppressed_total", Help: "Repeated transient errors (unavailable, invalid_sequence) not sent to a client past their burst."})
+	reg.MustRegister(m.grace, m.errorsSuppressed)
 	reg.MustRegister(m.conns, m.members, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
 		m.queueDrops, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
 	return m
