@@ -49,14 +49,8 @@
 //
 // # Concurrency
 //
-// Server is safe for concurrent use. Each connection has exactly one reader
-// and one writer goroutine, and one writer at a time: when nothing is queued
-// for a connection, the goroutine that publishes writes the frame itself
-// under the connection's write lock (saving the hop to the writer goroutine,
-// which on a small machine is most of a relay's latency); otherwise the frame
-// joins the bounded queue that the writer goroutine drains, in order. The hub
-// never waits on a client for long: a full queue, or a direct write that a
-// full socket holds up for 1 s, closes that client with 4000 (slow
-// consumer). Close and Shutdown stop every goroutine the server started and
-// wait for them.
+// Server is safe for concurrent use. Each connection has exactly one reader and
+// one writer goroutine; the hub never blocks on a client: a full send queue
+// closes that client with 4000 (slow consumer). Close and Shutdown stop every
+// goroutine the server started and wait for them.
 package signaling
