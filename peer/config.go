@@ -2,6 +2,7 @@ package peer
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -75,6 +76,9 @@ type Config struct {
 	PingInterval time.Duration
 	// ConnectTimeout bounds one attempt to open a data channel. Default 15s.
 	ConnectTimeout time.Duration
+	// TLSConfig, when set, is used for wss:// connections (a private CA, a
+	// self-signed certificate in a test). nil means the system's roots.
+	TLSConfig *tls.Config
 	// Outbox bounds the application messages kept until the server confirms
 	// them. When exceeded, the oldest is dropped and counted (Stats). Default 4096.
 	Outbox int

@@ -23,6 +23,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, uint64, error) {
 		Proxy:            http.ProxyFromEnvironment,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
+		TLSClientConfig:  c.cfg.TLSConfig,
 	}
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+c.cfg.Token)

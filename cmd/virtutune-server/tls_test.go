@@ -124,6 +124,18 @@ func TestTLSDirect(t *testing.T) {
 	phone.close()
 	pc.close()
 
+	// The Go peer joins over wss:// with a TLS configuration that trusts the
+	// certificate (peer.Config.TLSConfig).
+	gp, err := peer.Dial(ctx, peer.Config{WSURL: info.WSURL, SessionID: info.SessionID, Token: info.Token,
+		Role: protocol.RolePC, DisableP2P: true, TLSConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}})
+	if err != nil {
+		t.Fatalf("peer.Dial over wss://: %v", err)
+	}
+	if st := gp.SessionState(); st.SessionID != info.SessionID {
+		t.Errorf("the Go peer's snapshot names session %q", st.SessionID)
+	}
+	_ = gp.Close()
+
 	// Plain HTTP to the TLS port: Go's TLS server answers 400 to an HTTP
 	// request; nothing is served.
 	plainTr := &http.Transport{}
