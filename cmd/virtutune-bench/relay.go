@@ -204,22 +204,7 @@ func nonZero(ds []time.Duration) []time.Duration {
 
 // progressSetup prints how many sessions are set up, every second.
 func progressSetup(ctx context.Context, t *traffic, ready *atomic.Int64, total int) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				fmt.Fprint(stderr, "\r\033[K")
-				return
-			case <-tick.C:
-				fmt.Fprintf(stderr, "\r\033[K[%s] %5.1fs %d/%d sessions joined", t.name, time.Since(t.start).Seconds(), ready.Load(), total)
-			}
-		}
-	}()
-	return func() { cancel(); wg.Wait() }
+	return everySecond(ctx, func() string {
+		return fmt.Sprintf("[%s] %5.1fs %d/%d sessions joined", t.name, time.Since(t.start).Seconds(), ready.Load(), total)
+	})
 }

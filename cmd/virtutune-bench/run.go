@@ -31,6 +31,16 @@ func progress(ctx context.Context, t *traffic, quiet bool) func() {
 	if quiet {
 		return func() {}
 	}
+	return everySecond(ctx, func() string {
+		el := time.Since(t.start).Seconds()
+		return fmt.Sprintf("[%s] %5.1fs sent %d delivered %d (%.0f/s)", t.name, el,
+			t.sent.Load(), t.recv.Load(), float64(t.recv.Load())/el)
+	})
+}
+
+// everySecond writes line() over the same stderr line every second until
+// ctx is done or the returned stop is called (stop waits for the goroutine).
+func everySecond(ctx context.Context, line func() string) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -41,12 +51,10 @@ func progress(ctx context.Context, t *traffic, quiet bool) func() {
 		for {
 			select {
 			case <-ctx.Done():
-				fmt.Fprintf(stderr, "\r\033[K")
+				fmt.Fprint(stderr, "\r\033[K")
 				return
 			case <-tick.C:
-				el := time.Since(t.start).Seconds()
-				fmt.Fprintf(stderr, "\r\033[K[%s] %5.1fs sent %d delivered %d (%.0f/s)", t.name, el,
-					t.sent.Load(), t.recv.Load(), float64(t.recv.Load())/el)
+				fmt.Fprint(stderr, "\r\033[K"+line())
 			}
 		}
 	}()

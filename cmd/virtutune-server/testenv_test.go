@@ -7,7 +7,6 @@ package main
 // test's cleanup (and, should the test binary die, by the kernel: Pdeathsig).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling/redistest"
 )
 
 // testSecret is the token secret every instance of a test shares.
@@ -318,25 +318,7 @@ func (r *redisProc) start() {
 func (r *redisProc) kill() { r.p.kill(r.t) }
 
 // ping sends PING over a raw connection.
-func (r *redisProc) ping() error {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(r.port), 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return errors.New("PING answered " + strings.TrimSpace(line))
-	}
-	return nil
-}
+func (r *redisProc) ping() error { return (&redistest.Server{Port: r.port}).Ping() }
 
 // ---- server instances ----
 
