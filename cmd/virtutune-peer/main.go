@@ -46,7 +46,7 @@ type options struct {
 	count                                                        int
 }
 
-func parseFlags() (options, error) {
+func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("virtutune-peer", flag.ContinueOnError)
 	fs.StringVar(&o.server, "server", envOr("VIRTUTUNE_SERVER", "http://127.0.0.1:8000"), "server base URL (env VIRTUTUNE_SERVER)")
@@ -65,7 +65,7 @@ func parseFlags() (options, error) {
 	fs.DurationVar(&o.linger, "linger", 0, "after sending, keep listening this long (default: until interrupted)")
 	fs.BoolVar(&o.verbose, "v", false, "debug logs (pion's included) on stderr")
 	fs.BoolVar(&o.raw, "raw", false, "with --session and --token: a plain WebSocket client; each stdin line is sent as one frame, every frame received is printed")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	modes := 0
@@ -101,7 +101,7 @@ func envOr(k, def string) string {
 }
 
 func run() int {
-	o, err := parseFlags()
+	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
