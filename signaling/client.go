@@ -210,9 +210,9 @@ func (c *client) serve() {
 		<-writerDone
 		c.s.metrics.closed(c.closeCode)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	joined := c.join(ctx)
-	cancel()
+	jctx, jcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	joined := c.join(jctx)
+	jcancel()
 	if !joined {
 		return
 	}
@@ -220,7 +220,12 @@ func (c *client) serve() {
 	s.Inc()
 	defer s.Dec()
 	defer c.leave()
-	c.readPump()
+	// The messages' work (publish, history, presence) is bounded by the
+	// broker's own timeouts (go-redis's read and write timeouts); this context
+	// ends it when the connection ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.readPump(ctx)
 }
 
 // join registers the client, sends it its own connection_update first, then
@@ -536,7 +541,7 @@ func (c *client) writePump() {
 }
 
 // readPump is the connection's only reader; it returns when the connection ends.
-func (c *client) readPump() {
+func (c *client) readPump(ctx context.Context) {
 	lim := c.s.cfg.Limits
 	c.conn.SetReadLimit(lim.MaxMessageSize)
 	_ = c.conn.SetReadDeadline(time.Now().Add(lim.PongWait))
@@ -580,12 +585,12 @@ func (c *client) readPump() {
 			c.sendError(protocol.Errorf(protocol.CodeBinaryFrame, "Only text frames with JSON messages are accepted"))
 			continue
 		}
-		c.handle(b)
+		c.handle(ctx, b)
 	}
 }
 
 // handle acts on one message from the client.
-func (c *client) handle(b []byte) {
+func (c *client) handle(ctx context.Context, b []byte) {
 	m, perr := protocol.Decode(b)
 	if perr != nil {
 		c.sendError(perr)
@@ -601,8 +606,6 @@ func (c *client) handle(b []byte) {
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence, "from must be your own client id"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	switch m.Type {
 	case protocol.TypeChordChange:
 		data, _ := json.Marshal(protocol.ChordChange{Chord: v.Chord})
