@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -36,26 +37,46 @@ func rawSession(ctx context.Context, o options, in io.Reader, out io.Writer) err
 		}
 		return err
 	}
-	defer conn.Close()
+	// The reader and this goroutine both print: one lock keeps lines whole.
+	var mu sync.Mutex
+	printf := func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(out, format, a...)
+	}
 	done := make(chan error, 1)
+	readerExited := make(chan struct{})
+	defer func() {
+		conn.Close() // ends the reader
+		<-readerExited
+	}()
 	go func() {
+		defer close(readerExited)
 		for {
 			_, b, err := conn.ReadMessage()
 			if err != nil {
 				done <- err
 				return
 			}
-			fmt.Fprintf(out, "< %s\n", b)
+			printf("< %s\n", b)
 		}
 	}()
+	// stdin is read by a goroutine of its own (a read from a terminal cannot
+	// be interrupted); it stops at EOF or, at the next line, once we return.
 	lines := make(chan string)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
+		defer close(lines)
 		sc := bufio.NewScanner(in)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			lines <- sc.Text()
+			select {
+			case lines <- sc.Text():
+			case <-stop:
+				return
+			}
 		}
-		close(lines)
 	}()
 	for {
 		select {
@@ -82,7 +103,7 @@ func rawSession(ctx context.Context, o options, in io.Reader, out io.Writer) err
 			if strings.TrimSpace(l) == "" {
 				continue
 			}
-			fmt.Fprintf(out, "> %s\n", l)
+			printf("> %s\n", l)
 			if err := conn.WriteMessage(websocket.TextMessage, []byte(l)); err != nil {
 				return err
 			}
