@@ -542,3 +542,43 @@ func TestNoP2PMember(t *testing.T) {
 		}
 	}
 }
+
+// With an API key configured only its holders create sessions, and they may
+// name the user; without one, anybody creates a session as a fresh user and
+// may not name it.
+func TestAPIKeyMode(t *testing.T) {
+	post := func(url, key, body string) (int, signaling.SessionResponse) {
+		req, _ := http.NewRequest(http.MethodPost, url+"/api/sessions", strings.NewReader(body))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var s signaling.SessionResponse
+		_ = json.NewDecoder(resp.Body).Decode(&s)
+		return resp.StatusCode, s
+	}
+	keyed := newServer(t, func(c *signaling.Config) { c.APIKey = "k3y-for-the-main-app" })
+	if code, _ := post(keyed.URL, "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("no key: %d", code)
+	}
+	if code, _ := post(keyed.URL, "wrong", ""); code != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %d", code)
+	}
+	code, s := post(keyed.URL, "k3y-for-the-main-app", `{"user_id": 4242}`)
+	if code != http.StatusCreated || s.UserID != 4242 {
+		t.Fatalf("with key and user_id: %d %+v", code, s)
+	}
+	c, _ := keyed.join(t, s.SessionID, s.Token)
+	c.sync()
+	open := newServer(t, nil)
+	if code, _ := post(open.URL, "", `{"user_id": 4242}`); code != http.StatusForbidden {
+		t.Fatalf("naming a user without an API key: %d", code)
+	}
+	if code, s := post(open.URL, "", ""); code != http.StatusCreated || s.UserID <= 0 || s.UserID > 1<<53 {
+		t.Fatalf("open mode: %d %+v", code, s)
+	}
+}
