@@ -722,7 +722,11 @@ func (c *client) p2pState(ctx context.Context, st protocol.P2PState) {
 	}
 	h, err := c.s.broker.History(ctx, c.sid, 0)
 	if err != nil {
+		// What the channel lost is in history the broker cannot read now:
+		// ask the client to reconnect, so that its resume (with seen) fetches
+		// it once the broker is back, rather than leave a gap it waits on.
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not replay what the data channel lost: %s", errText(err)))
+		c.kill(protocol.CloseReconnect, "replay unavailable, reconnect and resume")
 		return
 	}
 	var replay []*Publication
@@ -744,7 +748,9 @@ func (c *client) p2pState(ctx context.Context, st protocol.P2PState) {
 func (c *client) resume(ctx context.Context, r protocol.Resume) {
 	h, err := c.s.broker.History(ctx, c.sid, 0)
 	if err != nil {
+		// The client reconnects with backoff and asks again.
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not resume: %s", errText(err)))
+		c.kill(protocol.CloseReconnect, "resume unavailable, reconnect and resume")
 		return
 	}
 	rm := c.room
