@@ -483,6 +483,17 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 		}
 	}
 	data := protocol.Encode(out)
+	// A resend (after a reconnect, or when a pong shows the server did not
+	// take the message) goes without direct: the data channel that carried
+	// the first copy may have lost it, and a newer channel's "up" must not
+	// make the server skip the relay of this copy. The receiver drops it if
+	// it already has it.
+	resend := data
+	if len(out.Direct) > 0 {
+		plain := *out
+		plain.Direct = nil
+		resend = protocol.Encode(&plain)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -490,7 +501,7 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 		c.outbox = slices.Delete(c.outbox, 0, 1)
 		c.stats.OutboxDropped++
 	}
-	c.outbox = append(c.outbox, outEntry{seq: out.Seq, data: data})
+	c.outbox = append(c.outbox, outEntry{seq: out.Seq, data: resend})
 	if c.conn != nil {
 		c.queue = append(c.queue, qItem{seq: out.Seq, data: data})
 		c.wakeWriter()

@@ -30,7 +30,9 @@
 // server stores it (state, history) without relaying it a second time to
 // them. The message stays in an outbox until the server confirms it (the
 // last_seq of a pong or of the client's own connection_update) and is resent
-// after a reconnect. It is also resent, without a reconnect, when a pong
+// after a reconnect — without direct, so the server relays the resent copy
+// even to a peer whose (newer) data channel is up: the channel that carried
+// the first copy may have lost it, and the receiver drops a copy it has. It is also resent, without a reconnect, when a pong
 // shows that the server processed it but did not take it: while Redis is
 // down (the server delivered it on its own instance only and answered
 // unavailable), over the rate limit (rate_limited), or after such a gap

@@ -176,6 +176,18 @@ export function candidateKind(line) {
   return m[1];
 }
 
+/**
+ * withoutDirect is a resend's form of a message: without "direct", since the
+ * data channel that carried the first copy may have lost it and a newer
+ * channel's "up" must not make the server skip the relay. The receiver drops
+ * the copy if it already has it.
+ */
+export function withoutDirect(m) {
+  if (!m || !m.direct) return m;
+  const { direct, ...rest } = m; // eslint-disable-line no-unused-vars
+  return rest;
+}
+
 /** wsURL builds the WebSocket URL of a session on the page's own host. */
 export function wsURL(loc, sessionId, token, clientId, noP2P = false) {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -765,7 +777,7 @@ export class Link {
           if (this.pingUpto) this.pingUpto.delete(d.timestamp);
           if (Number.isFinite(upto) && d.last_seq < upto && now() - (this.lastResend || 0) > 1000) {
             this.lastResend = now();
-            for (const m of this.outbox.after(d.last_seq)) this._send(m);
+            for (const m of this.outbox.after(d.last_seq)) this._send(withoutDirect(m));
           }
         }
         this._emitLink();
@@ -821,7 +833,7 @@ export class Link {
     this.members.set(this.clientId, { client_id: this.clientId, user_id: this.userId, role: this.role, since: (me && me.since) || new Date().toISOString() });
     // Order matters: declare open channels first so the server can skip relaying resends to them.
     for (const p of this.peers.values()) if (p.up) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
-    for (const m of this.outbox.after(lastSeq)) this._send(m);
+    for (const m of this.outbox.after(lastSeq)) this._send(withoutDirect(m));
     if (this.everConnected) {
       this.resuming = true;
       this._send({ type: 'resume', data: { since: this.highestOff, seen: this.inbox.seen(this.clientId) } });
