@@ -40,10 +40,10 @@ type Publication struct {
 }
 
 // sequenced reports whether p carries a sender's sequence number that
-// Publish must check: application messages from a client.
+// Publish must check: application messages from a client (a practice_start
+// or practice_end reaches the broker as the practice_update made of it).
 func (p *Publication) sequenced() bool {
-	return p.From != "" && (p.Type == protocol.TypeChordChange || p.Type == protocol.TypePracticeUpdate ||
-		p.Type == protocol.TypePracticeStart || p.Type == protocol.TypePracticeEnd)
+	return p.From != "" && (p.Type == protocol.TypeChordChange || p.Type == protocol.TypePracticeUpdate)
 }
 
 // Message returns the wire message for p.

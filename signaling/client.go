@@ -343,19 +343,17 @@ func (c *client) leave() {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if c.returned(ctx) {
-				c.s.metrics.grace.WithLabelValues("returned").Inc()
-				c.log.Info("came back within the grace period: no disconnect notice")
-				return
+			outcome := "left"
+			if !c.announceLeave(ctx) {
+				outcome = "returned"
 			}
-			c.s.metrics.grace.WithLabelValues("left").Inc()
-			c.announceLeave(ctx)
+			c.s.metrics.grace.WithLabelValues(outcome).Inc()
 		}()
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c.announceLeave(ctx)
+	_ = c.announceLeave(ctx)
 }
 
 // mayReturn reports whether the connection ended in a way the client comes
@@ -371,23 +369,12 @@ func (c *client) mayReturn() bool {
 	return false
 }
 
-// returned reports whether the same client id joined again (on any
-// instance) since this connection: presence then names a newer connection.
-func (c *client) returned(ctx context.Context) bool {
-	ms, err := c.s.broker.Members(ctx, c.sid)
-	if err != nil {
-		return false
-	}
-	for _, m := range ms {
-		if m.ClientID == c.id {
-			return !m.Since.Equal(c.since) || m.Instance != c.s.cfg.Instance
-		}
-	}
-	return false
-}
-
-// announceLeave removes the client's presence and tells the others it left.
-func (c *client) announceLeave(ctx context.Context) {
+// announceLeave removes the client's presence and tells the others it left;
+// it reports false, and announces nothing, when a newer connection of the
+// same client id (here or on another instance) holds the presence: the
+// client came back. When the broker cannot be asked, the departure is
+// announced all the same (to this instance's members at least).
+func (c *client) announceLeave(ctx context.Context) bool {
 	gone, err := c.s.broker.Leave(ctx, c.sid, c.member())
 	if err != nil {
 		c.log.Warn("leave", "err", err)
@@ -395,7 +382,7 @@ func (c *client) announceLeave(ctx context.Context) {
 		// A newer connection of the same client id holds its presence now
 		// (it came back, here or on another instance): it is not gone.
 		c.log.Info("left, but a newer connection of the same client is present: no disconnect notice")
-		return
+		return false
 	}
 	reason := "closed"
 	switch c.closeCode {
@@ -411,6 +398,7 @@ func (c *client) announceLeave(ctx context.Context) {
 		c.log.Warn("announce leave", "err", err)
 	}
 	c.log.Info("left", "code", c.closeCode)
+	return true
 }
 
 func (c *client) publish(ctx context.Context, p *Publication) (PublishResult, error) {
