@@ -1,0 +1,237 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// handle acts on one message from the client.
+func (c *client) handle(ctx context.Context, b []byte) {
+	m, perr := protocol.Decode(b)
+	if perr != nil {
+		c.sendError(perr)
+		return
+	}
+	v, perr := protocol.Validate(m)
+	if perr != nil {
+		c.sendError(perr)
+		return
+	}
+	c.s.metrics.messages.WithLabelValues(string(m.Type), "in", "ws").Inc()
+	if m.From != "" && m.From != c.id {
+		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence, "from must be your own client id"))
+		return
+	}
+	switch m.Type {
+	case protocol.TypeChordChange:
+		data, _ := json.Marshal(protocol.ChordChange{Chord: v.Chord})
+		c.publishApp(ctx, m, &Publication{Type: m.Type, Data: data, Chord: v.Chord, Skip: c.id})
+	case protocol.TypePracticeStart, protocol.TypePracticeEnd:
+		status := protocol.PracticeStarted
+		if m.Type == protocol.TypePracticeEnd {
+			status = protocol.PracticeEnded
+		}
+		ts := v.Timestamp
+		if ts == nil {
+			ts, _ = json.Marshal(time.Now().UTC().Format(time.RFC3339Nano))
+		}
+		data, _ := json.Marshal(protocol.PracticeUpdate{Status: status, Timestamp: ts})
+		c.publishApp(ctx, m, &Publication{Type: protocol.TypePracticeUpdate, Data: data,
+			Practice: &protocol.Practice{Status: status, Timestamp: ts}})
+	case protocol.TypePing:
+		ts := v.Timestamp
+		if ts == nil {
+			ts, _ = json.Marshal(time.Now().UTC().Format(time.RFC3339Nano))
+		}
+		last := c.lastSeq.Load()
+		c.enqueueMsg(protocol.MustMarshal(protocol.TypePong, protocol.Timestamped{Timestamp: ts, LastSeq: &last}))
+	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart:
+		c.signal(ctx, m, v)
+	case protocol.TypeP2PState:
+		c.p2pState(ctx, v.P2P)
+	case protocol.TypeResume:
+		c.resume(ctx, v.Resume)
+	case protocol.TypeLatency:
+		c.s.metrics.peerLatency.WithLabelValues(v.Latency.Path).Observe(v.Latency.Micros / 1e6)
+	}
+}
+
+// publishApp publishes an application message with the sender's identity.
+func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publication) {
+	p.From, p.Seq, p.At = c.id, m.Seq, m.At
+	if len(m.Direct) > 0 {
+		p.Direct = m.Direct
+	}
+	res, err := c.publish(ctx, p)
+	switch {
+	case errors.Is(err, ErrBadSequence):
+		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence,
+			"seq %d skips ahead: the next expected is %d", m.Seq, c.lastSeq.Load()+1))
+	case err != nil && res.Local:
+		// Delivered on this instance only; the client keeps it and resends.
+		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Delivered on this server only: the session store is unreachable; resend later"))
+	case err != nil:
+		c.log.Warn("publish", "err", err)
+		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Message not delivered: the session store is unreachable; resend later"))
+	case !res.Duplicate:
+		for {
+			cur := c.lastSeq.Load()
+			if res.Seq <= cur || c.lastSeq.CompareAndSwap(cur, res.Seq) {
+				break
+			}
+		}
+	}
+}
+
+// signal relays a signaling message to its one target.
+func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Validated) {
+	if m.To == c.id {
+		c.sendError(protocol.Errorf(protocol.CodeInvalidTarget, "%s cannot be addressed to yourself", m.Type))
+		return
+	}
+	if !c.room.signal.take(time.Now()) {
+		c.sendError(protocol.Errorf(protocol.CodeRateLimited, "Too many signaling messages in this session"))
+		return
+	}
+	if !c.room.present(ctx, m.To) {
+		c.sendError(protocol.Errorf(protocol.CodeInvalidTarget, "No member %s in this session", m.To))
+		return
+	}
+	var data any
+	switch m.Type {
+	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer:
+		data = v.Desc
+	case protocol.TypeRTCCandidate:
+		data = v.Candidate
+	case protocol.TypeRTCRestart:
+		data = v.Restart
+	}
+	d, _ := json.Marshal(data)
+	if err := c.s.broker.Send(ctx, c.sid, &Publication{Type: m.Type, Data: d, From: c.id, To: m.To}); err != nil {
+		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Signaling message not delivered: %s", errText(err)))
+	}
+}
+
+// p2pState records whether the client's data channel from a peer is up; when
+// it goes down the peer's messages after last_seq are replayed from history.
+func (c *client) p2pState(ctx context.Context, st protocol.P2PState) {
+	state := "down"
+	if st.Up {
+		state = "up"
+	}
+	c.s.metrics.p2pStates.WithLabelValues(state, reasonLabel(st.Reason)).Inc()
+	rm := c.room
+	rm.mu.Lock()
+	was := c.p2pUp[st.Peer]
+	if st.Up {
+		if len(c.p2pUp) < protocol.MaxSeen {
+			c.p2pUp[st.Peer] = true
+		}
+		rm.mu.Unlock()
+		return
+	}
+	delete(c.p2pUp, st.Peer)
+	watermark := c.dispatched
+	rm.mu.Unlock()
+	if !was {
+		return
+	}
+	h, err := c.s.broker.History(ctx, c.sid, 0)
+	if err != nil {
+		// What the channel lost is in history the broker cannot read now:
+		// ask the client to reconnect, so that its resume (with seen) fetches
+		// it once the broker is back, rather than leave a gap it waits on.
+		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not replay what the data channel lost: %s", errText(err)))
+		c.kill(protocol.CloseReconnect, "replay unavailable, reconnect and resume")
+		return
+	}
+	var replay []*Publication
+	for _, p := range h.Pubs {
+		if p.Off <= watermark && p.From == st.Peer && p.sequenced() && p.Seq > st.LastSeq && slices.Contains(p.Direct, c.id) {
+			replay = append(replay, p)
+		}
+	}
+	rm.mu.Lock()
+	for _, p := range replay {
+		c.enqueueMsg(p.Message())
+	}
+	rm.mu.Unlock()
+}
+
+// resume replays what a reconnecting client missed: every publication after
+// since up to its join snapshot, plus each seen peer's application messages
+// after the given seq. Later ones reach it live.
+func (c *client) resume(ctx context.Context, r protocol.Resume) {
+	h, err := c.s.broker.History(ctx, c.sid, 0)
+	if err != nil {
+		// The client reconnects with backoff and asks again.
+		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not resume: %s", errText(err)))
+		c.kill(protocol.CloseReconnect, "resume unavailable, reconnect and resume")
+		return
+	}
+	rm := c.room
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	upto := c.joinOff
+	complete := h.Complete || r.Since >= upto
+	if complete && r.Since < upto {
+		// History must reach back to since+1 (or to each seen peer's next seq).
+		first := uint64(0)
+		if len(h.Pubs) > 0 {
+			first = h.Pubs[0].Off
+		}
+		if first > r.Since+1 {
+			complete = false
+		}
+	}
+	if !complete {
+		st, _ := c.s.broker.State(ctx, c.sid)
+		ms, _ := c.s.broker.Members(ctx, c.sid)
+		snap := snapshot(c.sid, st, ms)
+		f := false
+		snap.Recovered = &f
+		c.enqueueMsg(protocol.MustMarshal(protocol.TypeSessionState, snap))
+		c.enqueueMsg(protocol.MustMarshal(protocol.TypeResumed, protocol.Resumed{Recovered: false, Offset: upto}))
+		return
+	}
+	n := 0
+	for _, p := range h.Pubs {
+		if p.Off > upto || p.To != "" {
+			continue
+		}
+		want := p.Off > r.Since
+		if s, ok := r.Seen[p.From]; ok && p.sequenced() {
+			want = p.Seq > s
+		}
+		if !want || p.Skip == c.id {
+			continue
+		}
+		c.enqueueMsg(p.Message())
+		n++
+	}
+	c.enqueueMsg(protocol.MustMarshal(protocol.TypeResumed, protocol.Resumed{Recovered: true, Count: n, Offset: upto}))
+}
+
+func errText(err error) string {
+	if errors.Is(err, ErrUnavailable) {
+		return "the session store is unreachable"
+	}
+	if errors.Is(err, ErrSessionNotFound) {
+		return "the session has ended"
+	}
+	return "internal error"
+}
+
+// reasonLabel bounds the metric label's values.
+func reasonLabel(r string) string {
+	switch r {
+	case "", "closed", "ice-failed", "no-candidates", "timeout", "disabled", "unsupported", "dtls-failed":
+		return r
+	}
+	return "other"
+}
