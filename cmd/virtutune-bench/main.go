@@ -57,12 +57,14 @@ import (
 var stderr io.Writer = os.Stderr
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "--serve" {
-		if err := serveChild(); err != nil {
-			fmt.Fprintln(os.Stderr, "virtutune-bench --serve:", err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		if handled, err := subcommand(os.Args[1], os.Args[2:]); handled {
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "virtutune-bench "+os.Args[1]+":", err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)

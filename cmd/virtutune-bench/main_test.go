@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,6 +15,103 @@ import (
 
 	"go.uber.org/goleak"
 )
+
+// TestMain lets the test binary be the bench's child processes (servers and
+// client workers), which the load test starts by re-executing itself.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		if handled, err := subcommand(os.Args[1], os.Args[2:]); handled {
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// TestLoadSmoke runs a tiny load test of the project (memory and, where
+// redis-server is installed, Redis) and the bare hub, each in its own
+// process, and checks that every step delivered everything exactly once and
+// that server CPU and memory were measured.
+func TestLoadSmoke(t *testing.T) {
+	stderr = io.Discard
+	targets := "project,hub"
+	if _, err := exec.LookPath("redis-server"); err == nil {
+		targets = "project,project-redis,hub"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	args := []string{"--json", "--quiet", "--targets", targets, "--sessions", "60", "--rounds", "1", "--client-procs", "2",
+		"--loop-count", "30", "--fixed-rate", "300", "--step", "500ms", "--drain", "5s",
+		"--search-start", "300", "--search-max", "700", "--search-factor", "2", "--search-refine", "1"}
+	if err := runLoad(ctx, args, &out); err != nil {
+		t.Fatalf("load: %v\n%s", err, out.String())
+	}
+	var rep LoadReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, out.String())
+	}
+	if len(rep.Errors) > 0 {
+		t.Errorf("errors: %v", rep.Errors)
+	}
+	if len(rep.Rounds) != len(strings.Split(targets, ",")) {
+		t.Fatalf("%d target rounds, want one per target (%s)", len(rep.Rounds), targets)
+	}
+	for _, r := range rep.Rounds {
+		if r.Sessions != 60 || r.Loop == nil || r.Fixed == nil || len(r.Search) == 0 {
+			t.Errorf("%s: sessions %d, loop %v, fixed %v, %d search steps", r.Target, r.Sessions, r.Loop != nil, r.Fixed != nil, len(r.Search))
+			continue
+		}
+		steps := append([]*StepResult{r.Loop, r.Fixed}, r.Search...)
+		for i, s := range steps {
+			if s.Sent == 0 || s.Lost != 0 || s.Dup != 0 || s.Reord != 0 || s.Latency.N != int(s.Delivered) {
+				t.Errorf("%s step %d: sent %d delivered %d lost %d dup %d reordered %d samples %d", r.Target, i, s.Sent, s.Delivered, s.Lost, s.Dup, s.Reord, s.Latency.N)
+			}
+		}
+		if r.Fixed.ServerCPU <= 0 {
+			t.Errorf("%s: no server CPU per message", r.Target)
+		}
+		if r.Target == "project-redis" && r.Fixed.RedisCPU <= 0 {
+			t.Errorf("%s: no Redis CPU per message", r.Target)
+		}
+		if r.MemPerConn == 0 || r.RSSPerConn == 0 {
+			t.Errorf("%s: memory per connection not measured (heap %.0f, RSS %.0f)", r.Target, r.MemPerConn, r.RSSPerConn)
+		}
+	}
+	var table bytes.Buffer
+	rep.writeTable(&table, &loadOptions{Sessions: 60, FixedRate: 300, P99Limit: 50 * time.Millisecond})
+	if !strings.Contains(table.String(), "sustained msg/s") {
+		t.Errorf("table lacks its summary:\n%s", table.String())
+	}
+}
+
+func TestSplitAndHistogram(t *testing.T) {
+	total := 0
+	for i := range 3 {
+		first, n := split(10, 3, i)
+		if first != total {
+			t.Errorf("worker %d starts at %d, want %d", i, first, total)
+		}
+		total += n
+	}
+	if total != 10 {
+		t.Errorf("split covers %d sessions, want 10", total)
+	}
+	var h hist
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Microsecond)
+	}
+	l := histSummary(h.take())
+	if l.N != 1000 || l.P50 < 495 || l.P50 > 505 || l.P99 < 985 || l.P99 > 995 || l.Max < 995 || l.Max > 1006 {
+		t.Errorf("histogram summary %+v, want n 1000, p50 ~500µs, p99 ~990µs, max ~1000µs", l)
+	}
+	if again := histSummary(h.take()); again.N != 0 {
+		t.Errorf("take did not reset: %+v", again)
+	}
+}
 
 // TestSmoke runs a tiny bench of every path (relay-redis only where
 // redis-server is installed) and checks that it delivered everything.

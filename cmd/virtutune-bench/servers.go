@@ -10,11 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"os/exec"
-	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,38 +255,6 @@ func (c *childServer) Close() {
 		_ = c.cmd.Process.Kill()
 		<-c.done
 	}
-}
-
-// serveChild is --serve: run one in-memory signaling server on 127.0.0.1,
-// print "LISTEN <url>", and serve until stdin closes.
-func serveChild() error {
-	raiseNoFile(1 << 18)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	in, err := startInstance(log, nil, "child", func(srv http.Handler) http.Handler {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/bench/stats", func(w http.ResponseWriter, _ *http.Request) {
-			st := childStats{Mem: readGoMem(), CPU: cpuTime().Seconds()}
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(st)
-		})
-		mux.HandleFunc("/bench/heap", func(w http.ResponseWriter, _ *http.Request) {
-			runtime.GC()
-			_ = pprof.Lookup("heap").WriteTo(w, 0)
-		})
-		mux.HandleFunc("/bench/cpu", httppprof.Profile)
-		mux.HandleFunc("/bench/goroutine", func(w http.ResponseWriter, _ *http.Request) {
-			_ = pprof.Lookup("goroutine").WriteTo(w, 1)
-		})
-		mux.Handle("/", srv)
-		return mux
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Println("LISTEN " + in.URL)
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	in.Close()
-	return nil
 }
 
 // redisCommandStats resets (reset) or reads Redis's own time per call of the
