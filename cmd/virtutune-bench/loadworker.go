@@ -121,7 +121,6 @@ type loadSession struct {
 	base        uint64 // seqs at or below it belong to earlier steps
 	stepRecv    uint64
 	notify      chan uint64
-	measuring   bool
 }
 
 // worker holds the sessions of one client process.
