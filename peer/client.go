@@ -83,6 +83,11 @@ type Stats struct {
 	Duplicates uint64
 	// ReorderOverrun counts messages dropped because a sender's reorder window was full.
 	ReorderOverrun uint64
+	// P2PCopies and RelayCopies count the copies of other members'
+	// application messages received over data channels and over the
+	// WebSocket, duplicates included: both paths race, so with a data channel
+	// up each message normally arrives once by each.
+	P2PCopies, RelayCopies uint64
 	// Reconnects counts successful WebSocket reconnects.
 	Reconnects uint64
 	// EventsDropped counts events dropped because nobody read Events.
@@ -472,27 +477,13 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 	}
 	c.mu.Unlock()
 
-	if len(targets) > 0 {
-		direct := string(protocol.Encode(out))
-		for _, t := range targets {
-			if err := t.dc.SendText(direct); err != nil {
-				c.log.Debug("data channel send failed", "peer", t.peer, "err", err)
-				continue
-			}
-			out.Direct = append(out.Direct, t.peer)
-		}
-	}
+	// Both paths race: the copy for the WebSocket goes whether or not a data
+	// channel took one, and the receiver keeps whichever arrives first.
 	data := protocol.Encode(out)
-	// A resend (after a reconnect, or when a pong shows the server did not
-	// take the message) goes without direct: the data channel that carried
-	// the first copy may have lost it, and a newer channel's "up" must not
-	// make the server skip the relay of this copy. The receiver drops it if
-	// it already has it.
-	resend := data
-	if len(out.Direct) > 0 {
-		plain := *out
-		plain.Direct = nil
-		resend = protocol.Encode(&plain)
+	for _, t := range targets {
+		if err := t.dc.SendText(string(data)); err != nil {
+			c.log.Debug("data channel send failed", "peer", t.peer, "err", err)
+		}
 	}
 
 	c.mu.Lock()
@@ -501,7 +492,7 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 		c.outbox = slices.Delete(c.outbox, 0, 1)
 		c.stats.OutboxDropped++
 	}
-	c.outbox = append(c.outbox, outEntry{seq: out.Seq, data: resend})
+	c.outbox = append(c.outbox, outEntry{seq: out.Seq, data: data})
 	if c.conn != nil {
 		c.queue = append(c.queue, qItem{seq: out.Seq, data: data})
 		c.wakeWriter()

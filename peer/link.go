@@ -456,6 +456,7 @@ func (c *Client) handleDC(l *link, dc *webrtc.DataChannel, gen uint32, data []by
 	c.deliverMu.Lock()
 	defer c.deliverMu.Unlock()
 	c.mu.Lock()
+	c.stats.P2PCopies++
 	ds := c.dd.accept(m, protocol.PathP2P, now, nil)
 	c.mu.Unlock()
 	c.deliver(ds)

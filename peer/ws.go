@@ -375,6 +375,7 @@ func (c *Client) handleWS(m *protocol.Message) {
 				ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
 			}
 		default:
+			c.stats.RelayCopies++
 			ds = c.dd.accept(m, protocol.PathRelay, now, ds)
 		}
 	case protocol.TypeConnectionUpdate:

@@ -18,7 +18,7 @@
 //	seq     per-sender sequence number of an application message: 1, 2, 3, ...
 //	off     session offset given by the server when the message entered history
 //	to      the one member a signaling message is for
-//	direct  client ids the sender also reached over an open data channel
+//	direct  obsolete: client ids the sender also reached over a data channel
 //	at      sender's wall clock, ms since the epoch (for latency on one machine)
 //
 // Unknown fields, at the top level or in data, are ignored (forward
@@ -107,16 +107,15 @@
 //  3. The answerer replies rtc_answer. Both apply the remote candidates. A
 //     candidate with an "a=" prefix or a ".local" host name is accepted.
 //  4. When the channel opens, each side sends p2p_state {peer, up:true} to the
-//     server, then sends application messages over the channel AND over the
-//     WebSocket with direct:[peer]. The server stores them (state, history) and
-//     skips relaying a message to a member that declared the sender's channel
-//     up when the message lists that member in direct. Messages of the original
-//     protocol travel over the channel unchanged (ping is answered with pong by
-//     the peer, which gives the direct round-trip time).
+//     server, then sends each application message over the channel AND over
+//     the WebSocket: both paths race, and the receiver delivers whichever
+//     copy comes first and drops the other. (direct is obsolete: the clients
+//     no longer set it.) Messages of the original protocol travel over the
+//     channel unchanged (ping is answered with pong by the peer, which gives
+//     the direct round-trip time).
 //  5. When a channel closes or fails, the receiver sends p2p_state {peer,
-//     up:false, last_seq} and the server replays that peer's messages after
-//     last_seq from history, then relays everything. Nothing is lost, the
-//     receiver's dedupe drops what arrived twice.
+//     up:false, last_seq, reason} (for the server's metrics); the relay has
+//     been carrying every message all along, so nothing needs replaying.
 //  6. To bring the direct path back, the offerer sends a new rtc_offer (restart:
 //     true for an ICE restart, or a higher generation for a new connection);
 //     the answerer asks for it with rtc_restart. Answers and candidates of an

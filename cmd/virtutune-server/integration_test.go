@@ -281,11 +281,14 @@ func TestTwoInstancesP2P(t *testing.T) {
 	settle(ctx, t, pc, phone)
 	p1 := checkChords(t, "phone->PC", atPC.chordsFrom(phone.ClientID()), 1, n)
 	p2 := checkChords(t, "PC->phone", atPhone.chordsFrom(pc.ClientID()), 1, n)
-	if p1[protocol.PathP2P] != n || p2[protocol.PathP2P] != n {
-		t.Fatalf("paths: phone->PC %v, PC->phone %v; want all %d over p2p", p1, p2, n)
+	// Both paths race: each chord arrives over the data channel and over the
+	// relay, and whichever comes first is delivered.
+	if pc.Stats().P2PCopies < n || phone.Stats().P2PCopies < n {
+		t.Fatalf("copies over the data channel: PC %d, phone %d; want %d each (first by path: phone->PC %v, PC->phone %v)",
+			pc.Stats().P2PCopies, phone.Stats().P2PCopies, n, p1, p2)
 	}
-	t.Logf("1,000 chord changes each way over the data channel: all once and in order in %v; duplicates dropped PC %d phone %d",
-		elapsed.Round(time.Millisecond), pc.Stats().Duplicates, phone.Stats().Duplicates)
+	t.Logf("1,000 chord changes each way over both paths: all once and in order in %v (first by path: phone->PC %v, PC->phone %v); duplicates dropped PC %d phone %d",
+		elapsed.Round(time.Millisecond), p1, p2, pc.Stats().Duplicates, phone.Stats().Duplicates)
 
 	// The servers stored what went direct: a newcomer on either instance sees
 	// the last chord of the session.

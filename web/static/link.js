@@ -176,18 +176,6 @@ export function candidateKind(line) {
   return m[1];
 }
 
-/**
- * withoutDirect is a resend's form of a message: without "direct", since the
- * data channel that carried the first copy may have lost it and a newer
- * channel's "up" must not make the server skip the relay. The receiver drops
- * the copy if it already has it.
- */
-export function withoutDirect(m) {
-  if (!m || !m.direct) return m;
-  const { direct, ...rest } = m; // eslint-disable-line no-unused-vars
-  return rest;
-}
-
 /** wsURL builds the WebSocket URL of a session on the page's own host. */
 export function wsURL(loc, sessionId, token, clientId, noP2P = false) {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -460,6 +448,10 @@ export class Link {
 
     this.inbox = new Inbox();
     this.outbox = new Outbox();
+    // Copies of the others' application messages received per path
+    // (duplicates included: both paths race), deliveries per path that won,
+    // and the last chord that arrived by each path.
+    this.counts = { copies: { p2p: 0, relay: 0 }, first: { p2p: 0, relay: 0 }, lastChord: { p2p: '', relay: '' } };
     this.nextSeq = 1;
     this.selfEchoSeq = 0; // highest own practice_update seq applied
     this.highestOff = 0;
@@ -563,6 +555,16 @@ export class Link {
     });
   }
 
+  /**
+   * stats counts what arrived: copies of the others' application messages
+   * per path (duplicates included), deliveries per path that brought them
+   * first, and the last chord that came by each path.
+   */
+  stats() {
+    const c = this.counts;
+    return { copies: { ...c.copies }, first: { ...c.first }, lastChord: { ...c.lastChord } };
+  }
+
   /** linkState is what onLinkState reports. */
   linkState() {
     let rttP2P = null;
@@ -598,13 +600,13 @@ export class Link {
     }
     const msg = { type, data, from: this.clientId, seq: this.nextSeq++, at: Date.now() };
     const text = JSON.stringify(msg);
-    const direct = [];
+    // Both paths race: the WebSocket copy goes whether or not a data channel
+    // took one, and the receiver keeps whichever arrives first.
     for (const p of this.peers.values()) {
       if (p.up && p.dc && p.dc.readyState === 'open') {
-        try { p.dc.send(text); direct.push(p.id); } catch (e) { this.log('dc send', e); }
+        try { p.dc.send(text); } catch (e) { this.log('dc send', e); }
       }
     }
-    if (direct.length) msg.direct = direct;
     const dropped = this.outbox.add(msg);
     if (dropped) this.log('outbox full: dropped seq', dropped.seq);
     if (this.hello) this._send(msg);
@@ -777,7 +779,7 @@ export class Link {
           if (this.pingUpto) this.pingUpto.delete(d.timestamp);
           if (Number.isFinite(upto) && d.last_seq < upto && now() - (this.lastResend || 0) > 1000) {
             this.lastResend = now();
-            for (const m of this.outbox.after(d.last_seq)) this._send(withoutDirect(m));
+            for (const m of this.outbox.after(d.last_seq)) this._send(m);
           }
         }
         this._emitLink();
@@ -831,9 +833,8 @@ export class Link {
     this.outbox.ack(lastSeq);
     const me = this.members.get(this.clientId);
     this.members.set(this.clientId, { client_id: this.clientId, user_id: this.userId, role: this.role, since: (me && me.since) || new Date().toISOString() });
-    // Order matters: declare open channels first so the server can skip relaying resends to them.
     for (const p of this.peers.values()) if (p.up) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
-    for (const m of this.outbox.after(lastSeq)) this._send(withoutDirect(m));
+    for (const m of this.outbox.after(lastSeq)) this._send(m);
     if (this.everConnected) {
       this.resuming = true;
       this._send({ type: 'resume', data: { since: this.highestOff, seen: this.inbox.seen(this.clientId) } });
@@ -895,7 +896,15 @@ export class Link {
       this._apply(msg, path, true);
       return;
     }
-    for (const m of this.inbox.push(msg, Date.now(), path)) this._apply(m, this.inbox.pathOf(m, path));
+    if (path in this.counts.copies) {
+      this.counts.copies[path]++;
+      if (msg.type === 'chord_change' && msg.data) this.counts.lastChord[path] = String(msg.data.chord);
+    }
+    for (const m of this.inbox.push(msg, Date.now(), path)) {
+      const p = this.inbox.pathOf(m, path);
+      if (p in this.counts.first) this.counts.first[p]++;
+      this._apply(m, p);
+    }
   }
 
   _apply(msg, path, own = false) {
