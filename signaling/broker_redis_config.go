@@ -1,0 +1,145 @@
+package signaling
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig configures a RedisBroker. Zero values mean the defaults.
+type RedisConfig struct {
+	// URL locates Redis (required). Forms:
+	//
+	//	redis://[user:pass@]host:6379/0               one server (DB 0)
+	//	rediss://host:6380/0                           one server over TLS
+	//	unix:///run/redis.sock?db=0                    a Unix socket
+	//	redis://host:7000?addr=host2:7001&addr=host3:7002
+	//	                                               Redis Cluster (seed nodes; any addr= makes it a cluster)
+	//	redis://host:7000?cluster=true                 Redis Cluster with a single seed node
+	//	redis://sentinel1:26379?master_name=mymaster&addr=sentinel2:26379
+	//	                                               Sentinel (the host and every addr= are sentinels)
+	//
+	// Other query parameters are go-redis's (dial_timeout, read_timeout,
+	// pool_size, max_retries, ...); see redis.ParseURL, redis.ParseClusterURL
+	// and redis.ParseFailoverURL.
+	URL string
+	// Prefix starts every key and channel name (default "vt:"). It must not
+	// contain '{' or '}' (per-session keys use a {session} hash tag, so that
+	// one Lua script touches one cluster slot).
+	Prefix string
+	// Instance names this instance in presence (Member.Instance) and on
+	// publications (default: host name plus a random suffix). It must be
+	// unique among the live instances sharing one Redis.
+	Instance string
+	// HistorySize bounds each session's history in messages (default 1024).
+	HistorySize int
+	// HistoryTTL hides history entries older than this (default 10 minutes).
+	HistoryTTL time.Duration
+	// PresenceTTL is how long this instance's members stay listed after it
+	// stops heartbeating (it heartbeats every PresenceTTL/3; default 30s).
+	PresenceTTL time.Duration
+	// Logger receives the broker's logs (default: discarded).
+	Logger *slog.Logger
+}
+
+// Validate reports the first setting that makes no sense.
+func (c *RedisConfig) Validate() error {
+	switch {
+	case c.URL == "":
+		return fmt.Errorf("%w: RedisConfig.URL is required", errInvalidConfig)
+	case strings.ContainsAny(c.Prefix, "{}"):
+		return fmt.Errorf("%w: RedisConfig.Prefix %q must not contain '{' or '}'", errInvalidConfig, c.Prefix)
+	case c.HistorySize < 0:
+		return fmt.Errorf("%w: RedisConfig.HistorySize must not be negative", errInvalidConfig)
+	case c.HistoryTTL < 0:
+		return fmt.Errorf("%w: RedisConfig.HistoryTTL must not be negative", errInvalidConfig)
+	case c.PresenceTTL < 0 || (c.PresenceTTL > 0 && c.PresenceTTL < 30*time.Millisecond):
+		return fmt.Errorf("%w: RedisConfig.PresenceTTL must be 0 (default) or at least 30ms", errInvalidConfig)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("%w: RedisConfig.URL: %v", errInvalidConfig, err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return fmt.Errorf("%w: RedisConfig.URL: scheme %q is not redis, rediss or unix", errInvalidConfig, u.Scheme)
+	}
+	return nil
+}
+
+func (c *RedisConfig) fill() {
+	if c.Prefix == "" {
+		c.Prefix = "vt:"
+	}
+	if c.Instance == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "vt"
+		}
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.Instance = host + "-" + hex.EncodeToString(b[:])
+	}
+	if c.HistorySize == 0 {
+		c.HistorySize = 1024
+	}
+	if c.HistoryTTL == 0 {
+		c.HistoryTTL = 10 * time.Minute
+	}
+	if c.PresenceTTL == 0 {
+		c.PresenceTTL = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// newRedisClient builds the go-redis client for a URL (see RedisConfig.URL).
+func newRedisClient(raw string) (redis.UniversalClient, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	switch {
+	case q.Has("master_name"):
+		o, err := redis.ParseFailoverURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewFailoverClient(o), nil
+	case q.Has("addr") || q.Has("cluster"):
+		cluster := q.Get("cluster")
+		if cluster != "" && cluster != "true" && cluster != "1" && cluster != "false" && cluster != "0" {
+			return nil, fmt.Errorf("cluster=%q is not a boolean", cluster)
+		}
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+		if !q.Has("addr") && (cluster == "false" || cluster == "0") {
+			o, err := redis.ParseURL(u.String())
+			if err != nil {
+				return nil, err
+			}
+			return redis.NewClient(o), nil
+		}
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClusterClient(o), nil
+	default:
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		return redis.NewClient(o), nil
+	}
+}

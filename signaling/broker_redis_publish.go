@@ -1,0 +1,348 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// redisPub is the compact encoding of a Publication in the stream and on
+// pub/sub. Off and Seq of a Publish travel in the message header (the Lua
+// script assigns them), not in this JSON.
+type redisPub struct {
+	T  protocol.Type      `json:"t"`
+	D  json.RawMessage    `json:"d,omitempty"`
+	F  string             `json:"f,omitempty"`
+	Q  uint64             `json:"q,omitempty"`
+	To string             `json:"to,omitempty"`
+	Dr []string           `json:"dr,omitempty"`
+	At float64            `json:"at,omitempty"`
+	C  string             `json:"c,omitempty"`
+	P  *protocol.Practice `json:"p,omitempty"`
+	S  string             `json:"s,omitempty"`
+	I  string             `json:"i,omitempty"`
+}
+
+func encodePub(p *Publication) (string, error) {
+	raw, err := json.Marshal(redisPub{T: p.Type, D: p.Data, F: p.From, Q: p.Seq, To: p.To, Dr: p.Direct,
+		At: p.At, C: p.Chord, P: p.Practice, S: p.Skip, I: p.Instance})
+	if err != nil {
+		return "", fmt.Errorf("signaling: encode publication: %w", err)
+	}
+	return string(raw), nil
+}
+
+func decodePub(raw string) (*Publication, error) {
+	var r redisPub
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return nil, err
+	}
+	return &Publication{Type: r.T, Data: r.D, From: r.F, Seq: r.Q, To: r.To, Direct: r.Dr, At: r.At,
+		Chord: r.C, Practice: r.P, Skip: r.S, Instance: r.I}, nil
+}
+
+// redisPublishScript: KEYS session, seqs, stream; ARGV seqFrom (""= not
+// sequenced), seq, from, chord, practice JSON, payload, maxlen, now ms,
+// channel. Returns {0, off, seq}, {1} not found, {2, seq} duplicate, {3, seq}
+// skips ahead.
+//
+// Every redis.call costs a script about as much as the command itself again
+// (arguments and reply are converted between Lua and Redis), so the script
+// makes as few as it can: one HMGET, one HSET of all the session's fields,
+// and PEXPIREAT only on a key it has just created. Keys already there keep
+// the expiry that CreateSession and ExtendSession gave them (HSET and XADD
+// keep a key's expiry), and all of a session's keys expire at the same
+// millisecond, so while the session hash exists, so do the others.
+var redisPublishScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'exp', 'off')
+if not s[1] then return {1} end
+local seq = tonumber(ARGV[2])
+if ARGV[1] ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  if seq == 0 then
+    seq = last + 1
+  elseif seq <= last then
+    return {2, seq}
+  elseif seq > last + 1 then
+    return {3, seq}
+  end
+  if redis.call('HSET', KEYS[2], ARGV[1], seq) == 1 then
+    redis.call('PEXPIREAT', KEYS[2], s[1]) -- a new field, perhaps a new key
+  end
+end
+local off = (tonumber(s[2]) or 0) + 1
+if ARGV[4] ~= '' and ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3], 'practice', ARGV[5])
+elseif ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3])
+elseif ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'off', off, 'practice', ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'off', off)
+end
+local id = off .. '-0'
+if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6]) then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6])
+  redis.call('PEXPIREAT', KEYS[3], s[1])
+end
+redis.call('PUBLISH', ARGV[9], 'p' .. off .. ':' .. seq .. ':' .. ARGV[6])
+return {0, off, seq}`)
+
+// Publish implements Broker in one round trip (see the type's doc for the
+// outage rule: PublishResult.Local with an error wrapping ErrUnavailable).
+func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (PublishResult, error) {
+	if b.closed.Load() {
+		return PublishResult{}, ErrBrokerClosed
+	}
+	p.Instance = b.cfg.Instance
+	payload, err := encodePub(p)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	var seqFrom, practice string
+	if p.sequenced() {
+		seqFrom = p.From
+	}
+	if p.Practice != nil {
+		raw, err := json.Marshal(p.Practice)
+		if err != nil {
+			return PublishResult{}, fmt.Errorf("signaling: encode practice: %w", err)
+		}
+		practice = string(raw)
+	}
+	var vals []int64
+	if b.down.Load() {
+		// Known down: the heartbeat probe notices its return. Do not make
+		// every message wait for Redis to fail again.
+		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
+	} else {
+		rctx, cancel := b.opCtx(ctx)
+		vals, err = redisPublishScript.Run(rctx, b.client,
+			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
+			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
+		).Int64Slice()
+		cancel()
+		if err != nil {
+			err = b.fail("publish", err)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			p.Off = 0
+			if g := b.group(sid); g != nil {
+				g.mu.Lock()
+				g.deliver(p)
+				g.mu.Unlock()
+			}
+			return PublishResult{Seq: p.Seq, Local: true}, err
+		}
+		return PublishResult{}, err
+	}
+	b.markUp()
+	switch vals[0] {
+	case 1:
+		return PublishResult{}, ErrSessionNotFound
+	case 2:
+		return PublishResult{Seq: uint64(vals[1]), Duplicate: true}, nil
+	case 3:
+		return PublishResult{Seq: uint64(vals[1])}, ErrBadSequence
+	}
+	p.Off, p.Seq = uint64(vals[1]), uint64(vals[2])
+	if g := b.group(sid); g != nil {
+		g.mu.Lock()
+		gap := g.offer(p, b.cfg.HistorySize, b.log)
+		g.mu.Unlock()
+		if gap {
+			b.requestRepair(g)
+		}
+	}
+	return PublishResult{Off: p.Off, Seq: p.Seq}, nil
+}
+
+var redisSendScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1`)
+
+// Send implements Broker: this instance's subscribers get p at once, other
+// instances over pub/sub, at most once; nothing is stored. While Redis is
+// unreachable p reaches local subscribers only and Send returns an error
+// wrapping ErrUnavailable.
+func (b *RedisBroker) Send(ctx context.Context, sid string, p *Publication) error {
+	if b.closed.Load() {
+		return ErrBrokerClosed
+	}
+	p.Instance = b.cfg.Instance
+	payload, err := encodePub(p)
+	if err != nil {
+		return err
+	}
+	if b.down.Load() {
+		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
+	} else {
+		rctx, cancel := b.opCtx(ctx)
+		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid)}, b.channel(sid), "e"+payload).Int()
+		cancel()
+		if rerr == nil && n == 0 {
+			return ErrSessionNotFound
+		}
+		err = b.fail("send", rerr)
+	}
+	if err != nil && !errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	if err == nil {
+		b.markUp()
+	}
+	if g := b.group(sid); g != nil {
+		g.mu.Lock()
+		g.deliver(p)
+		g.mu.Unlock()
+	}
+	return err
+}
+
+// History implements Broker. History is exact to HistorySize messages and
+// HistoryTTL even though the stream is trimmed approximately.
+func (b *RedisBroker) History(ctx context.Context, sid string, since uint64) (HistoryResult, error) {
+	if b.closed.Load() {
+		return HistoryResult{}, ErrBrokerClosed
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	pipe := b.client.TxPipeline()
+	offCmd := pipe.HMGet(ctx, b.sessKey(sid), "exp", "off")
+	rangeCmd := pipe.XRange(ctx, b.streamKey(sid), strconv.FormatUint(since+1, 10), "+")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return HistoryResult{}, b.fail("history", err)
+	}
+	vals := offCmd.Val()
+	if _, ok := redisInt(vals[0]); !ok {
+		return HistoryResult{}, ErrSessionNotFound
+	}
+	offset, _ := redisInt(vals[1])
+	res := HistoryResult{Offset: uint64(offset)}
+	var floor uint64 // offsets <= floor are outside the HistorySize window
+	if res.Offset > uint64(b.cfg.HistorySize) {
+		floor = res.Offset - uint64(b.cfg.HistorySize)
+	}
+	res.Complete = since >= floor
+	oldest := time.Now().Add(-b.cfg.HistoryTTL).UnixMilli()
+	want := since + 1
+	for _, e := range rangeCmd.Val() {
+		p, at, err := redisEntry(e)
+		if err != nil {
+			b.log.Warn("undecodable history entry", "session", sid, "id", e.ID, "err", err)
+			res.Complete = false
+			continue
+		}
+		if p.Off < want {
+			continue
+		}
+		if p.Off > want {
+			res.Complete = false // trimmed
+		}
+		want = p.Off + 1
+		if p.Off <= floor {
+			continue
+		}
+		if at < oldest {
+			res.Complete = false
+			continue
+		}
+		res.Pubs = append(res.Pubs, p)
+	}
+	if want <= res.Offset {
+		res.Complete = false
+	}
+	return res, nil
+}
+
+// redisEntry decodes a stream entry: the publication and its time (ms).
+func redisEntry(e redis.XMessage) (*Publication, int64, error) {
+	id, _, _ := strings.Cut(e.ID, "-")
+	off, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return nil, 0, err
+	}
+	d, _ := e.Values["d"].(string)
+	p, err := decodePub(d)
+	if err != nil {
+		return nil, 0, err
+	}
+	p.Off = off
+	if q, ok := redisInt(e.Values["q"]); ok {
+		p.Seq = uint64(q)
+	}
+	at, _ := redisInt(e.Values["t"])
+	return p, at, nil
+}
+
+// State implements Broker.
+func (b *RedisBroker) State(ctx context.Context, sid string) (State, error) {
+	if b.closed.Load() {
+		return State{}, ErrBrokerClosed
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	// One MULTI/EXEC: the sequence numbers are read atomically with the offset.
+	var stCmd *redis.SliceCmd
+	var seqCmd *redis.MapStringStringCmd
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		stCmd = p.HMGet(ctx, b.sessKey(sid), "exp", "off", "chord", "chord_from", "practice")
+		seqCmd = p.HGetAll(ctx, b.seqKey(sid))
+		return nil
+	})
+	if err != nil {
+		return State{}, b.fail("state", err)
+	}
+	vals := stCmd.Val()
+	if _, ok := redisInt(vals[0]); !ok {
+		return State{}, ErrSessionNotFound
+	}
+	var st State
+	off, _ := redisInt(vals[1])
+	st.Offset = uint64(off)
+	st.Chord, _ = vals[2].(string)
+	st.ChordFrom, _ = vals[3].(string)
+	st.Seqs = make(map[string]uint64, len(seqCmd.Val()))
+	for id, v := range seqCmd.Val() {
+		if n, ok := redisInt(v); ok {
+			st.Seqs[id] = uint64(n)
+		}
+	}
+	if raw, _ := vals[4].(string); raw != "" {
+		if err := json.Unmarshal([]byte(raw), &st.Practice); err != nil {
+			return State{}, fmt.Errorf("signaling: redis state: practice: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// LastSeq implements Broker.
+func (b *RedisBroker) LastSeq(ctx context.Context, sid, cid string) (uint64, error) {
+	if b.closed.Load() {
+		return 0, ErrBrokerClosed
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	pipe := b.client.Pipeline()
+	expCmd := pipe.HGet(ctx, b.sessKey(sid), "exp")
+	seqCmd := pipe.HGet(ctx, b.seqKey(sid), cid)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, b.fail("last seq", err)
+	}
+	if errors.Is(expCmd.Err(), redis.Nil) {
+		return 0, ErrSessionNotFound
+	}
+	n, _ := redisInt(seqCmd.Val())
+	return uint64(n), nil
+}
