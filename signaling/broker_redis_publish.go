@@ -49,53 +49,6 @@ func decodePub(raw string) (*Publication, error) {
 		Chord: r.C, Practice: r.P, Skip: r.S, Instance: r.I}, nil
 }
 
-// redisPublishScript: KEYS session, seqs, stream; ARGV seqFrom (""= not
-// sequenced), seq, from, chord, practice JSON, payload, maxlen, now ms,
-// channel. Returns {0, off, seq}, {1} not found, {2, seq} duplicate, {3, seq}
-// skips ahead.
-//
-// Every redis.call costs a script about as much as the command itself again
-// (arguments and reply are converted between Lua and Redis), so the script
-// makes as few as it can: one HMGET, one HSET of all the session's fields,
-// and PEXPIREAT only on a key it has just created. Keys already there keep
-// the expiry that CreateSession and ExtendSession gave them (HSET and XADD
-// keep a key's expiry), and all of a session's keys expire at the same
-// millisecond, so while the session hash exists, so do the others.
-var redisPublishScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'exp', 'off')
-if not s[1] then return {1} end
-local seq = tonumber(ARGV[2])
-if ARGV[1] ~= '' then
-  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-  if seq == 0 then
-    seq = last + 1
-  elseif seq <= last then
-    return {2, seq}
-  elseif seq > last + 1 then
-    return {3, seq}
-  end
-  if redis.call('HSET', KEYS[2], ARGV[1], seq) == 1 then
-    redis.call('PEXPIREAT', KEYS[2], s[1]) -- a new field, perhaps a new key
-  end
-end
-local off = (tonumber(s[2]) or 0) + 1
-if ARGV[4] ~= '' and ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3], 'practice', ARGV[5])
-elseif ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[1], 'off', off, 'chord', ARGV[4], 'chord_from', ARGV[3])
-elseif ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'off', off, 'practice', ARGV[5])
-else
-  redis.call('HSET', KEYS[1], 'off', off)
-end
-local id = off .. '-0'
-if not redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6]) then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], id, 'q', seq, 't', ARGV[8], 'd', ARGV[6])
-  redis.call('PEXPIREAT', KEYS[3], s[1])
-end
-redis.call('PUBLISH', ARGV[9], 'p' .. off .. ':' .. seq .. ':' .. ARGV[6])
-return {0, off, seq}`)
-
 // Publish implements Broker in one round trip (see the type's doc for the
 // outage rule: PublishResult.Local with an error wrapping ErrUnavailable).
 func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (PublishResult, error) {
@@ -125,6 +78,8 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
+		// lua/publish.lua: KEYS sess, seqs, stream; ARGV seq_from, seq, from,
+		// chord, practice, payload, max_len, now_ms, channel.
 		vals, err = redisPublishScript.Run(rctx, b.client,
 			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
 			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
@@ -166,11 +121,6 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	}
 	return PublishResult{Off: p.Off, Seq: p.Seq}, nil
 }
-
-var redisSendScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1`)
 
 // Send implements Broker: this instance's subscribers get p at once, other
 // instances over pub/sub, at most once; nothing is stored. While Redis is

@@ -12,14 +12,6 @@ import (
 	"github.com/virtutune/link/protocol"
 )
 
-var redisCreateScript = redis.NewScript(`
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-redis.call('HDEL', KEYS[1], 'chord', 'chord_from', 'practice')
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'uid', ARGV[2], 'created', ARGV[3], 'exp', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'off', 0)
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1`)
-
 // CreateSession implements Store. Re-creating an existing id resets its
 // state, history and presence but keeps its offset counter, so offsets of an
 // id never go backwards.
@@ -55,15 +47,6 @@ func (b *RedisBroker) Session(ctx context.Context, id string) (SessionInfo, erro
 	return SessionInfo{ID: id, UserID: uid, CreatedAt: time.UnixMilli(created), ExpiresAt: time.UnixMilli(exp)}, nil
 }
 
-var redisExtendScript = redis.NewScript(`
-local exp = redis.call('HGET', KEYS[1], 'exp')
-if not exp then return 0 end
-if tonumber(ARGV[1]) > tonumber(exp) then
-  redis.call('HSET', KEYS[1], 'exp', ARGV[1])
-  for i = 1, #KEYS do redis.call('PEXPIREAT', KEYS[i], ARGV[1]) end
-end
-return 1`)
-
 // ExtendSession implements Store.
 func (b *RedisBroker) ExtendSession(ctx context.Context, id string, at time.Time) error {
 	if b.closed.Load() {
@@ -96,17 +79,6 @@ func (b *RedisBroker) UseOnce(ctx context.Context, key string, ttl time.Duration
 	return ok, nil
 }
 
-var redisJoinScript = redis.NewScript(`
-local exp = redis.call('HGET', KEYS[1], 'exp')
-if not exp then return 0 end
-if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('PEXPIREAT', KEYS[2], exp)
-end
-return 1`)
-
 // Join implements Store. m.Instance defaults to this broker's instance.
 func (b *RedisBroker) Join(ctx context.Context, sid string, m protocol.Member) error {
 	if m.Instance == "" {
@@ -118,13 +90,6 @@ func (b *RedisBroker) Join(ctx context.Context, sid string, m protocol.Member) e
 	}
 	return b.presence(ctx, "join", sid, m.ClientID, string(raw))
 }
-
-var redisLeaveScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0`)
 
 // Leave implements Store: one script removes the member only if its stored
 // presence is still exactly m's.
@@ -163,12 +128,6 @@ func (b *RedisBroker) presence(ctx context.Context, op, sid, cid, val string) er
 	}
 	return nil
 }
-
-var redisDropGhostsScript = redis.NewScript(`
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i+1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
-end
-return 1`)
 
 // Members implements Store: oldest first, without the members of instances
 // whose heartbeat expired (those are removed).

@@ -1,0 +1,59 @@
+-- Publish: check the sender's seq, take the session's next offset, apply the
+-- state change, append to the history stream and PUBLISH, atomically.
+-- Returns {0, off, seq} published; {1} no such session; {2, seq} a duplicate
+-- (seq at or below the sender's last); {3, seq} seq skips ahead.
+--
+-- Every redis.call costs a script about as much as the command itself again
+-- (arguments and reply are converted between Lua and Redis), so the script
+-- makes as few as it can: one HMGET, one HSET of all the session's fields,
+-- and PEXPIREAT only on a key it has just created. Keys already there keep
+-- the expiry that CreateSession and ExtendSession gave them (HSET and XADD
+-- keep a key's expiry), and all of a session's keys expire at the same
+-- millisecond, so while the session hash exists, so do the others.
+local sess_key   = KEYS[1] -- the session hash: exp, off, chord, chord_from, practice
+local seqs_key   = KEYS[2] -- last accepted seq per sender
+local stream_key = KEYS[3] -- the history, entry id = offset
+local seq_from   = ARGV[1] -- the sender whose seq is checked; '' = not sequenced
+local seq_arg    = ARGV[2] -- the sender's seq; 0 = assign the next one
+local from       = ARGV[3] -- the sender (becomes chord_from)
+local chord      = ARGV[4] -- '' = no chord change
+local practice   = ARGV[5] -- practice JSON; '' = no practice change
+local payload    = ARGV[6] -- the encoded publication
+local max_len    = ARGV[7] -- the history's approximate length bound
+local now_ms     = ARGV[8] -- the entry's time, for the history's age bound
+local channel    = ARGV[9] -- the session's pub/sub channel
+
+local s = redis.call('HMGET', sess_key, 'exp', 'off')
+local exp, last_off = s[1], s[2]
+if not exp then return {1} end
+local seq = tonumber(seq_arg)
+if seq_from ~= '' then
+  local last = tonumber(redis.call('HGET', seqs_key, seq_from) or '0')
+  if seq == 0 then
+    seq = last + 1
+  elseif seq <= last then
+    return {2, seq}
+  elseif seq > last + 1 then
+    return {3, seq}
+  end
+  if redis.call('HSET', seqs_key, seq_from, seq) == 1 then
+    redis.call('PEXPIREAT', seqs_key, exp) -- a new field, perhaps a new key
+  end
+end
+local off = (tonumber(last_off) or 0) + 1
+if chord ~= '' and practice ~= '' then
+  redis.call('HSET', sess_key, 'off', off, 'chord', chord, 'chord_from', from, 'practice', practice)
+elseif chord ~= '' then
+  redis.call('HSET', sess_key, 'off', off, 'chord', chord, 'chord_from', from)
+elseif practice ~= '' then
+  redis.call('HSET', sess_key, 'off', off, 'practice', practice)
+else
+  redis.call('HSET', sess_key, 'off', off)
+end
+local id = off .. '-0'
+if not redis.call('XADD', stream_key, 'NOMKSTREAM', 'MAXLEN', '~', max_len, id, 'q', seq, 't', now_ms, 'd', payload) then
+  redis.call('XADD', stream_key, 'MAXLEN', '~', max_len, id, 'q', seq, 't', now_ms, 'd', payload)
+  redis.call('PEXPIREAT', stream_key, exp)
+end
+redis.call('PUBLISH', channel, 'p' .. off .. ':' .. seq .. ':' .. payload)
+return {0, off, seq}
