@@ -113,7 +113,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	p.Off, p.Seq = uint64(vals[1]), uint64(vals[2])
 	if g := b.group(sid); g != nil {
 		g.mu.Lock()
-		gap := g.offer(p, b.cfg.HistorySize, b.log)
+		gap := g.offer(p, b.log)
 		g.mu.Unlock()
 		if gap {
 			b.requestRepair(g)

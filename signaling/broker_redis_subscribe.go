@@ -21,11 +21,15 @@ type redisGroup struct {
 	mu       sync.Mutex
 	handlers map[uint64]Handler
 	nextID   uint64
-	ready    bool   // last is known
-	last     uint64 // offset last delivered
-	pending  map[uint64]*Publication
-	catchup  bool // read the stream after last (PubSub (re)subscribed)
+	order    offsetOrder // releases to deliver, in offset order
+	catchup  bool        // read the stream after order.last (PubSub (re)subscribed)
 	dead     bool
+}
+
+func newRedisGroup(sid string, window int) *redisGroup {
+	g := &redisGroup{sid: sid, handlers: make(map[uint64]Handler)}
+	g.order = newOffsetOrder(window, g.deliver)
+	return g
 }
 
 func (g *redisGroup) deliver(p *Publication) {
@@ -39,57 +43,13 @@ func (g *redisGroup) deliver(p *Publication) {
 
 // offer delivers p in offset order, holding it back when it arrives early.
 // It reports whether a gap is open. Called with g.mu held.
-func (g *redisGroup) offer(p *Publication, maxPending int, log *slog.Logger) bool {
-	if g.ready && p.Off <= g.last {
-		return false
+func (g *redisGroup) offer(p *Publication, log *slog.Logger) bool {
+	from := g.order.next()
+	gap, skipped := g.order.offer(p)
+	if skipped {
+		log.Warn("offset gap not filled; skipping ahead", "session", g.sid, "from", from)
 	}
-	if !g.ready || p.Off != g.last+1 {
-		g.pending[p.Off] = p
-		if g.ready && len(g.pending) > maxPending {
-			log.Warn("offset gap not filled; skipping ahead", "session", g.sid, "from", g.last+1)
-			g.skipTo(g.minPending() - 1)
-		}
-		return g.ready && len(g.pending) > 0
-	}
-	g.deliver(p)
-	g.last = p.Off
-	g.drain()
-	return len(g.pending) > 0
-}
-
-func (g *redisGroup) drain() {
-	for {
-		p, ok := g.pending[g.last+1]
-		if !ok {
-			return
-		}
-		delete(g.pending, p.Off)
-		g.deliver(p)
-		g.last = p.Off
-	}
-}
-
-func (g *redisGroup) minPending() uint64 {
-	var m uint64
-	for off := range g.pending {
-		if m == 0 || off < m {
-			m = off
-		}
-	}
-	return m
-}
-
-// skipTo gives up on offsets up to off and delivers what follows in order.
-func (g *redisGroup) skipTo(off uint64) {
-	if off > g.last {
-		g.last = off
-	}
-	for o := range g.pending {
-		if o <= g.last {
-			delete(g.pending, o)
-		}
-	}
-	g.drain()
+	return gap
 }
 
 func (b *RedisBroker) group(sid string) *redisGroup {
@@ -111,7 +71,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, sid string, h Handler) (fun
 	g := b.group(sid)
 	var id uint64
 	if g == nil {
-		g = &redisGroup{sid: sid, handlers: make(map[uint64]Handler), pending: make(map[uint64]*Publication)}
+		g = newRedisGroup(sid, b.cfg.HistorySize)
 		g.nextID++
 		id = g.nextID
 		g.handlers[id] = h
@@ -130,8 +90,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, sid string, h Handler) (fun
 			return nil, err
 		}
 		g.mu.Lock()
-		g.ready = true
-		g.skipTo(off)
+		g.order.start(off)
 		g.catchup = true
 		g.mu.Unlock()
 		b.requestRepair(g)
@@ -311,7 +270,7 @@ func (b *RedisBroker) onMessage(channel, payload string) {
 			return
 		}
 		g.mu.Lock()
-		old := g.ready && off <= g.last // our own echo, or caught up already
+		old := g.order.seen(off) // our own echo, or caught up already
 		g.mu.Unlock()
 		if old {
 			return
@@ -323,7 +282,7 @@ func (b *RedisBroker) onMessage(channel, payload string) {
 		}
 		p.Off, p.Seq = off, seq
 		g.mu.Lock()
-		gap := g.offer(p, b.cfg.HistorySize, b.log)
+		gap := g.offer(p, b.log)
 		g.mu.Unlock()
 		if gap {
 			b.requestRepair(g)
@@ -388,12 +347,12 @@ func (b *RedisBroker) repairLoop() {
 // finds; offsets the stream no longer holds are skipped.
 func (b *RedisBroker) repair(g *redisGroup) error {
 	g.mu.Lock()
-	if !g.ready || g.dead || (!g.catchup && len(g.pending) == 0) {
+	if !g.order.started || g.dead || (!g.catchup && g.order.held() == 0) {
 		g.mu.Unlock()
 		return nil
 	}
-	from := g.last + 1
-	target := g.minPending()
+	from := g.order.next()
+	target := g.order.minHeld()
 	g.catchup = false
 	g.mu.Unlock()
 
@@ -417,14 +376,14 @@ func (b *RedisBroker) repair(g *redisGroup) error {
 			continue
 		}
 		limit = max(limit, p.Off)
-		g.offer(p, b.cfg.HistorySize, b.log)
+		g.offer(p, b.log)
 	}
 	// Whatever is still missing below limit was in the stream before limit
 	// was published, so the stream no longer holds it.
-	if len(g.pending) > 0 && g.minPending() <= limit {
+	if g.order.held() > 0 && g.order.minHeld() <= limit {
 		b.log.Warn("history no longer holds missed publications; skipping ahead",
-			"session", g.sid, "from", g.last+1, "to", g.minPending()-1)
-		g.skipTo(g.minPending() - 1)
+			"session", g.sid, "from", g.order.next(), "to", g.order.minHeld()-1)
+		g.order.skipTo(g.order.minHeld() - 1)
 	}
 	return nil
 }

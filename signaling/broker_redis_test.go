@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -277,31 +276,5 @@ func TestRedisBrokerGapRepair(t *testing.T) {
 		if n := len(r.all()); n != 6 {
 			t.Fatalf("delivered %d, want 6 (exactly once)", n)
 		}
-	}
-}
-
-// TestRedisGroupOrder checks the delivery-order rules of one session's group.
-func TestRedisGroupOrder(t *testing.T) {
-	g := &redisGroup{sid: "s", handlers: map[uint64]Handler{}, pending: map[uint64]*Publication{}}
-	var got []uint64
-	g.handlers[1] = func(p *Publication) { got = append(got, p.Off) }
-	log := slog.New(slog.DiscardHandler)
-	pub := func(off uint64) *Publication { return &Publication{Off: off} }
-	g.offer(pub(3), 4, log) // before ready: held
-	g.ready = true
-	g.skipTo(1) // subscribed at offset 1
-	if gap := g.offer(pub(4), 4, log); !gap || len(got) != 0 {
-		t.Fatalf("gap not reported: %v", got)
-	}
-	g.offer(pub(2), 4, log)
-	g.offer(pub(2), 4, log) // echo
-	if want := []uint64{2, 3, 4}; !slices.Equal(got, want) {
-		t.Fatalf("delivered %v, want %v", got, want)
-	}
-	for _, off := range []uint64{6, 7, 8, 9, 10} { // 5 never comes: more than maxPending wait
-		g.offer(pub(off), 4, log)
-	}
-	if want := []uint64{2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(got, want) {
-		t.Fatalf("delivered %v, want %v", got, want)
 	}
 }
