@@ -109,8 +109,8 @@
 //  4. When the channel opens, each side sends p2p_state {peer, up:true} to the
 //     server, then sends each application message over the channel AND over
 //     the WebSocket: both paths race, and the receiver delivers whichever
-//     copy comes first and drops the other. (direct is obsolete: the clients
-//     no longer set it.) Messages of the original protocol travel over the
+//     copy comes first and drops the other. (direct is obsolete: it is still
+//     accepted and validated, and ignored.) Messages of the original protocol travel over the
 //     channel unchanged (ping is answered with pong by the peer, which gives
 //     the direct round-trip time).
 //  5. When a channel closes or fails, the receiver sends p2p_state {peer,

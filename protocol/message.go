@@ -37,7 +37,8 @@ const (
 	// start over with a fresh peer connection).
 	TypeRTCRestart Type = "rtc_restart"
 	// TypeP2PState tells the server whether the sender's data channel from a
-	// peer is open, so the server can skip relaying what already went direct.
+	// peer is open, and why not, for its metrics. The server relays every
+	// message either way.
 	TypeP2PState Type = "p2p_state"
 	// TypeLatency reports a measured end-to-end latency for the server's metrics.
 	TypeLatency Type = "latency_report"
@@ -63,8 +64,9 @@ type Message struct {
 	Off uint64 `json:"off,omitempty"`
 	// To addresses a signaling message to one member's client id.
 	To string `json:"to,omitempty"`
-	// Direct lists the client ids the sender also delivered this message to over
-	// an open data channel.
+	// Direct is obsolete: clients once listed here the peers they also reached
+	// over a data channel so that the server would not relay the message to
+	// them. It is still accepted (and validated) and ignored: both paths race.
 	Direct []string `json:"direct,omitempty"`
 	// At is the sender's wall clock in milliseconds since the epoch when it sent
 	// the message; receivers on the same machine (tests, benchmarks) use it for

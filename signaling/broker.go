@@ -23,8 +23,6 @@ type Publication struct {
 	Off uint64
 	// To addresses a Send to one client id.
 	To string
-	// Direct lists the client ids the sender reached over a data channel.
-	Direct []string
 	// At is the sender's clock (ms since the epoch), passed through.
 	At float64
 	// Chord, when not empty, becomes the session's current chord.
@@ -48,7 +46,7 @@ func (p *Publication) sequenced() bool {
 
 // Message returns the wire message for p.
 func (p *Publication) Message() *protocol.Message {
-	return &protocol.Message{Type: p.Type, Data: p.Data, From: p.From, Seq: p.Seq, Off: p.Off, To: p.To, Direct: p.Direct, At: p.At}
+	return &protocol.Message{Type: p.Type, Data: p.Data, From: p.From, Seq: p.Seq, Off: p.Off, To: p.To, At: p.At}
 }
 
 // PublishResult is what Publish did.

@@ -23,7 +23,6 @@ type redisPub struct {
 	F  string             `json:"f,omitempty"`
 	Q  uint64             `json:"q,omitempty"`
 	To string             `json:"to,omitempty"`
-	Dr []string           `json:"dr,omitempty"`
 	At float64            `json:"at,omitempty"`
 	C  string             `json:"c,omitempty"`
 	P  *protocol.Practice `json:"p,omitempty"`
@@ -32,7 +31,7 @@ type redisPub struct {
 }
 
 func encodePub(p *Publication) (string, error) {
-	raw, err := json.Marshal(redisPub{T: p.Type, D: p.Data, F: p.From, Q: p.Seq, To: p.To, Dr: p.Direct,
+	raw, err := json.Marshal(redisPub{T: p.Type, D: p.Data, F: p.From, Q: p.Seq, To: p.To,
 		At: p.At, C: p.Chord, P: p.Practice, S: p.Skip, I: p.Instance})
 	if err != nil {
 		return "", fmt.Errorf("signaling: encode publication: %w", err)
@@ -45,7 +44,7 @@ func decodePub(raw string) (*Publication, error) {
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return nil, err
 	}
-	return &Publication{Type: r.T, Data: r.D, From: r.F, Seq: r.Q, To: r.To, Direct: r.Dr, At: r.At,
+	return &Publication{Type: r.T, Data: r.D, From: r.F, Seq: r.Q, To: r.To, At: r.At,
 		Chord: r.C, Practice: r.P, Skip: r.S, Instance: r.I}, nil
 }
 

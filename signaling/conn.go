@@ -52,12 +52,10 @@ type client struct {
 	lastSeq atomic.Uint64 // highest seq accepted from this client id
 
 	// Guarded by room.mu:
-	joining    bool
-	pending    []*Publication
-	minOff     uint64 // deliveries at or below it are already in the snapshot
-	joinOff    uint64 // the snapshot's offset at join (resume replays up to it)
-	dispatched uint64 // highest offset the room has handled for this client
-	p2pUp      map[string]bool
+	joining bool
+	pending []*Publication
+	minOff  uint64 // deliveries at or below it are already in the snapshot
+	joinOff uint64 // the snapshot's offset at join (resume replays up to it)
 
 	rate    *bucket
 	errRate *bucket // transient errors sent (see sendError)
@@ -170,7 +168,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		noP2P: r.URL.Query().Get("p2p") == "0",
 		send:  make(chan []byte, s.cfg.Limits.SendQueue),
 		done:  make(chan struct{}),
-		p2pUp: make(map[string]bool),
 		rate:  newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 		// transient errors: a burst of 20, then 5 per second
 		errRate: newBucket(5, 20),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/virtutune/link/protocol"
@@ -53,7 +52,7 @@ func (c *client) handle(ctx context.Context, b []byte) {
 	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart:
 		c.signal(ctx, m, v)
 	case protocol.TypeP2PState:
-		c.p2pState(ctx, v.P2P)
+		c.p2pState(v.P2P)
 	case protocol.TypeResume:
 		c.resume(ctx, v.Resume)
 	case protocol.TypeLatency:
@@ -64,9 +63,6 @@ func (c *client) handle(ctx context.Context, b []byte) {
 // publishApp publishes an application message with the sender's identity.
 func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publication) {
 	p.From, p.Seq, p.At = c.id, m.Seq, m.At
-	if len(m.Direct) > 0 {
-		p.Direct = m.Direct
-	}
 	res, err := c.publish(ctx, p)
 	switch {
 	case errors.Is(err, ErrBadSequence):
@@ -117,50 +113,16 @@ func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Val
 	}
 }
 
-// p2pState records whether the client's data channel from a peer is up; when
-// it goes down the peer's messages after last_seq are replayed from history.
-func (c *client) p2pState(ctx context.Context, st protocol.P2PState) {
+// p2pState counts a client's report of its data channel from a peer, for
+// the metrics (why direct paths fail). Nothing else depends on it: every
+// message is relayed whether or not it also went over a data channel, so a
+// channel that goes down has nothing to replay.
+func (c *client) p2pState(st protocol.P2PState) {
 	state := "down"
 	if st.Up {
 		state = "up"
 	}
 	c.s.metrics.p2pStates.WithLabelValues(state, reasonLabel(st.Reason)).Inc()
-	rm := c.room
-	rm.mu.Lock()
-	was := c.p2pUp[st.Peer]
-	if st.Up {
-		if len(c.p2pUp) < protocol.MaxSeen {
-			c.p2pUp[st.Peer] = true
-		}
-		rm.mu.Unlock()
-		return
-	}
-	delete(c.p2pUp, st.Peer)
-	watermark := c.dispatched
-	rm.mu.Unlock()
-	if !was {
-		return
-	}
-	h, err := c.s.broker.History(ctx, c.sid, 0)
-	if err != nil {
-		// What the channel lost is in history the broker cannot read now:
-		// ask the client to reconnect, so that its resume (with seen) fetches
-		// it once the broker is back, rather than leave a gap it waits on.
-		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not replay what the data channel lost: %s", errText(err)))
-		c.kill(protocol.CloseReconnect, "replay unavailable, reconnect and resume")
-		return
-	}
-	var replay []*Publication
-	for _, p := range h.Pubs {
-		if p.Off <= watermark && p.From == st.Peer && p.sequenced() && p.Seq > st.LastSeq && slices.Contains(p.Direct, c.id) {
-			replay = append(replay, p)
-		}
-	}
-	rm.mu.Lock()
-	for _, p := range replay {
-		c.enqueueMsg(p.Message())
-	}
-	rm.mu.Unlock()
 }
 
 // resume replays what a reconnecting client missed: every publication after

@@ -3,7 +3,6 @@ package signaling
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"time"
 
 	"github.com/virtutune/link/protocol"
@@ -74,9 +73,6 @@ func (c *client) join(ctx context.Context) bool {
 	rm.mu.Lock()
 	c.enqueueMsg(protocol.MustMarshal(protocol.TypeSessionState, snap))
 	c.minOff, c.joinOff = st.Offset, st.Offset
-	if c.dispatched < st.Offset {
-		c.dispatched = st.Offset
-	}
 	c.joining = false
 	pending := c.pending
 	c.pending = nil
@@ -207,21 +203,14 @@ func (c *client) offer(p *Publication, enc *[]byte) {
 		c.pending = append(c.pending, p)
 		return
 	}
-	if p.Off != 0 {
-		if p.Off <= c.minOff {
-			return
-		}
-		if p.Off > c.dispatched {
-			c.dispatched = p.Off
-		}
+	if p.Off != 0 && p.Off <= c.minOff {
+		return
 	}
 	if p.Skip == c.id || (p.To != "" && p.To != c.id) {
 		return
 	}
-	if p.From != "" && c.p2pUp[p.From] && slices.Contains(p.Direct, c.id) {
-		c.s.metrics.messages.WithLabelValues(string(p.Type), "out", protocol.PathP2P).Inc()
-		return
-	}
+	// Both paths race: a message that also went over a data channel is
+	// relayed like any other, and the receiver keeps the copy that comes first.
 	if *enc == nil {
 		*enc = protocol.Encode(p.Message())
 	}

@@ -40,7 +40,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "virtutune_ws_refusals_total", Help: "WebSocket upgrades refused, by HTTP status."}, []string{"status"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "virtutune_messages_total", Help: "Messages by type, direction (in: from clients; out: to clients) and path (out: relay, or p2p when the relay was skipped because the message went over a data channel)."},
+			Name: "virtutune_messages_total", Help: "Messages by type, direction (in: from clients; out: to clients) and path (in: ws; out: relay). Every message is relayed, whether or not it also went over a data channel: the receiver keeps the first copy."},
 			[]string{"type", "dir", "path"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "virtutune_errors_total", Help: "Error messages sent to clients, by code."}, []string{"code"}),
