@@ -9,21 +9,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/virtutune/link/protocol"
 )
 
 // SessionInfo is the server's answer to POST /api/sessions (all fields) and
-// to POST /api/pair (the session, user, role, token, ws_url and expiry).
+// to POST /api/pair (the session, user, role, token, ws_url and expiry; a
+// protocol.PairResponse), plus the server it came from.
 type SessionInfo struct {
-	SessionID        string    `json:"session_id"`
-	UserID           int64     `json:"user_id"`
-	Role             string    `json:"role"`
-	Token            string    `json:"token"`
-	WSURL            string    `json:"ws_url"`
-	ExpiresAt        time.Time `json:"expires_at"`
-	PairingURL       string    `json:"pairing_url,omitempty"`
-	PairingExpiresAt time.Time `json:"pairing_expires_at,omitzero"`
-	PairingQR        string    `json:"pairing_qr,omitempty"`
+	protocol.SessionResponse
 	// ServerURL is the base URL the request went to (filled by this package).
 	ServerURL string `json:"-"`
 }
@@ -64,7 +58,7 @@ func Pair(ctx context.Context, pairingURL string) (SessionInfo, error) {
 	}
 	base := u.Scheme + "://" + u.Host
 	var info SessionInfo
-	body := map[string]string{"pairing_token": frag.Get("p")}
+	body := protocol.PairRequest{PairingToken: frag.Get("p")}
 	if err := postJSON(ctx, base+"/api/pair", nil, body, http.StatusOK, &info); err != nil {
 		return SessionInfo{}, fmt.Errorf("pair: %w", err)
 	}
@@ -107,18 +101,15 @@ func postJSON(ctx context.Context, u string, hdr http.Header, body any, want int
 	return nil
 }
 
-// httpError makes an error of a refusal with the server's {"error","code"} body.
+// httpError makes an error of a refusal with the server's protocol.APIError body.
 func httpError(status int, body []byte) error {
-	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}
+	var e protocol.APIError
 	_ = json.Unmarshal(body, &e)
-	if e.Error == "" {
-		e.Error = strings.TrimSpace(string(body))
-		if len(e.Error) > 200 {
-			e.Error = e.Error[:200]
+	if e.Message == "" {
+		e.Message = strings.TrimSpace(string(body))
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200]
 		}
 	}
-	return fmt.Errorf("HTTP %d %s: %s", status, http.StatusText(status), e.Error)
+	return fmt.Errorf("HTTP %d %s: %s", status, http.StatusText(status), e.Message)
 }

@@ -134,6 +134,21 @@
 // client learns what the server took from the last_seq of its pong and
 // resends the rest.
 //
+// # HTTP API
+//
+// The server's HTTP API shares these types with its clients (api.go):
+// CreateSessionRequest and SessionResponse (POST /api/sessions), PairRequest
+// and PairResponse, a SessionToken (POST /api/pair), PairingResponse (POST
+// /api/sessions/{id}/pairing). Every refusal, of the API and of the
+// WebSocket's upgrade, has an APIError body {"code", "error"}; its codes are
+// the Code constants of api.go (token_required, invalid_token, pairing_token,
+// api_key_required, wrong_session, origin_not_allowed, forbidden,
+// session_not_found, not_found, method_not_allowed, invalid_client_id,
+// pairing_used, full, draining) and invalid_json, invalid_data, too_large,
+// unavailable and internal. testdata/api_codes.json lists every code of the
+// package; TestAPICodesFile keeps it current and the browser client's tests
+// check against it.
+//
 // # Close codes
 //
 //	1000 normal            1001 server going away (reconnect elsewhere at once)

@@ -94,62 +94,62 @@ func bearer(r *http.Request) string {
 }
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
-	refuse := func(status int, code, msg string) {
+	refuse := func(status int, code protocol.Code, msg string) {
 		s.metrics.refusals.WithLabelValues(http.StatusText(status)).Inc()
 		httpError(w, status, code, msg)
 	}
 	if s.isDraining() {
-		refuse(http.StatusServiceUnavailable, "draining", "Server is shutting down, reconnect")
+		refuse(http.StatusServiceUnavailable, protocol.CodeDraining, "Server is shutting down, reconnect")
 		return
 	}
 	sid := chi.URLParam(r, "session_id")
 	tok := bearer(r)
 	if tok == "" {
-		refuse(http.StatusUnauthorized, "token_required", "A token is required (Authorization: Bearer or ?token=)")
+		refuse(http.StatusUnauthorized, protocol.CodeTokenRequired, "A token is required (Authorization: Bearer or ?token=)")
 		return
 	}
 	claims, err := s.tokens.Parse(tok)
 	if err != nil {
 		s.log.Debug("token refused", "err", err)
-		refuse(http.StatusUnauthorized, "invalid_token", "Invalid or expired token")
+		refuse(http.StatusUnauthorized, protocol.CodeInvalidToken, "Invalid or expired token")
 		return
 	}
 	if claims.Type == tokenPairing {
-		refuse(http.StatusUnauthorized, "pairing_token", "A pairing token must be traded at /api/pair first")
+		refuse(http.StatusUnauthorized, protocol.CodePairingToken, "A pairing token must be traded at /api/pair first")
 		return
 	}
 	if claims.SessionID != sid {
-		refuse(http.StatusForbidden, "wrong_session", "This token is for another session")
+		refuse(http.StatusForbidden, protocol.CodeWrongSession, "This token is for another session")
 		return
 	}
 	if !s.checkOrigin(r) {
-		refuse(http.StatusForbidden, "origin_not_allowed", "Origin not allowed")
+		refuse(http.StatusForbidden, protocol.CodeOriginNotAllowed, "Origin not allowed")
 		return
 	}
 	if !validSessionID(sid) {
-		refuse(http.StatusNotFound, "session_not_found", "Session not found")
+		refuse(http.StatusNotFound, protocol.CodeSessionNotFound, "Session not found")
 		return
 	}
 	if _, err := s.broker.Session(r.Context(), sid); err != nil {
 		if errors.Is(err, ErrSessionNotFound) {
-			refuse(http.StatusNotFound, "session_not_found", "Session not found or expired")
+			refuse(http.StatusNotFound, protocol.CodeSessionNotFound, "Session not found or expired")
 			return
 		}
-		refuse(http.StatusServiceUnavailable, "unavailable", "Sessions are unavailable, try again")
+		refuse(http.StatusServiceUnavailable, protocol.CodeUnavailable, "Sessions are unavailable, try again")
 		return
 	}
 	cid := r.URL.Query().Get("client_id")
 	if cid == "" {
 		cid = randomID(9)
 	} else if !protocol.ValidClientID(cid) {
-		refuse(http.StatusBadRequest, "invalid_client_id", "client_id must be 4-64 characters of A-Z a-z 0-9 _ -")
+		refuse(http.StatusBadRequest, protocol.CodeInvalidClientID, "client_id must be 4-64 characters of A-Z a-z 0-9 _ -")
 		return
 	}
 	uid, _ := claims.UserID()
 
 	rm, err := s.hub.acquire(r.Context(), sid)
 	if err != nil {
-		refuse(http.StatusServiceUnavailable, "full", "This server is full, try again later")
+		refuse(http.StatusServiceUnavailable, protocol.CodeFull, "This server is full, try again later")
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)

@@ -39,9 +39,12 @@
 // Tokens are HS256 JWTs signed with Config.Secret: claims sub (user id, decimal
 // string), sid, role ("pc" or "phone"), iat, exp, and for pairing tokens typ
 // "pairing" and jti. The WebSocket refuses pairing tokens. Refusals before the
-// upgrade have a JSON body {"error": "...", "code": "..."}: 401 no or bad token,
-// 403 a token of another session or a disallowed Origin, 404 unknown or expired
-// session, 503 when the instance is full or draining.
+// upgrade, like every refusal of the API, have a protocol.APIError body
+// {"code": "...", "error": "..."} (the codes are protocol's): 401 no or bad
+// token, 403 a token of another session or a disallowed Origin, 404 unknown or
+// expired session, 503 when the instance is full or draining. The request and
+// answer bodies above are protocol's SessionResponse, PairRequest,
+// PairResponse and PairingResponse.
 //
 // The WebSocket's query may carry client_id (a client's id across reconnects,
 // see protocol) and p2p=0 (the client takes no part in data channels, so the

@@ -58,7 +58,7 @@ func newServer(t testing.TB, mod func(*signaling.Config)) *testServer {
 	return &testServer{Server: srv, HTTP: hs, URL: hs.URL}
 }
 
-func (ts *testServer) createSession(t testing.TB) signaling.SessionResponse {
+func (ts *testServer) createSession(t testing.TB) protocol.SessionResponse {
 	t.Helper()
 	resp, err := http.Post(ts.URL+"/api/sessions", "application/json", nil)
 	if err != nil {
@@ -68,7 +68,7 @@ func (ts *testServer) createSession(t testing.TB) signaling.SessionResponse {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create session: status %d", resp.StatusCode)
 	}
-	var s signaling.SessionResponse
+	var s protocol.SessionResponse
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +76,13 @@ func (ts *testServer) createSession(t testing.TB) signaling.SessionResponse {
 }
 
 // pair trades the pairing token of s for a phone token.
-func (ts *testServer) pair(t testing.TB, s signaling.SessionResponse) signaling.PairResponse {
+func (ts *testServer) pair(t testing.TB, s protocol.SessionResponse) protocol.PairResponse {
 	t.Helper()
 	code, body := ts.pairRaw(t, pairingToken(t, s.PairingURL))
 	if code != http.StatusOK {
 		t.Fatalf("pair: status %d %s", code, body)
 	}
-	var p signaling.PairResponse
+	var p protocol.PairResponse
 	if err := json.Unmarshal(body, &p); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func (ts *testServer) pair(t testing.TB, s signaling.SessionResponse) signaling.
 
 func (ts *testServer) pairRaw(t testing.TB, tok string) (int, []byte) {
 	t.Helper()
-	b, _ := json.Marshal(map[string]string{"pairing_token": tok})
+	b, _ := json.Marshal(protocol.PairRequest{PairingToken: tok})
 	resp, err := http.Post(ts.URL+"/api/pair", "application/json", bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/virtutune/link/protocol"
 )
 
 // Server is the signaling server: an http.Handler plus the hub of connected
@@ -109,10 +111,10 @@ func (s *Server) routes() chi.Router {
 			s.cfg.Static.ServeHTTP(w, r)
 			return
 		}
-		httpError(w, http.StatusNotFound, "not_found", "Not found")
+		httpError(w, http.StatusNotFound, protocol.CodeNotFound, "Not found")
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed")
+		httpError(w, http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "Method not allowed")
 	})
 	return r
 }
@@ -223,8 +225,9 @@ func (s *Server) isDraining() bool {
 }
 
 // httpError writes the JSON error body every refusal has.
-func httpError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+// httpError answers a refusal: status with a protocol.APIError body.
+func httpError(w http.ResponseWriter, status int, code protocol.Code, msg string) {
+	writeJSON(w, status, protocol.APIError{Code: code, Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 }
 
 // pcAndPhone creates a session and joins a PC and a paired phone.
-func pcAndPhone(t *testing.T, ts *testServer) (sess signaling.SessionResponse, pc, phone *wsClient) {
+func pcAndPhone(t *testing.T, ts *testServer) (sess protocol.SessionResponse, pc, phone *wsClient) {
 	t.Helper()
 	sess = ts.createSession(t)
 	pc, _ = ts.join(t, sess.SessionID, sess.Token)
@@ -221,8 +221,8 @@ func assertRefusal(t *testing.T, resp *http.Response, status int) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Fatalf("content type %q", ct)
 	}
-	var body struct{ Error, Code string }
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error == "" || body.Code == "" {
+	var body protocol.APIError
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Message == "" || body.Code == "" {
 		t.Fatalf("body: %+v %v", body, err)
 	}
 }
@@ -325,7 +325,7 @@ func TestSessionIsolation(t *testing.T) {
 	ts := newServer(t, nil)
 	const n = 50
 	type pair struct {
-		sess      signaling.SessionResponse
+		sess      protocol.SessionResponse
 		pc, phone *wsClient
 	}
 	pairs := make([]pair, n)
@@ -453,7 +453,7 @@ func TestNewPairingLink(t *testing.T) {
 	}
 	resp := post(s.SessionID, s.Token)
 	defer resp.Body.Close()
-	var p signaling.PairingResponse
+	var p protocol.PairingResponse
 	if resp.StatusCode != 201 || json.NewDecoder(resp.Body).Decode(&p) != nil || p.PairingURL == s.PairingURL {
 		t.Fatalf("status %d %+v", resp.StatusCode, p)
 	}
@@ -547,7 +547,7 @@ func TestNoP2PMember(t *testing.T) {
 // name the user; without one, anybody creates a session as a fresh user and
 // may not name it.
 func TestAPIKeyMode(t *testing.T) {
-	post := func(url, key, body string) (int, signaling.SessionResponse) {
+	post := func(url, key, body string) (int, protocol.SessionResponse) {
 		req, _ := http.NewRequest(http.MethodPost, url+"/api/sessions", strings.NewReader(body))
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
@@ -557,7 +557,7 @@ func TestAPIKeyMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var s signaling.SessionResponse
+		var s protocol.SessionResponse
 		_ = json.NewDecoder(resp.Body).Decode(&s)
 		return resp.StatusCode, s
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/virtutune/link/protocol"
-	"github.com/virtutune/link/signaling"
 )
 
 // chords are the chord changes the bench cycles through.
@@ -75,7 +74,7 @@ type pairing struct {
 // createPairing creates a session (POST /api/sessions) and trades its pairing
 // token for a phone token (POST /api/pair), as the PC page and the phone do.
 func (a *apiClient) createPairing(ctx context.Context) (pairing, error) {
-	var s signaling.SessionResponse
+	var s protocol.SessionResponse
 	if err := a.post(ctx, "/api/sessions", struct{}{}, http.StatusCreated, &s); err != nil {
 		return pairing{}, err
 	}
@@ -84,8 +83,8 @@ func (a *apiClient) createPairing(ctx context.Context) (pairing, error) {
 		return pairing{}, fmt.Errorf("pairing URL: %w", err)
 	}
 	frag, _ := url.ParseQuery(u.Fragment)
-	var p signaling.PairResponse
-	if err := a.post(ctx, "/api/pair", map[string]string{"pairing_token": frag.Get("p")}, http.StatusOK, &p); err != nil {
+	var p protocol.PairResponse
+	if err := a.post(ctx, "/api/pair", protocol.PairRequest{PairingToken: frag.Get("p")}, http.StatusOK, &p); err != nil {
 		return pairing{}, err
 	}
 	return pairing{SessionID: s.SessionID, PCToken: s.Token, PhoneToken: p.Token}, nil

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
 
@@ -50,7 +51,7 @@ func TestRawSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s signaling.SessionResponse
+	var s protocol.SessionResponse
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		t.Fatal(err)
 	}

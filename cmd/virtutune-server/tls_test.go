@@ -103,7 +103,7 @@ func TestTLSDirect(t *testing.T) {
 	}
 	frag, _ := url.ParseQuery(pu.Fragment)
 	var ph peer.SessionInfo
-	if code := postTLS(ctx, t, trusting, base+"/api/pair", "", map[string]string{"pairing_token": frag.Get("p")}, &ph); code != http.StatusOK {
+	if code := postTLS(ctx, t, trusting, base+"/api/pair", "", protocol.PairRequest{PairingToken: frag.Get("p")}, &ph); code != http.StatusOK {
 		t.Fatalf("POST /api/pair over HTTPS: HTTP %d", code)
 	}
 	if want := "wss://" + addr + "/ws/guitar/" + info.SessionID + "/"; ph.WSURL != want {
