@@ -7,9 +7,10 @@ GO ?= go
 FUZZTIME ?= 200000x
 FUZZTIME_TOKEN ?= 30000x
 # Debian packages the tests use: redis-server (broker tests), chromium (browser
-# tests), nginx (proxy test), iproute2 + util-linux (network namespaces).
-DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux
-DEB_BINS := redis-server chromium nginx ip unshare
+# tests), nginx (proxy test), iproute2 + util-linux (network namespaces),
+# nodejs (the browser client's unit tests).
+DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux nodejs
+DEB_BINS := redis-server chromium nginx ip unshare node
 
 .PHONY: test deps vet unit fuzz run build bench
 

@@ -186,12 +186,17 @@ func TestEveryFileReferenced(t *testing.T) {
 	}
 }
 
-// TestJavaScript runs the Node unit tests of link.js and chords.js (testdata/)
-// when node is installed. The modules are copied next to a package.json that
-// marks them as ES modules, so any Node from 18 on runs them unchanged.
+// TestJavaScript runs the Node unit tests of the browser client (testdata/)
+// when node is installed (under CI=true it must be). The modules are copied
+// next to a package.json that marks them as ES modules, so any Node from 18
+// on runs them unchanged, with protocol's list of error codes
+// (protocol/testdata/api_codes.json) beside the tests.
 func TestJavaScript(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("node not installed (CI=true: the JavaScript tests must run; Debian: apt-get install nodejs)")
+		}
 		t.Skip("node not installed")
 	}
 	dir := t.TempDir()
@@ -221,6 +226,9 @@ func TestJavaScript(t *testing.T) {
 	}
 	copyGlob("static/*.js", "static")
 	tests := copyGlob("testdata/*.test.mjs", "testdata")
+	if len(copyGlob("../protocol/testdata/api_codes.json", "testdata")) != 1 {
+		t.Fatal("no ../protocol/testdata/api_codes.json")
+	}
 	if len(tests) == 0 {
 		t.Fatal("no testdata/*.test.mjs")
 	}
