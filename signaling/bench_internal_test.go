@@ -24,7 +24,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 			r := &room{id: "benchroom", hub: s.hub, ready: ready, clients: make(map[string]*client), signal: newBucket(50, 200)}
 			var cs []*client
 			for i := range n {
-				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), send: make(chan []byte, 256),
+				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256),
 					done: make(chan struct{})}
 				r.clients[c.id] = c
 				cs = append(cs, c)
@@ -37,7 +37,12 @@ func BenchmarkHubFanOut(b *testing.B) {
 				p.Off++
 				r.deliver(p)
 				for _, c := range cs[1:] {
-					<-c.send
+					c.out.mu.Lock()
+					if len(c.out.q) != 1 {
+						b.Fatalf("%d queued", len(c.out.q))
+					}
+					c.out.q = c.out.q[:0]
+					c.out.mu.Unlock()
 				}
 			}
 		})

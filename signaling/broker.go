@@ -35,6 +35,11 @@ type Publication struct {
 	Skip string
 	// Instance is the id of the instance that published (set by the broker).
 	Instance string
+	// Wire, when not nil, is Message() as clients receive it, encoded once:
+	// MemoryBroker builds it when it assigns the offset (it is also what its
+	// history keeps), and a delivery shares it among the receivers. Nobody
+	// changes it once set.
+	Wire []byte
 }
 
 // sequenced reports whether p carries a sender's sequence number that

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"sort"
 	"sync"
@@ -67,8 +68,7 @@ type memSession struct {
 	info    SessionInfo
 	state   State
 	seqs    map[string]*seqEntry
-	history []*Publication // ring, oldest first (trimmed from the front)
-	times   []time.Time
+	history histRing
 	trimmed uint64 // highest offset dropped from history
 	subs    map[uint64]Handler
 	nextSub uint64
@@ -296,6 +296,10 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 	s.state.Offset++
 	p.Off = s.state.Offset
 	p.Instance = b.cfg.Instance
+	p.Type = internType(p.Type)
+	if p.Wire == nil {
+		p.Wire = protocol.Encode(p.Message())
+	}
 	if p.Chord != "" {
 		s.state.Chord = p.Chord
 		s.state.ChordFrom = p.From
@@ -326,26 +330,94 @@ func (s *memSession) rememberSeq(id string, max int) {
 }
 
 func (s *memSession) appendHistory(p *Publication, now time.Time, cfg MemoryConfig) {
-	s.history = append(s.history, p)
-	s.times = append(s.times, now)
-	drop := 0
-	if n := len(s.history) - cfg.HistorySize; n > 0 {
-		drop = n
+	h := &s.history
+	for h.n > 0 && (h.n >= cfg.HistorySize || now.UnixNano()-h.at(0).t > int64(cfg.HistoryTTL)) {
+		s.trimmed = h.dropOldest().off
 	}
-	for drop < len(s.times) && now.Sub(s.times[drop]) > cfg.HistoryTTL {
-		drop++
+	h.push(newHistEntry(p, now), cfg.HistorySize)
+}
+
+// histEntry is one publication of a session's history, kept flat in the
+// session's ring rather than as a *Publication: its wire encoding (the bytes
+// the receivers got, the only allocation a message adds to the live heap,
+// one without pointers; Data is a slice of it) and the fields the wire does
+// not carry. The strings are the publisher's (a client id, a constant type),
+// not copies. So a retained message costs the garbage collector one
+// pointer-free object instead of a Publication, its data and its time.
+type histEntry struct {
+	wire           []byte
+	dataLo, dataHi uint32
+	data           []byte // only when Data is not found in wire
+	typ            protocol.Type
+	from, to, skip string
+	chord          string
+	practice       *protocol.Practice
+	seq, off       uint64
+	at             float64
+	t              int64 // when published, ns since the epoch
+}
+
+func newHistEntry(p *Publication, now time.Time) histEntry {
+	e := histEntry{wire: p.Wire, typ: p.Type, from: p.From, to: p.To, skip: p.Skip, chord: p.Chord,
+		practice: p.Practice, seq: p.Seq, off: p.Off, at: p.At, t: now.UnixNano()}
+	// Append copies Data verbatim right after the type: keep its place.
+	if i := bytes.Index(p.Wire, []byte(`,"data":`)); i >= 0 && bytes.HasPrefix(p.Wire[i+8:], p.Data) {
+		e.dataLo, e.dataHi = uint32(i+8), uint32(i+8+len(p.Data))
+	} else {
+		e.data = p.Data // (never with the broker's own encoding)
 	}
-	if drop > 0 {
-		s.trimmed = s.history[drop-1].Off
-		// Move the tail down now and then rather than leaking the head.
-		if drop >= len(s.history)/2 || cap(s.history) > 4*cfg.HistorySize {
-			s.history = append(s.history[:0:0], s.history[drop:]...)
-			s.times = append(s.times[:0:0], s.times[drop:]...)
-		} else {
-			s.history = s.history[drop:]
-			s.times = s.times[drop:]
+	return e
+}
+
+// publication rebuilds the Publication of e.
+func (e *histEntry) publication(instance string) *Publication {
+	p := &Publication{Type: e.typ, From: e.from, Seq: e.seq, Off: e.off, To: e.to, At: e.at,
+		Chord: e.chord, Practice: e.practice, Skip: e.skip, Instance: instance, Wire: e.wire, Data: e.data}
+	if e.dataHi > e.dataLo {
+		p.Data = e.wire[e.dataLo:e.dataHi:e.dataHi]
+	}
+	return p
+}
+
+// histRing is a session's history, oldest first: a ring that grows by
+// doubling up to the history's size and is then reused in place.
+type histRing struct {
+	ents []histEntry
+	head int // index of the oldest
+	n    int
+}
+
+func (h *histRing) at(i int) *histEntry { return &h.ents[(h.head+i)%len(h.ents)] }
+
+func (h *histRing) dropOldest() histEntry {
+	e := h.ents[h.head]
+	h.ents[h.head] = histEntry{}
+	h.head = (h.head + 1) % len(h.ents)
+	h.n--
+	return e
+}
+
+func (h *histRing) push(e histEntry, size int) {
+	if h.n == len(h.ents) {
+		grown := make([]histEntry, min(size, max(8, 2*len(h.ents))))
+		for i := range h.n {
+			grown[i] = *h.at(i)
+		}
+		h.ents, h.head = grown, 0
+	}
+	h.ents[(h.head+h.n)%len(h.ents)] = e
+	h.n++
+}
+
+// internType returns the package's constant for a known type, so that a
+// publication kept in history does not keep the decoder's copy alive.
+func internType(t protocol.Type) protocol.Type {
+	for _, k := range []protocol.Type{protocol.TypeChordChange, protocol.TypePracticeUpdate, protocol.TypeConnectionUpdate} {
+		if t == k {
+			return k
 		}
 	}
+	return t
 }
 
 // Send implements Broker.
@@ -394,15 +466,16 @@ func (b *MemoryBroker) History(_ context.Context, sid string, since uint64) (His
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res := HistoryResult{Offset: s.state.Offset, Complete: since >= s.trimmed}
-	for i, p := range s.history {
-		if p.Off <= since {
+	for i := range s.history.n {
+		e := s.history.at(i)
+		if e.off <= since {
 			continue
 		}
-		if now.Sub(s.times[i]) > b.cfg.HistoryTTL {
+		if now.UnixNano()-e.t > int64(b.cfg.HistoryTTL) {
 			res.Complete = false
 			continue
 		}
-		res.Pubs = append(res.Pubs, p)
+		res.Pubs = append(res.Pubs, e.publication(b.cfg.Instance))
 	}
 	return res, nil
 }

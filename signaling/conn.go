@@ -20,7 +20,8 @@ import (
 var errFull = errors.New("signaling: instance at its session or connection bound")
 
 // client is one WebSocket connection: exactly one reader (serve) and one
-// writer (writePump) goroutine.
+// writer (writePump) goroutine; a delivery may also write a frame itself
+// when nothing is queued (see outbox).
 type client struct {
 	s    *Server
 	room *room
@@ -38,7 +39,7 @@ type client struct {
 	// noP2P: the client joined with p2p=0 and takes no part in data channels.
 	noP2P bool
 
-	send chan []byte   // bounded: Limits.SendQueue
+	out  *outbox       // bounded: Limits.SendQueue frames
 	done chan struct{} // closed by kill: the writer closes the connection
 
 	closeOnce sync.Once
@@ -163,10 +164,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c := &client{
-		s: s, room: rm, conn: conn,
+		s: s, room: rm, conn: conn, out: newOutbox(conn.NetConn(), s.cfg.Limits.SendQueue),
 		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(), tokenExp: claims.ExpiresAt.Time,
 		noP2P: r.URL.Query().Get("p2p") == "0",
-		send:  make(chan []byte, s.cfg.Limits.SendQueue),
 		done:  make(chan struct{}),
 		rate:  newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 		// transient errors: a burst of 20, then 5 per second
@@ -216,16 +216,16 @@ func (c *client) serve() {
 	c.readPump(ctx)
 }
 
-// enqueue queues b for the writer without blocking; a full queue closes the
-// client as a slow consumer (4000) so that nobody else waits for it.
-//
-// (Writing directly from the publishing goroutine when nothing is queued was
-// tried: on the 2-vCPU reference machine it made the relay's p50 slower, 41-51
-// against 34-39 µs in alternating runs, so the hop to the writer goroutine stays.)
+// enqueue hands b (one JSON message) to the connection without blocking:
+// written at once when nothing is queued and the socket takes it, else queued
+// for the writer. A full queue closes the client as a slow consumer (4000) so
+// that nobody else waits for it. b is not copied: encodings are shared.
 func (c *client) enqueue(b []byte) {
-	select {
-	case c.send <- b:
-	default:
+	ok, err := c.out.push(b)
+	switch {
+	case err != nil:
+		c.kill(protocol.CloseNormal, "") // the connection failed
+	case !ok:
 		c.s.metrics.queueDrops.Inc()
 		c.kill(protocol.CloseSlowConsumer, "send queue full")
 	}
@@ -257,7 +257,8 @@ func (c *client) kill(code int, text string) {
 	})
 }
 
-// writePump is the connection's only writer.
+// writePump writes what deliveries queued (see outbox), the pings, and at
+// the end the close frame.
 func (c *client) writePump() {
 	lim := c.s.cfg.Limits
 	ping := time.NewTicker(lim.PingInterval)
@@ -267,14 +268,13 @@ func (c *client) writePump() {
 	defer c.conn.Close()
 	for {
 		select {
-		case b := <-c.send:
-			_ = c.conn.SetWriteDeadline(time.Now().Add(lim.WriteWait))
-			if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		case <-c.out.wake:
+			if err := c.out.flush(lim.WriteWait); err != nil {
 				c.kill(protocol.CloseNormal, "")
 				return
 			}
 		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(lim.WriteWait)); err != nil {
+			if err := c.out.pushControl(opPing, nil); err != nil {
 				c.kill(protocol.CloseNormal, "")
 				return
 			}
@@ -282,22 +282,8 @@ func (c *client) writePump() {
 			c.kill(protocol.CloseTokenExpired, "token expired")
 		case <-c.done:
 			// Flush what is queued unless the client is too slow for it.
-			if c.closeCode != protocol.CloseSlowConsumer {
-				_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			flush:
-				for {
-					select {
-					case b := <-c.send:
-						if c.conn.WriteMessage(websocket.TextMessage, b) != nil {
-							break flush
-						}
-					default:
-						break flush
-					}
-				}
-			}
-			_ = c.conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(time.Second))
+			c.out.close(websocket.FormatCloseMessage(c.closeCode, c.closeText),
+				c.closeCode == protocol.CloseSlowConsumer, time.Second)
 			return
 		}
 	}
@@ -311,6 +297,16 @@ func (c *client) readPump(ctx context.Context) {
 	c.conn.SetPongHandler(func(string) error {
 		return c.conn.SetReadDeadline(time.Now().Add(lim.PongWait))
 	})
+	// The server writes its frames itself (outbox): gorilla must not answer
+	// a ping or a close frame on its own. A pong joins the outgoing frames;
+	// the close frame is the writer's, once the reader has ended.
+	c.conn.SetPingHandler(func(data string) error {
+		if err := c.out.pushControl(opPong, []byte(data)); err != nil {
+			c.kill(protocol.CloseNormal, "")
+		}
+		return nil
+	})
+	c.conn.SetCloseHandler(func(int, string) error { return nil })
 	for {
 		mt, b, err := c.conn.ReadMessage()
 		if err != nil {

@@ -212,7 +212,10 @@ func (c *client) offer(p *Publication, enc *[]byte) {
 	// Both paths race: a message that also went over a data channel is
 	// relayed like any other, and the receiver keeps the copy that comes first.
 	if *enc == nil {
-		*enc = protocol.Encode(p.Message())
+		*enc = p.Wire
+		if *enc == nil {
+			*enc = protocol.Encode(p.Message())
+		}
 	}
 	c.s.metrics.messages.WithLabelValues(string(p.Type), "out", protocol.PathRelay).Inc()
 	c.enqueue(*enc)
