@@ -87,6 +87,63 @@ var decodeCorpus = []string{
 	`{"type":"a","type":"b"}`, `{"TYPE":"a"}`, `{"type":"a","Type":"b","data":{},"DATA":{"x":1}}`,
 	`{"type":"x","unknown":{"deep":[1,2,{"a":null}]}}`, `{"type":"\u0063hord_change"}`, `{"type":"x"} `,
 	`{"type":"x",}`, `{"type":"x"`, `{}`, `{"data":{}}`, `{"type":"x","data":{"a":` + "\"\xff\"" + `}}`,
+	// the one-pass scanner's edges
+	` { "type" : "chord_change" , "data" : { "chord" : "C" } , "seq" : 0 , "at" : 0 } `,
+	`{"type":"chord_change","data":{"chord":"C","x":"}"},"from":"ab\"cd"}`, `{"type":"a","data":{"s":"\"}"}}`,
+	`{"type":"a","data":{}}`, `{"type":"a","data":{"a":[1,{"b":[]}]}}`, `{"type":"a","data":{"a":}}`, `{"type":"a","data":{]}`,
+	`{"type":"a","seq":18446744073709551615}`, `{"type":"a","seq":18446744073709551616}`, `{"type":"a","seq":01}`,
+	`{"type":"a","seq":1,"seq":2}`, `{"type":"a","at":1.5e3}`, `{"type":"a","at":1e400}`, `{"type":"a","at":0.}`,
+	`{"type":"a","at":.5}`, `{"type":"a","at":1E+2}`, `{"type":"a","at":-0}`, `{"type":"a","direct":["abcd","efgh"]}`,
+	`{"type":"a","direct":["abcd",]}`, `{"type":"a","direct":["ab"]}`, `{"type":"a","to":"x\u0041"}`, `{"type":"a","from":""}`,
+	"{\"type\":\"a\x01\"}", `{"type":"a"}}`, `{"type":"a"` + "\n}", `{"type":"a","data":{"chord":"C"}` + "\t}",
+}
+
+// TestChordFastMatchesSlow checks that Validate's fast path for a chord
+// change's data gives what the encoding/json path gives.
+func TestChordFastMatchesSlow(t *testing.T) {
+	for _, d := range chordCorpus {
+		checkChordFastMatchesSlow(t, []byte(d))
+	}
+}
+
+// FuzzChordFastMatchesSlow is TestChordFastMatchesSlow on generated data.
+func FuzzChordFastMatchesSlow(f *testing.F) {
+	for _, d := range chordCorpus {
+		f.Add([]byte(d))
+	}
+	f.Fuzz(func(t *testing.T, d []byte) { checkChordFastMatchesSlow(t, d) })
+}
+
+var chordCorpus = []string{
+	`{"chord":"C"}`, ` { "chord" : "F#m7b5/C" } `, `{"chord":""}`, `{"chord":"H"}`, `{"CHORD":"C"}`, `{"chord":"C","chord":"D"}`,
+	`{"chord":"C","x":1}`, `{"chord":null}`, `{"chord":5}`, `{"chord":"\u0043"}`, `{}`, `{"chord":"C"`, `{"chord":"Am"}x`,
+	`{"chord":"Cmaj7"}`, `{"chord":"Bbmaj9#11/F"}`, `{"chord":"C<script>"}`,
+}
+
+func checkChordFastMatchesSlow(t *testing.T, d []byte) {
+	t.Helper()
+	m := &Message{Type: TypeChordChange, Data: d}
+	got, gerr := Validate(m)
+	c, ok := scanChord(d)
+	if !ok {
+		return // the slow path decided alone
+	}
+	// What the encoding/json path makes of it:
+	var w struct {
+		Chord string `json:"chord"`
+	}
+	if err := json.Unmarshal(d, &w); err != nil || w.Chord != c || gerr != nil || got.Chord != c {
+		t.Errorf("chord data %q: fast %q; Validate %+v, %v; encoding/json %q, %v", d, c, got, gerr, w.Chord, err)
+	}
+}
+
+func TestChordData(t *testing.T) {
+	for _, c := range []string{"C", "F#m7b5/C", "C°7", "Bø", "x<y", "a\"b", "\u2028"} {
+		want, _ := json.Marshal(ChordChange{Chord: c})
+		if got := ChordData(c); string(got) != string(want) {
+			t.Errorf("ChordData(%q) = %s, want %s", c, got, want)
+		}
+	}
 }
 
 func checkFastMatchesSlow(t *testing.T, b []byte) {

@@ -51,6 +51,9 @@ func Decode(b []byte) (*Message, *Error) {
 	if depthExceeds(b, MaxDepth) {
 		return nil, Errorf(CodeTooLarge, "JSON nested deeper than %d levels", MaxDepth)
 	}
+	if m, ok := scanMessage(b); ok {
+		return m, nil
+	}
 	if m, ok := decodeFast(b); ok {
 		return m, nil
 	}

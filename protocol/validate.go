@@ -88,6 +88,10 @@ func Validate(m *Message) (Validated, *Error) {
 	}
 	switch m.Type {
 	case TypeChordChange:
+		if c, ok := scanChord(m.Data); ok {
+			v.Chord = c
+			break
+		}
 		var d struct {
 			Chord json.RawMessage `json:"chord"`
 		}

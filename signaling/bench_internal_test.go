@@ -25,7 +25,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 			var cs []*client
 			for i := range n {
 				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256),
-					done: make(chan struct{})}
+					mChordOut: s.metrics.message(protocol.TypeChordChange, "out", protocol.PathRelay), done: make(chan struct{})}
 				r.clients[c.id] = c
 				cs = append(cs, c)
 			}

@@ -52,7 +52,7 @@ type MemoryBroker struct {
 	cfg MemoryConfig
 	now func() time.Time
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	sessions map[string]*memSession
 	used     map[string]time.Time
 	closed   bool
@@ -130,19 +130,29 @@ func (b *MemoryBroker) sweep() {
 }
 
 func (b *MemoryBroker) session(id string) (*memSession, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	s, err := b.lockSession(id, b.now())
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Unlock()
+	return s, nil
+}
+
+// lockSession returns the unexpired session id with its lock held.
+func (b *MemoryBroker) lockSession(id string, now time.Time) (*memSession, error) {
+	b.mu.RLock()
+	s, ok := b.sessions[id]
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
 		return nil, ErrBrokerClosed
 	}
-	s, ok := b.sessions[id]
 	if !ok {
 		return nil, ErrSessionNotFound
 	}
 	s.mu.Lock()
-	expired := b.now().After(s.info.ExpiresAt)
-	s.mu.Unlock()
-	if expired {
+	if now.After(s.info.ExpiresAt) {
+		s.mu.Unlock()
 		return nil, ErrSessionNotFound
 	}
 	return s, nil
@@ -265,12 +275,11 @@ func sortMembers(ms []protocol.Member) {
 
 // Publish implements Broker.
 func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (PublishResult, error) {
-	s, err := b.session(sid)
+	now := b.now()
+	s, err := b.lockSession(sid, now)
 	if err != nil {
 		return PublishResult{}, err
 	}
-	now := b.now()
-	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.sequenced() {
 		e := s.seqs[p.From]

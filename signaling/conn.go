@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/virtutune/link/protocol"
 )
@@ -61,6 +63,9 @@ type client struct {
 	rate    *bucket
 	errRate *bucket // transient errors sent (see sendError)
 	floods  int
+
+	// The counters of the hot path, resolved once per connection.
+	mChordIn, mChordOut prometheus.Counter
 }
 
 // origin returns scheme://host of the server as the browser sees it.
@@ -173,6 +178,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		errRate: newBucket(5, 20),
 	}
 	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
+	c.mChordIn = s.metrics.message(protocol.TypeChordChange, "in", "ws")
+	c.mChordOut = s.metrics.message(protocol.TypeChordChange, "out", protocol.PathRelay)
 	if !s.track() {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		conn.Close()
@@ -307,9 +314,22 @@ func (c *client) readPump(ctx context.Context) {
 		return nil
 	})
 	c.conn.SetCloseHandler(func(int, string) error { return nil })
+	// The read deadline moves with every message, but only every refresh:
+	// resetting the runtime timer per message costs more than the message.
+	refresh := min(time.Second, lim.PongWait/16)
+	last := time.Now()
 	for {
-		mt, b, err := c.conn.ReadMessage()
+		mt, r, err := c.conn.NextReader()
+		var bp *[]byte
+		var b []byte
+		if err == nil {
+			bp = readPool.Get().(*[]byte)
+			b, err = readAll(r, (*bp)[:0])
+		}
 		if err != nil {
+			if bp != nil {
+				putRead(bp, b)
+			}
 			var ce *websocket.CloseError
 			switch {
 			case errors.Is(err, websocket.ErrReadLimit):
@@ -322,28 +342,74 @@ func (c *client) readPump(ctx context.Context) {
 			}
 			return
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(lim.PongWait))
-		select {
-		case <-c.done:
+		now := time.Now()
+		if now.Sub(last) >= refresh {
+			_ = c.conn.SetReadDeadline(now.Add(lim.PongWait))
+			last = now
+		}
+		if !c.consume(ctx, mt, b, now) {
+			putRead(bp, b)
 			return
-		default:
 		}
-		if !c.rate.take(time.Now()) {
-			c.floods++
-			if c.floods >= lim.FloodClose {
-				c.kill(protocol.ClosePolicy, "rate limit exceeded")
-				return
-			}
-			if c.floods == 1 || c.floods%50 == 0 {
-				c.sendError(protocol.Errorf(protocol.CodeRateLimited, "Too many messages: at most %g per second", lim.Rate))
-			}
-			continue
-		}
-		c.floods = 0
-		if mt != websocket.TextMessage {
-			c.sendError(protocol.Errorf(protocol.CodeBinaryFrame, "Only text frames with JSON messages are accepted"))
-			continue
-		}
-		c.handle(ctx, b)
+		putRead(bp, b)
 	}
+}
+
+// readPool lends the reader a buffer for one message (Decode copies what it
+// keeps, so the buffer goes back as soon as the message is handled).
+var readPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func putRead(bp *[]byte, b []byte) {
+	if cap(b) > 8<<10 {
+		return // a large SDP: let it go
+	}
+	*bp = b[:0]
+	readPool.Put(bp)
+}
+
+// readAll reads r to its end into dst.
+func readAll(r io.Reader, dst []byte) ([]byte, error) {
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
+
+// consume applies the rate limit to one message read at now and handles
+// it; it reports false when the connection is to end. b is reused once it
+// returns.
+func (c *client) consume(ctx context.Context, mt int, b []byte, now time.Time) bool {
+	lim := c.s.cfg.Limits
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	if !c.rate.take(now) {
+		c.floods++
+		if c.floods >= lim.FloodClose {
+			c.kill(protocol.ClosePolicy, "rate limit exceeded")
+			return false
+		}
+		if c.floods == 1 || c.floods%50 == 0 {
+			c.sendError(protocol.Errorf(protocol.CodeRateLimited, "Too many messages: at most %g per second", lim.Rate))
+		}
+		return true
+	}
+	c.floods = 0
+	if mt != websocket.TextMessage {
+		c.sendError(protocol.Errorf(protocol.CodeBinaryFrame, "Only text frames with JSON messages are accepted"))
+		return true
+	}
+	c.handle(ctx, b)
+	return true
 }

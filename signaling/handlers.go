@@ -21,15 +21,18 @@ func (c *client) handle(ctx context.Context, b []byte) {
 		c.sendError(perr)
 		return
 	}
-	c.s.metrics.messages.WithLabelValues(string(m.Type), "in", "ws").Inc()
+	if m.Type == protocol.TypeChordChange {
+		c.mChordIn.Inc()
+	} else {
+		c.s.metrics.message(m.Type, "in", "ws").Inc()
+	}
 	if m.From != "" && m.From != c.id {
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence, "from must be your own client id"))
 		return
 	}
 	switch m.Type {
 	case protocol.TypeChordChange:
-		data, _ := json.Marshal(protocol.ChordChange{Chord: v.Chord})
-		c.publishApp(ctx, m, &Publication{Type: m.Type, Data: data, Chord: v.Chord, Skip: c.id})
+		c.publishApp(ctx, m, &Publication{Type: protocol.TypeChordChange, Data: protocol.ChordData(v.Chord), Chord: v.Chord, Skip: c.id})
 	case protocol.TypePracticeStart, protocol.TypePracticeEnd:
 		status := protocol.PracticeStarted
 		if m.Type == protocol.TypePracticeEnd {

@@ -217,6 +217,10 @@ func (c *client) offer(p *Publication, enc *[]byte) {
 			*enc = protocol.Encode(p.Message())
 		}
 	}
-	c.s.metrics.messages.WithLabelValues(string(p.Type), "out", protocol.PathRelay).Inc()
+	if p.Type == protocol.TypeChordChange {
+		c.mChordOut.Inc()
+	} else {
+		c.s.metrics.message(p.Type, "out", protocol.PathRelay).Inc()
+	}
 	c.enqueue(*enc)
 }

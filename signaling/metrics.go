@@ -2,9 +2,12 @@ package signaling
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/virtutune/link/protocol"
 )
 
 // metrics are the server's Prometheus metrics, registered on its own registry
@@ -25,6 +28,26 @@ type metrics struct {
 	p2pStates        *prometheus.CounterVec   // by up, reason
 	grace            *prometheus.CounterVec   // by outcome
 	errorsSuppressed prometheus.Counter
+
+	// msgs caches the messages counter of each (type, dir, path) that has
+	// been counted: the hot path resolves its handle once, not per message.
+	msgs sync.Map // msgKey → prometheus.Counter
+}
+
+type msgKey struct {
+	t         protocol.Type
+	dir, path string
+}
+
+// message returns the messages counter of type t, direction dir and path.
+func (m *metrics) message(t protocol.Type, dir, path string) prometheus.Counter {
+	k := msgKey{t, dir, path}
+	if c, ok := m.msgs.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.messages.WithLabelValues(string(t), dir, path)
+	m.msgs.Store(k, c)
+	return c
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {

@@ -1,0 +1,331 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// The relay's hot path decodes every chord change a client sends: most are
+// small, well-formed objects with lowercase keys and plain strings. scanMessage
+// and scanChord read those in one pass over the bytes, allocating only what
+// the result holds, and give up (report false) on anything else — escapes,
+// unknown or repeated keys, null, empty arrays, odd numbers — so that the
+// encoding/json paths decide, with identical results for every input
+// (TestDecodeFastMatchesSlow and its fuzz target check it).
+
+// scanner walks one JSON text; every method stops at the first surprise.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) byte(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str reads a string without escapes or control characters and returns its
+// bytes (aliasing b).
+func (s *scanner) str() ([]byte, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i + 1
+	for j := start; j < len(s.b); j++ {
+		switch c := s.b[j]; {
+		case c == '"':
+			s.i = j + 1
+			return s.b[start:j], true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// uint reads a JSON integer 0..MaxUint64 without sign, fraction or exponent.
+func (s *scanner) uint() (uint64, bool) {
+	s.ws()
+	j := s.i
+	for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+		j++
+	}
+	if j == s.i || (s.b[s.i] == '0' && j-s.i > 1) || (j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E')) {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(s.b[s.i:j]), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	s.i = j
+	return v, true
+}
+
+// number reads a non-negative JSON number as a float64.
+func (s *scanner) number() (float64, bool) {
+	s.ws()
+	j := s.i
+	digits := func() int {
+		k := j
+		for j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9' {
+			j++
+		}
+		return j - k
+	}
+	n := digits()
+	if n == 0 || (s.b[s.i] == '0' && n > 1) {
+		return 0, false
+	}
+	if j < len(s.b) && s.b[j] == '.' {
+		j++
+		if digits() == 0 {
+			return 0, false
+		}
+	}
+	if j < len(s.b) && (s.b[j] == 'e' || s.b[j] == 'E') {
+		j++
+		if j < len(s.b) && (s.b[j] == '+' || s.b[j] == '-') {
+			j++
+		}
+		if digits() == 0 {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseFloat(string(s.b[s.i:j]), 64)
+	if err != nil {
+		return 0, false
+	}
+	s.i = j
+	return v, true
+}
+
+// object reads a JSON object and returns its bytes (aliasing b): its extent
+// found by brackets and strings, its validity checked by json.Valid.
+func (s *scanner) object() ([]byte, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		return nil, false
+	}
+	depth, in := 0, false
+	for j := s.i; j < len(s.b); j++ {
+		c := s.b[j]
+		if in {
+			switch c {
+			case '\\':
+				j++
+			case '"':
+				in = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			in = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				o := s.b[s.i : j+1]
+				if c != '}' || !json.Valid(o) {
+					return nil, false
+				}
+				s.i = j + 1
+				return o, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// knownType returns the package's constant for a known type name, so that
+// decoding one allocates nothing.
+func knownType(b []byte) Type {
+	switch string(b) {
+	case string(TypeChordChange):
+		return TypeChordChange
+	case string(TypePing):
+		return TypePing
+	case string(TypeLatency):
+		return TypeLatency
+	case string(TypePracticeStart):
+		return TypePracticeStart
+	case string(TypePracticeEnd):
+		return TypePracticeEnd
+	}
+	return Type(b)
+}
+
+// scanMessage is Decode's fast path (see the top of this file).
+func scanMessage(b []byte) (*Message, bool) {
+	s := scanner{b: b}
+	if !s.byte('{') {
+		return nil, false
+	}
+	m := &Message{}
+	var seen uint8
+	once := func(bit uint8) bool {
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	}
+	if s.byte('}') {
+		return nil, false // no type: the other paths say so
+	}
+	for {
+		key, ok := s.str()
+		if !ok || !s.byte(':') {
+			return nil, false
+		}
+		switch string(key) {
+		case "type":
+			v, ok := s.str()
+			if !ok || len(v) == 0 || !once(1) {
+				return nil, false
+			}
+			m.Type = knownType(v)
+		case "data":
+			v, ok := s.object()
+			if !ok || !once(2) {
+				return nil, false
+			}
+			m.Data = append(json.RawMessage(nil), v...)
+		case "from":
+			v, ok := s.str()
+			if !ok || !once(4) {
+				return nil, false
+			}
+			m.From = string(v)
+		case "seq":
+			v, ok := s.uint()
+			if !ok || !once(8) {
+				return nil, false
+			}
+			m.Seq = v
+		case "off":
+			v, ok := s.uint()
+			if !ok || !once(16) {
+				return nil, false
+			}
+			m.Off = v
+		case "to":
+			v, ok := s.str()
+			if !ok || !once(32) {
+				return nil, false
+			}
+			m.To = string(v)
+		case "direct":
+			if !s.byte('[') || !once(64) {
+				return nil, false
+			}
+			for {
+				v, ok := s.str()
+				if !ok || len(m.Direct) == MaxDirect || !ValidClientID(string(v)) {
+					return nil, false
+				}
+				m.Direct = append(m.Direct, string(v))
+				if s.byte(']') {
+					break
+				}
+				if !s.byte(',') {
+					return nil, false
+				}
+			}
+		case "at":
+			v, ok := s.number()
+			if !ok || !once(128) {
+				return nil, false
+			}
+			m.At = v
+		default:
+			return nil, false
+		}
+		if s.byte('}') {
+			break
+		}
+		if !s.byte(',') {
+			return nil, false
+		}
+	}
+	s.ws()
+	if s.i != len(s.b) || m.Type == "" {
+		return nil, false
+	}
+	return m, true
+}
+
+// scanChord is Validate's fast path for a chord change's data: exactly
+// {"chord":"<name>"} (whitespace allowed) with a valid chord name.
+func scanChord(data []byte) (string, bool) {
+	s := scanner{b: data}
+	if !s.byte('{') {
+		return "", false
+	}
+	key, ok := s.str()
+	if !ok || string(key) != "chord" || !s.byte(':') {
+		return "", false
+	}
+	v, ok := s.str()
+	if !ok || !s.byte('}') {
+		return "", false
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return "", false
+	}
+	c := internChord(v)
+	return c, ValidChord(c)
+}
+
+// commonChords are the chord names the phone's grid offers: scanChord
+// returns these without allocating.
+var commonChords = []string{"C", "G", "Am", "F", "D", "E", "Em", "A", "Dm", "B", "Bm", "C7", "G7", "D7", "E7", "A7"}
+
+func internChord(b []byte) string {
+	for _, c := range commonChords {
+		if string(b) == c {
+			return c
+		}
+	}
+	return string(b)
+}
+
+// ChordData returns the canonical data of a chord change with chord name
+// chord, as json.Marshal(ChordChange{Chord: chord}) gives it.
+func ChordData(chord string) json.RawMessage {
+	plain := ValidChord(chord)
+	for i := 0; plain && i < len(chord); i++ {
+		switch c := chord[i]; c {
+		case '"', '\\', '<', '>', '&':
+			plain = false
+		default:
+			plain = c >= 0x20 && c != 0xe2 // (U+2028/2029 start with 0xe2; json escapes them)
+		}
+	}
+	if !plain {
+		b, _ := json.Marshal(ChordChange{Chord: chord})
+		return b
+	}
+	b := make([]byte, 0, len(`{"chord":""}`)+len(chord))
+	b = append(b, `{"chord":"`...)
+	b = append(b, chord...)
+	return append(b, `"}`...)
+}
