@@ -109,6 +109,8 @@ type RedisBroker struct {
 	repairMu   sync.Mutex
 	repairSet  map[*redisGroup]struct{}
 	repairKick chan struct{}
+
+	pubq chan *pubCall // publishes waiting for a pipeliner (broker_redis_batch.go)
 }
 
 var _ Broker = (*RedisBroker)(nil)
@@ -138,6 +140,7 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		groups:     make(map[string]*redisGroup),
 		repairSet:  make(map[*redisGroup]struct{}),
 		repairKick: make(chan struct{}, 1),
+		pubq:       make(chan *pubCall, 1024),
 	}
 	if err := b.beat(ctx); err != nil {
 		cancel()
@@ -145,10 +148,13 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		return nil, b.fail("connect", err)
 	}
 	b.ps = client.Subscribe(bctx)
-	b.wg.Add(3)
+	b.wg.Add(3 + redisPipeliners)
 	go b.dispatch()
 	go b.repairLoop()
 	go b.heartbeatLoop()
+	for range redisPipeliners {
+		go b.pipeliner()
+	}
 	return b, nil
 }
 

@@ -79,10 +79,11 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		rctx, cancel := b.opCtx(ctx)
 		// lua/publish.lua: KEYS sess, seqs, stream; ARGV seq_from, seq, from,
 		// chord, practice, payload, max_len, now_ms, channel.
-		vals, err = redisPublishScript.Run(rctx, b.client,
+		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
+		vals, err = b.runPublish(rctx,
 			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
 			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
-		).Int64Slice()
+		)
 		cancel()
 		if err != nil {
 			err = b.fail("publish", err)
