@@ -56,4 +56,16 @@
 // one writer goroutine; the hub never blocks on a client: a full send queue
 // closes that client with 4000 (slow consumer). Close and Shutdown stop every
 // goroutine the server started and wait for them.
+//
+// The server writes its WebSocket frames itself (gorilla/websocket reads
+// them and does the handshake). A delivery to a member with nothing queued
+// writes the frame at once, from the delivering goroutine, with one
+// non-blocking write(2): a socket with room takes it, and whatever it does
+// not take (a full socket buffer) is left to the member's writer goroutine,
+// so the deliverer never waits for a slow member, even though it writes
+// under the room's delivery lock. Frames that find others queued are queued
+// (Limits.SendQueue of them) and the writer sends all that are waiting in one
+// write. Every frame carries exactly one JSON message; only the syscall is
+// shared. Connections with TLS served by the server itself always go through
+// the writer goroutine.
 package signaling

@@ -75,9 +75,9 @@ func New(cfg Config) (*Server, error) {
 	s.upgrader = websocket.Upgrader{
 		// Memory per connection (virtutune-bench, 20k connections): a chord
 		// change is ~150 bytes, so a 1 KiB read buffer holds many (larger
-		// frames, SDP, just take more reads), and the write buffer is borrowed
-		// from a pool for the duration of one write instead of kept per
-		// connection: together ~7 KiB less per idle connection.
+		// frames, SDP, just take more reads). gorilla writes only the
+		// handshake's refusals: the server frames and writes the rest
+		// itself (outbox.go), from pooled buffers.
 		ReadBufferSize:    1024,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   &writeBufferPool,
