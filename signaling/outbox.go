@@ -59,9 +59,6 @@ const (
 	maxBatch = 64 << 10
 )
 
-// errWouldBlock is a direct write the socket did not take whole.
-var errWouldBlock = errors.New("signaling: socket would block")
-
 func newOutbox(nc net.Conn, limit int) *outbox {
 	o := &outbox{nc: nc, limit: limit, wake: make(chan struct{}, 1)}
 	if sc, ok := nc.(syscall.Conn); ok {
