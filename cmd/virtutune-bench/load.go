@@ -792,7 +792,8 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 			atLeast("project-redis sustained rate / centrifugo-redis's", pr.Sustained/cfr.Sustained, 1, "x", "")
 		}
 	}
-	if p != nil && opt.Sessions >= 1000 && slices.Contains(opt.Tests, "fixed") {
+	// The scale run: thousands of sessions at about one chord per second each.
+	if p != nil && opt.Sessions >= 1000 && opt.FixedRate <= 2*float64(opt.Sessions) && slices.Contains(opt.Tests, "fixed") {
 		for _, r := range rep.Rounds {
 			if r.Target == "project" && r.Fixed != nil {
 				add(fmt.Sprintf("project p99 at %d sessions, %.0f msg/s, round %d", r.Sessions, opt.FixedRate, r.Round), r.Fixed.Latency.P99/1000, 20, "ms",
