@@ -202,6 +202,18 @@ func startServer(t *testing.T, logs *lockedBuffer) string {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	base := serve(t, ln, logs)
+	res, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("server not reachable at %s: %v", base, err)
+	}
+	_ = res.Body.Close()
+	return base
+}
+
+// serve serves signaling + web on ln and returns its base URL, which is also
+// Config.PublicURL.
+func serve(t *testing.T, ln net.Listener, logs *lockedBuffer) string {
 	base := "http://" + ln.Addr().String()
 	srv, err := signaling.New(signaling.Config{
 		Secret:    testSecret,
@@ -222,11 +234,6 @@ func startServer(t *testing.T, logs *lockedBuffer) string {
 		}
 		hs.Close()
 	})
-	res, err := http.Get(base + "/healthz")
-	if err != nil {
-		t.Fatalf("server not reachable at %s: %v", base, err)
-	}
-	_ = res.Body.Close()
 	return base
 }
 
@@ -260,11 +267,13 @@ func browserOpts(t *testing.T) []chromedp.ExecAllocatorOption {
 
 // newTab starts a Chromium process for one page; cleanup closes it. The
 // browser lives as long as parent (the test's bounded context).
-func newTab(t *testing.T, parent context.Context, name string) *tab {
+// extra are more allocator options (impaired_e2e_test.go runs the browser
+// in a host of an emulated LAN).
+func newTab(t *testing.T, parent context.Context, name string, extra ...chromedp.ExecAllocatorOption) *tab {
 	t.Helper()
 	logs := &lockedBuffer{}
 	dumpOnFailure(t, name+" console", logs)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(parent, browserOpts(t)...)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(parent, append(browserOpts(t), extra...)...)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx,
 		chromedp.WithErrorf(func(f string, a ...any) { logs.Printf("chromedp error: "+f, a...) }))
 	// Start the browser and the tab without a timeout of their own.

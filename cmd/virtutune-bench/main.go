@@ -25,6 +25,9 @@
 //	                [--paths p2p,relay,relay-redis] [--far-rtt 40ms] [--child] [--url http://127.0.0.1:8000]
 //	                [--json] [--svg latency.svg] [--cpuprofile f] [--memprofile f]
 //
+// With --impaired as its first argument it runs the impaired-network scenarios
+// of issue 10 instead (impaired.go).
+//
 // See RESULTS.md beside this file for the figures on the reference machine.
 package main
 
@@ -50,6 +53,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtutune/link/internal/impaired"
 	"github.com/virtutune/link/signaling"
 )
 
@@ -57,6 +61,7 @@ import (
 var stderr io.Writer = os.Stderr
 
 func main() {
+	impaired.MaybeNode() // the nodes of the --impaired mode are this binary
 	if len(os.Args) > 1 {
 		if handled, err := subcommand(os.Args[1], os.Args[2:]); handled {
 			if err != nil {
@@ -67,7 +72,12 @@ func main() {
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == impairedFlag {
+		err = runImpaired(ctx, os.Args[2:], os.Stdout) // impaired.go
+	} else {
+		err = run(ctx, os.Args[1:], os.Stdout)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "virtutune-bench:", err)
