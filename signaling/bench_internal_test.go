@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/virtutune/link/protocol"
 )
@@ -24,8 +25,9 @@ func BenchmarkHubFanOut(b *testing.B) {
 			r := &room{id: "benchroom", hub: s.hub, ready: ready, clients: make(map[string]*client), signal: newBucket(50, 200)}
 			var cs []*client
 			for i := range n {
-				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256),
+				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256, time.Second, nil),
 					mChordOut: s.metrics.message(protocol.TypeChordChange, "out", protocol.PathRelay), done: make(chan struct{})}
+				c.out.busy = true // no socket: frames stay queued for the loop below
 				r.clients[c.id] = c
 				cs = append(cs, c)
 			}

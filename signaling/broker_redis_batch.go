@@ -24,7 +24,7 @@ import (
 // too; Redis runs each script whole, in the order the pipeline gives.
 const (
 	// redisPipeliners is how many pipelines can be in flight at once.
-	redisPipeliners = 4
+	redisPipeliners = 2
 	// redisBatchMax bounds the calls of one pipeline.
 	redisBatchMax = 128
 )

@@ -21,9 +21,11 @@ import (
 
 var errFull = errors.New("signaling: instance at its session or connection bound")
 
-// client is one WebSocket connection: exactly one reader (serve) and one
-// writer (writePump) goroutine; a delivery may also write a frame itself
-// when nothing is queued (see outbox).
+// client is one WebSocket connection: exactly one reader goroutine (serve).
+// Deliveries write its frames themselves when nothing is queued; otherwise
+// a flusher goroutine runs while frames wait (see outbox). Pings and the
+// token's expiry are timers; kill starts the goroutine that sends the close
+// frame and closes the socket.
 type client struct {
 	s    *Server
 	room *room
@@ -41,8 +43,13 @@ type client struct {
 	// noP2P: the client joined with p2p=0 and takes no part in data channels.
 	noP2P bool
 
-	out  *outbox       // bounded: Limits.SendQueue frames
-	done chan struct{} // closed by kill: the writer closes the connection
+	out    *outbox       // bounded: Limits.SendQueue frames
+	done   chan struct{} // closed by kill: the connection is closing
+	closed chan struct{} // closed once the close frame went out and the socket is closed
+	tmu    sync.Mutex    // guards the timers
+	ping   *time.Timer
+	expiry *time.Timer
+	ended  bool // the timers are stopped for good
 
 	closeOnce sync.Once
 	closeCode int
@@ -169,15 +176,17 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c := &client{
-		s: s, room: rm, conn: conn, out: newOutbox(conn.NetConn(), s.cfg.Limits.SendQueue),
+		s: s, room: rm, conn: conn,
 		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(), tokenExp: claims.ExpiresAt.Time,
 		noP2P: r.URL.Query().Get("p2p") == "0",
-		done:  make(chan struct{}),
-		rate:  newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
+		done:  make(chan struct{}), closed: make(chan struct{}),
+		rate: newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 		// transient errors: a burst of 20, then 5 per second
 		errRate: newBucket(5, 20),
 	}
 	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
+	c.out = newOutbox(conn.NetConn(), s.cfg.Limits.SendQueue, s.cfg.Limits.WriteWait,
+		func(error) { c.kill(protocol.CloseNormal, "") })
 	c.mChordIn = s.metrics.message(protocol.TypeChordChange, "in", "ws")
 	c.mChordOut = s.metrics.message(protocol.TypeChordChange, "out", protocol.PathRelay)
 	if !s.track() {
@@ -198,11 +207,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // serve runs the connection: join, read until the end, leave.
 func (c *client) serve() {
-	writerDone := make(chan struct{})
-	go func() { defer close(writerDone); c.writePump() }()
+	c.startTimers()
 	defer func() {
 		c.kill(protocol.CloseNormal, "")
-		<-writerDone
+		<-c.closed
+		c.tmu.Lock()
+		c.ended = true
+		c.ping.Stop()
+		c.expiry.Stop()
+		c.tmu.Unlock()
 		c.s.metrics.closed(c.closeCode)
 	}()
 	jctx, jcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -255,45 +268,44 @@ func (c *client) sendError(e *protocol.Error) {
 	c.enqueueMsg(protocol.ErrorMessage(e))
 }
 
-// kill makes the writer send a close frame with code and close the
-// connection; the first call wins.
+// kill closes the connection with code: a goroutine sends what is queued
+// (unless the client is too slow for it), then the close frame, and closes
+// the socket, which ends the reader. The first call wins.
 func (c *client) kill(code int, text string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.done)
+		go func() {
+			defer close(c.closed)
+			c.out.close(websocket.FormatCloseMessage(code, text), code == protocol.CloseSlowConsumer, time.Second)
+			_ = c.conn.Close()
+		}()
 	})
 }
 
-// writePump writes what deliveries queued (see outbox), the pings, and at
-// the end the close frame.
-func (c *client) writePump() {
+// startTimers arms the connection's ping (every Limits.PingInterval) and
+// the token's expiry (closes with 4102).
+func (c *client) startTimers() {
 	lim := c.s.cfg.Limits
-	ping := time.NewTicker(lim.PingInterval)
-	defer ping.Stop()
-	expiry := time.NewTimer(time.Until(c.tokenExp))
-	defer expiry.Stop()
-	defer c.conn.Close()
-	for {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	c.ping = time.AfterFunc(lim.PingInterval, func() {
 		select {
-		case <-c.out.wake:
-			if err := c.out.flush(lim.WriteWait); err != nil {
-				c.kill(protocol.CloseNormal, "")
-				return
-			}
-		case <-ping.C:
-			if err := c.out.pushControl(opPing, nil); err != nil {
-				c.kill(protocol.CloseNormal, "")
-				return
-			}
-		case <-expiry.C:
-			c.kill(protocol.CloseTokenExpired, "token expired")
 		case <-c.done:
-			// Flush what is queued unless the client is too slow for it.
-			c.out.close(websocket.FormatCloseMessage(c.closeCode, c.closeText),
-				c.closeCode == protocol.CloseSlowConsumer, time.Second)
+			return
+		default:
+		}
+		if err := c.out.pushControl(opPing, nil); err != nil {
+			c.kill(protocol.CloseNormal, "")
 			return
 		}
-	}
+		c.tmu.Lock()
+		if !c.ended {
+			c.ping.Reset(lim.PingInterval)
+		}
+		c.tmu.Unlock()
+	})
+	c.expiry = time.AfterFunc(time.Until(c.tokenExp), func() { c.kill(protocol.CloseTokenExpired, "token expired") })
 }
 
 // readPump is the connection's only reader; it returns when the connection ends.

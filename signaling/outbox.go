@@ -20,16 +20,18 @@ import (
 //     not take (a partial write, EAGAIN) is left for the writer goroutine,
 //     so a slow receiver never makes the deliverer wait.
 //   - Otherwise the frame is queued (at most limit frames; push reports false
-//     beyond, and the caller closes the client as a slow consumer) and the
-//     writer goroutine is woken; it writes everything queued in one buffered
-//     write (several frames, one syscall), with the write deadline, and
-//     repeats until the queue is empty.
+//     beyond, and the caller closes the client as a slow consumer) and a
+//     flusher goroutine is started if none runs: it writes everything queued
+//     in one buffered write (several frames, one syscall), with the write
+//     deadline, repeats until the queue is empty, and ends. A connection has
+//     no writer goroutine while nothing waits (a goroutine's stack is most of
+//     an idle connection's memory); pings and the token's expiry are timers.
 //
 // Exactly one JSON message travels in each frame; only the syscall is shared.
 // Connections without a raw socket (TLS served by the server itself) always
-// go through the writer goroutine. Every write to the socket happens either
-// under mu with busy false (a direct write) or in the writer goroutine with
-// busy true, so frames never interleave.
+// go through the flusher. Every write to the socket happens either under mu
+// with busy false (a direct write) or in the flusher with busy true, so
+// frames never interleave.
 type outbox struct {
 	nc    net.Conn
 	raw   syscall.RawConn // nil: no direct writes
@@ -39,15 +41,19 @@ type outbox struct {
 	q      [][]byte // queued text payloads (shared encodings, not copied)
 	ctrl   []byte   // queued control frames, framed (pongs, pings)
 	rest   []byte   // what a direct write left unwritten of its frame
-	busy   bool     // the writer goroutine is writing outside mu
-	closed bool     // no more frames: the connection is closing
+	busy   bool     // a flusher goroutine runs (it writes outside mu)
+	closed bool     // no more frames: the connection is closing or failed
+	// flushed is closed when the running flusher ends.
+	flushed chan struct{}
+	// wait bounds each of the flusher's writes.
+	wait time.Duration
+	// onError is called (from the flusher, once) when a write fails.
+	onError func(error)
 	// direct write scratch, used under mu
 	wp  []byte
 	wn  int
 	we  error
 	wfn func(fd uintptr) bool
-
-	wake chan struct{} // capacity 1: something is queued
 }
 
 const (
@@ -59,8 +65,10 @@ const (
 	maxBatch = 64 << 10
 )
 
-func newOutbox(nc net.Conn, limit int) *outbox {
-	o := &outbox{nc: nc, limit: limit, wake: make(chan struct{}, 1)}
+// newOutbox returns the outbox of nc: at most limit queued frames, each
+// flush's write bounded by wait, onError told when a write fails.
+func newOutbox(nc net.Conn, limit int, wait time.Duration, onError func(error)) *outbox {
+	o := &outbox{nc: nc, limit: limit, wait: wait, onError: onError}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			o.raw = raw
@@ -115,16 +123,45 @@ func (o *outbox) writeDirect(frame []byte) error {
 		return nil
 	case we == nil, errors.Is(we, syscall.EAGAIN), errors.Is(we, syscall.EINTR):
 		o.rest = append(o.rest[:0:0], frame[n:]...)
-		o.kick()
+		o.startFlush()
 		return nil
 	}
+	o.closed = true
 	return we
 }
 
-func (o *outbox) kick() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
+// startFlush starts a flusher (under mu, when none runs).
+func (o *outbox) startFlush() {
+	o.busy = true
+	o.flushed = make(chan struct{})
+	go o.flushLoop(o.flushed)
+}
+
+// flushLoop writes what is queued, batch by batch, until nothing is.
+func (o *outbox) flushLoop(done chan struct{}) {
+	defer close(done)
+	for {
+		o.mu.Lock()
+		bp := o.take()
+		if bp == nil {
+			o.busy = false
+			o.mu.Unlock()
+			return
+		}
+		wait := o.wait
+		o.mu.Unlock()
+		_ = o.nc.SetWriteDeadline(time.Now().Add(wait))
+		_, err := o.nc.Write(*bp)
+		putFrame(bp, *bp)
+		if err != nil {
+			o.mu.Lock()
+			o.busy, o.closed = false, true
+			o.mu.Unlock()
+			if o.onError != nil {
+				o.onError(err)
+			}
+			return
+		}
 	}
 }
 
@@ -149,7 +186,7 @@ func (o *outbox) push(b []byte) (bool, error) {
 	}
 	o.q = append(o.q, b)
 	if !o.busy {
-		o.kick()
+		o.startFlush()
 	}
 	return true, nil
 }
@@ -173,7 +210,7 @@ func (o *outbox) pushControl(op byte, payload []byte) error {
 	}
 	o.ctrl = appendFrame(o.ctrl, op, payload)
 	if !o.busy {
-		o.kick()
+		o.startFlush()
 	}
 	return nil
 }
@@ -187,8 +224,8 @@ func putFrame(bp *[]byte, b []byte) {
 }
 
 // take gathers, under mu, what is queued into one buffer (rest, control
-// frames, then up to maxBatch bytes of text frames) and marks the writer
-// busy. It returns nil when nothing is queued.
+// frames, then up to maxBatch bytes of text frames). It returns nil when
+// nothing is queued.
 func (o *outbox) take() *[]byte {
 	if len(o.rest) == 0 && len(o.ctrl) == 0 && len(o.q) == 0 {
 		return nil
@@ -214,44 +251,35 @@ func (o *outbox) take() *[]byte {
 	if cap(o.ctrl) > 4096 {
 		o.ctrl = nil
 	}
-	o.busy = true
 	*bp = b
 	return bp
 }
 
-// flush writes everything queued, batch by batch, with deadline for each
-// write (the writer goroutine only).
-func (o *outbox) flush(wait time.Duration) error {
-	for {
-		o.mu.Lock()
-		bp := o.take()
-		o.mu.Unlock()
-		if bp == nil {
-			return nil
-		}
-		_ = o.nc.SetWriteDeadline(time.Now().Add(wait))
-		_, err := o.nc.Write(*bp)
-		putFrame(bp, *bp)
-		o.mu.Lock()
-		o.busy = false
-		o.mu.Unlock()
-		if err != nil {
-			return err
-		}
-	}
-}
-
 // close stops further frames. With drop the queue is forgotten (a slow
-// consumer); otherwise what is queued is written first, within wait. Then
-// the close frame goes out.
+// consumer); otherwise what is queued is written first, each write within
+// wait. Then the close frame goes out. close returns once the flusher is
+// done (or the connection failed).
 func (o *outbox) close(closePayload []byte, drop bool, wait time.Duration) {
 	o.mu.Lock()
+	if o.closed { // failed, or closed already
+		busy, done := o.busy, o.flushed
+		o.mu.Unlock()
+		if busy {
+			<-done
+		}
+		return
+	}
 	o.closed = true
+	o.wait = wait
 	if drop {
 		clear(o.q)
 		o.q = o.q[:0]
 	}
 	o.ctrl = appendFrame(o.ctrl, opClose, closePayload)
+	if !o.busy {
+		o.startFlush()
+	}
+	done := o.flushed
 	o.mu.Unlock()
-	_ = o.flush(wait)
+	<-done
 }
