@@ -281,6 +281,11 @@ func ErrorMessage(e *Error) *Message { return MustMarshal(TypeError, e) }
 const hexDigits = "0123456789abcdef"
 
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
+// AppendJSONString appends s as a JSON string, escaped exactly as
+// encoding/json escapes it (HTML characters, U+2028 and U+2029 included,
+// invalid UTF-8 as U+FFFD).
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
