@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
@@ -219,19 +220,8 @@ func checkExact(t testing.TB, name string, ds []peer.Delivery, n int) {
 	}
 }
 
-// waitFor polls cond until it holds or ctx is done.
-func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+// waitFor waits until cond holds, failing the test when ctx is done first.
+var waitFor = testkit.Eventually
 
 // waitP2P waits until both clients have an open data channel to each other,
 // and until the server has taken note of it.

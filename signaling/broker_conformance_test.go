@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 )
 
@@ -44,27 +45,6 @@ func TestMemoryBrokerConformance(t *testing.T) {
 func btNoLeaks(t *testing.T) {
 	opt := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
-
-// btCtx is a test's deadline.
-func btCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// btEventually polls cond until it holds or ctx ends.
-func btEventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 // btRecorder records what a Handler receives.
@@ -172,7 +152,7 @@ func btCheckOffsets(t *testing.T, ps []Publication, first uint64) {
 // cross-instance cases run too).
 func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	t.Run("Session", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		now := time.Now().Truncate(time.Millisecond)
 		info := SessionInfo{ID: btID("s-"), UserID: 7, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
@@ -210,7 +190,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 		if _, err := b.Session(ctx, short.ID); err != nil {
 			t.Fatalf("fresh session: %v", err)
 		}
-		btEventually(t, ctx, "the session to expire", func() bool {
+		testkit.Eventually(ctx, t, "the session to expire", func() bool {
 			_, err := b.Session(ctx, short.ID)
 			return errors.Is(err, ErrSessionNotFound)
 		})
@@ -223,7 +203,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("UseOnce", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		k := btID("k-")
 		for i, want := range []bool{true, false, false} {
@@ -239,14 +219,14 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 		if ok, _ := b.UseOnce(ctx, short, 100*time.Millisecond); !ok {
 			t.Fatal("first use refused")
 		}
-		btEventually(t, ctx, "the key to be forgotten", func() bool {
+		testkit.Eventually(ctx, t, "the key to be forgotten", func() bool {
 			ok, err := b.UseOnce(ctx, short, time.Minute)
 			return err == nil && ok
 		})
 	})
 
 	t.Run("PublishSubscribeOrder", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		r, _ := btSubscribe(t, ctx, b, sid)
@@ -280,7 +260,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Passthrough", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		r, _ := btSubscribe(t, ctx, b, sid)
@@ -319,7 +299,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("SequenceRules", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		r, _ := btSubscribe(t, ctx, b, sid)
@@ -367,7 +347,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("State", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		st, err := b.State(ctx, sid)
@@ -394,7 +374,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("History", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{HistorySize: 8})
 		sid := btSession(t, ctx, b)
 		if h, err := b.History(ctx, sid, 0); err != nil || !h.Complete || len(h.Pubs) != 0 || h.Offset != 0 {
@@ -437,18 +417,18 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("HistoryTTL", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{HistoryTTL: 150 * time.Millisecond})
 		sid := btSession(t, ctx, b)
 		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
-		btEventually(t, ctx, "the history entry to age out", func() bool {
+		testkit.Eventually(ctx, t, "the history entry to age out", func() bool {
 			h, err := b.History(ctx, sid, 0)
 			return err == nil && !h.Complete && len(h.Pubs) == 0 && h.Offset == 1
 		})
 	})
 
 	t.Run("Presence", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		t0 := time.Now().Truncate(time.Millisecond)
@@ -505,7 +485,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("SendNotStored", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		r, _ := btSubscribe(t, ctx, b, sid)
@@ -534,7 +514,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Unsubscribe", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		r1, unsub1 := btSubscribe(t, ctx, b, sid)
@@ -563,7 +543,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("ConcurrentPublishers", func(t *testing.T) {
-		ctx := btCtx(t, 30*time.Second)
+		ctx := testkit.Context(t, 30*time.Second)
 		b := newBroker(t, brokerTestOptions{HistorySize: 2048})
 		sid := btSession(t, ctx, b)
 		recs := []*btRecorder{}
@@ -610,7 +590,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Isolation", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})
 		sa, sb := btSession(t, ctx, b), btSession(t, ctx, b)
 		ra, _ := btSubscribe(t, ctx, b, sa)
@@ -650,7 +630,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	}
 
 	t.Run("CrossInstance", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b1, b2 := newBroker(t, brokerTestOptions{}), newBroker(t, brokerTestOptions{})
 		sid := btSession(t, ctx, b1)
 		if _, err := b2.Session(ctx, sid); err != nil {

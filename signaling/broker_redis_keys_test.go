@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 )
 
@@ -19,7 +21,7 @@ import (
 func TestRedisBrokerKeysExpire(t *testing.T) {
 	btNoLeaks(t)
 	srv := startTestRedis(t)
-	ctx := btCtx(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	b := newTestRedisBroker(t, srv, RedisConfig{})
 	sid := btSession(t, ctx, b)
 	if err := b.Join(ctx, sid, protocol.Member{ClientID: "x", Role: protocol.RolePhone}); err != nil {
@@ -73,7 +75,7 @@ func TestRedisBrokerKeysExpire(t *testing.T) {
 func TestRedisBrokerSilentPubSub(t *testing.T) {
 	btNoLeaks(t)
 	srv := startTestRedis(t)
-	ctx := btCtx(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	u, err := url.Parse(srv.url())
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +83,7 @@ func TestRedisBrokerSilentPubSub(t *testing.T) {
 	px := newFreezeProxy(t, u.Host)
 	a := newTestRedisBroker(t, srv, RedisConfig{})
 	var b *RedisBroker
-	b, err = NewRedisBroker(ctx, RedisConfig{URL: "redis://" + px.addr(), Prefix: "vttest:", Logger: btLogger(t)})
+	b, err = NewRedisBroker(ctx, RedisConfig{URL: "redis://" + px.addr(), Prefix: "vttest:", Logger: testkit.Logger(t, slog.LevelDebug)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func TestRedisBrokerSilentPubSub(t *testing.T) {
 	// Let the subscription's first catch-up from the stream (an XRANGE, the
 	// only one of this test) finish: after the freeze only the health check
 	// may bring what pub/sub no longer carries.
-	btEventually(t, ctx, "the first catch-up", func() bool {
+	testkit.Eventually(ctx, t, "the first catch-up", func() bool {
 		info, err := a.client.Info(ctx, "commandstats").Result()
 		if err != nil || !strings.Contains(info, "cmdstat_xrange:calls=1,") {
 			return false

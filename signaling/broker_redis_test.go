@@ -4,24 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 )
-
-// btLogger routes a broker's logs to t.Logf.
-func btLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(btWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type btWriter struct{ t *testing.T }
-
-func (w btWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // newTestRedisBroker returns a RedisBroker on srv, closed at t's cleanup.
 func newTestRedisBroker(t *testing.T, srv *testRedisServer, cfg RedisConfig) *RedisBroker {
@@ -31,7 +19,7 @@ func newTestRedisBroker(t *testing.T, srv *testRedisServer, cfg RedisConfig) *Re
 		cfg.Prefix = "vttest:"
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = btLogger(t)
+		cfg.Logger = testkit.Logger(t, slog.LevelDebug)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -86,7 +74,7 @@ func TestRedisBrokerUnreachable(t *testing.T) {
 	srv.kill(t) // a port nobody listens on now
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := NewRedisBroker(ctx, RedisConfig{URL: srv.url(), Logger: btLogger(t)})
+	_, err := NewRedisBroker(ctx, RedisConfig{URL: srv.url(), Logger: testkit.Logger(t, slog.LevelDebug)})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("NewRedisBroker without Redis: %v", err)
 	}
@@ -97,7 +85,7 @@ func TestRedisBrokerUnreachable(t *testing.T) {
 func TestRedisBrokerGhostPresence(t *testing.T) {
 	btNoLeaks(t)
 	srv := startTestRedis(t)
-	ctx := btCtx(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	cfg := RedisConfig{PresenceTTL: 300 * time.Millisecond}
 	alive := newTestRedisBroker(t, srv, cfg)
 	dying := newTestRedisBroker(t, srv, cfg)
@@ -125,7 +113,7 @@ func TestRedisBrokerGhostPresence(t *testing.T) {
 	}
 	// Wait past a TTL: heartbeats keep every live instance's members listed.
 	deadline := time.Now().Add(2 * cfg.PresenceTTL)
-	btEventually(t, ctx, "two presence TTLs", func() bool { return time.Now().After(deadline) })
+	testkit.Eventually(ctx, t, "two presence TTLs", func() bool { return time.Now().After(deadline) })
 	if got := members(); len(got) != 3 {
 		t.Fatalf("members while all instances live: %v", got)
 	}
@@ -136,7 +124,7 @@ func TestRedisBrokerGhostPresence(t *testing.T) {
 		t.Fatalf("members after an instance closed: %v", got)
 	}
 	dying.stopHeartbeat()
-	btEventually(t, ctx, "the ghost member to disappear", func() bool { return len(members()) == 1 })
+	testkit.Eventually(ctx, t, "the ghost member to disappear", func() bool { return len(members()) == 1 })
 	if got := members(); got[0] != "pc@"+alive.Instance() {
 		t.Fatalf("members = %v", got)
 	}
@@ -150,7 +138,7 @@ func TestRedisBrokerOutage(t *testing.T) {
 	// Production Redis persists: with AOF fsynced on every write the session
 	// survives the crash.
 	srv := startTestRedis(t, "--appendonly", "yes", "--appendfsync", "always")
-	ctx := btCtx(t, 40*time.Second)
+	ctx := testkit.Context(t, 40*time.Second)
 	a := newTestRedisBroker(t, srv, RedisConfig{})
 	b := newTestRedisBroker(t, srv, RedisConfig{})
 	sid := btSession(t, ctx, a)
@@ -165,7 +153,7 @@ func TestRedisBrokerOutage(t *testing.T) {
 	}
 
 	srv.kill(t)
-	btEventually(t, ctx, "Ready to report the outage", func() bool {
+	testkit.Eventually(ctx, t, "Ready to report the outage", func() bool {
 		return errors.Is(a.Ready(ctx), ErrUnavailable)
 	})
 	if err := b.Ready(ctx); !errors.Is(err, ErrUnavailable) {
@@ -196,10 +184,10 @@ func TestRedisBrokerOutage(t *testing.T) {
 
 	srv.start(t)
 	for _, br := range []*RedisBroker{a, b} {
-		btEventually(t, ctx, "Ready after the restart", func() bool { return br.Ready(ctx) == nil })
+		testkit.Eventually(ctx, t, "Ready after the restart", func() bool { return br.Ready(ctx) == nil })
 	}
 	// The phone's client resends what was only delivered locally.
-	btEventually(t, ctx, "the resend to be accepted", func() bool {
+	testkit.Eventually(ctx, t, "the resend to be accepted", func() bool {
 		res, err = a.Publish(ctx, sid, btChord("phone", "D", 2))
 		return err == nil
 	})
@@ -246,7 +234,7 @@ func btPublishUnseen(t *testing.T, ctx context.Context, b *RedisBroker, sid stri
 func TestRedisBrokerGapRepair(t *testing.T) {
 	btNoLeaks(t)
 	srv := startTestRedis(t)
-	ctx := btCtx(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	a := newTestRedisBroker(t, srv, RedisConfig{})
 	b := newTestRedisBroker(t, srv, RedisConfig{})
 	sid := btSession(t, ctx, a)

@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling/redistest"
 )
@@ -26,7 +28,7 @@ func newURLRedisBroker(t *testing.T, url, prefix string, o brokerTestOptions) *R
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := NewRedisBroker(ctx, RedisConfig{URL: url, Prefix: prefix, HistorySize: o.HistorySize,
-		HistoryTTL: o.HistoryTTL, Logger: btLogger(t)})
+		HistoryTTL: o.HistoryTTL, Logger: testkit.Logger(t, slog.LevelDebug)})
 	if err != nil {
 		t.Fatalf("NewRedisBroker(%s): %v", url, err)
 	}
@@ -61,7 +63,7 @@ func TestRedisBrokerSentinel(t *testing.T) {
 	}, true)
 
 	t.Run("DataOnMaster", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		b := newURLRedisBroker(t, url, "vtsent:", brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
@@ -76,7 +78,7 @@ func TestRedisBrokerSentinel(t *testing.T) {
 	})
 
 	t.Run("FirstSentinelDown", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		u := fmt.Sprintf("redis://%s/0?master_name=mymaster&addr=%s", deadAddr(t), sentinel.Addr())
 		b1 := newURLRedisBroker(t, u, "vtsent:", brokerTestOptions{})
 		b2 := newURLRedisBroker(t, url, "vtsent:", brokerTestOptions{})
@@ -108,7 +110,7 @@ func TestRedisBrokerCluster(t *testing.T) {
 	}, true)
 
 	t.Run("SpreadAcrossNodes", func(t *testing.T) {
-		ctx := btCtx(t, 20*time.Second)
+		ctx := testkit.Context(t, 20*time.Second)
 		const prefix = "vtspread:"
 		b1 := newURLRedisBroker(t, url, prefix, brokerTestOptions{})
 		b2 := newURLRedisBroker(t, url, prefix, brokerTestOptions{})
@@ -220,7 +222,7 @@ func TestRedisBrokerCluster(t *testing.T) {
 	})
 
 	t.Run("SingleSeedAndSeedDown", func(t *testing.T) {
-		ctx := btCtx(t, 10*time.Second)
+		ctx := testkit.Context(t, 10*time.Second)
 		single := "redis://" + cl.Nodes[1].Addr() + "?cluster=true"
 		down := "redis://" + deadAddr(t) + "?addr=" + cl.Nodes[2].Addr()
 		bs := newURLRedisBroker(t, single, "vtclu:", brokerTestOptions{})
@@ -266,11 +268,11 @@ func TestRedisBrokerCluster(t *testing.T) {
 // close; min-replicas-to-write on the master narrows it.)
 func TestRedisBrokerSentinelFailover(t *testing.T) {
 	btNoLeaks(t)
-	ctx := btCtx(t, 25*time.Second)
+	ctx := testkit.Context(t, 25*time.Second)
 	setup := time.Now()
 	master := startTestRedis(t, "--repl-diskless-sync-delay", "0") // the default waits 5s for more replicas
 	replica := startTestRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
-	btEventually(t, ctx, "the replica to sync", func() bool {
+	testkit.Eventually(ctx, t, "the replica to sync", func() bool {
 		v, err := replica.Do(ctx, "INFO", "replication")
 		s, _ := v.(string)
 		return err == nil && strings.Contains(s, "master_link_status:up")
@@ -279,7 +281,7 @@ func TestRedisBrokerSentinelFailover(t *testing.T) {
 	// A replica the sentinel has not yet heard INFO from is no candidate
 	// (NOGOODSLAVE), and a failed failover is retried only after
 	// failover-timeout (3 minutes): wait until it is one.
-	btEventually(t, ctx, "the sentinel to see the replica as a candidate", func() bool {
+	testkit.Eventually(ctx, t, "the sentinel to see the replica as a candidate", func() bool {
 		v, err := sentinel.Do(ctx, "SENTINEL", "replicas", "mymaster")
 		rs, _ := v.([]any)
 		if err != nil || len(rs) != 1 {
@@ -308,7 +310,7 @@ func TestRedisBrokerSentinelFailover(t *testing.T) {
 	r1.wait(t, ctx, n)
 	r2.wait(t, ctx, n)
 	// Wait for the replica to hold everything, so that the failover loses nothing.
-	btEventually(t, ctx, "the replica to catch up", func() bool {
+	testkit.Eventually(ctx, t, "the replica to catch up", func() bool {
 		v, err := replica.Do(ctx, "HGET", b1.sessKey(sid), "off")
 		return err == nil && v == strconv.Itoa(n)
 	})
@@ -317,7 +319,7 @@ func TestRedisBrokerSentinelFailover(t *testing.T) {
 	// and promotes the replica.
 	start := time.Now()
 	master.kill(t)
-	btEventually(t, ctx, "the sentinel to report the replica as master", func() bool {
+	testkit.Eventually(ctx, t, "the sentinel to report the replica as master", func() bool {
 		v, err := sentinel.Do(ctx, "SENTINEL", "get-master-addr-by-name", "mymaster")
 		a, _ := v.([]any)
 		return err == nil && len(a) == 2 && a[1] == strconv.Itoa(replica.Port)
@@ -327,7 +329,7 @@ func TestRedisBrokerSentinelFailover(t *testing.T) {
 		// Ready (like the broker's own probe, every 250ms while down) clears
 		// the broker's outage state; Publish fails fast until then. With the
 		// old master dead, a PING can only reach the new one.
-		btEventually(t, ctx, fmt.Sprintf("broker %d to reach the new master", i+1), func() bool {
+		testkit.Eventually(ctx, t, fmt.Sprintf("broker %d to reach the new master", i+1), func() bool {
 			return b.Ready(ctx) == nil
 		})
 	}

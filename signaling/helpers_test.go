@@ -2,7 +2,6 @@ package signaling_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -14,24 +13,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
-
-// tlogger routes logs to t.Logf.
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
 
 type testServer struct {
 	*signaling.Server
@@ -42,7 +29,7 @@ type testServer struct {
 // newServer starts a signaling server on loopback; cleanup closes it.
 func newServer(t testing.TB, mod func(*signaling.Config)) *testServer {
 	t.Helper()
-	cfg := signaling.Config{Secret: testSecret, Logger: testLogger(t)}
+	cfg := signaling.Config{Secret: testSecret, Logger: testkit.Logger(t, slog.LevelWarn)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -253,12 +240,6 @@ func errData(t testing.TB, m *protocol.Message) protocol.Error {
 	var e protocol.Error
 	mustUnmarshal(t, m.Data, &e)
 	return e
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // bye closes the connection the way a client that leaves on purpose does:

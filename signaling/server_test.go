@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
@@ -202,7 +203,7 @@ func TestSnapshotForNewcomer(t *testing.T) {
 		t.Fatalf("snapshot = %+v", snap)
 	}
 	third.sync()
-	ctx := ctxT(t, 5*time.Second)
+	ctx := testkit.Context(t, 5*time.Second)
 	st, err := ts.Broker().State(ctx, sess.SessionID)
 	if err != nil || st.Chord != "F#m7" {
 		t.Fatalf("state = %+v, %v", st, err)

@@ -26,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/signaling"
 	"github.com/virtutune/link/web"
 )
@@ -69,36 +70,25 @@ func chromiumPath() string {
 	return ""
 }
 
-// skipOrFail skips the test with a reason, or fails it when CI=true: on CI a
-// missing tool is a broken runner, not a reason to pass silently.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: browser tests must run)", msg)
-	}
-	t.Skip(msg)
-}
-
 // runInNetns re-executes this test binary under `unshare -n` so that the
 // browser tests run in a fresh network namespace, and relays the result. It
 // runs only TestBrowser (with the subtest part of -test.run, if any).
 func runInNetns(t *testing.T) {
 	chromium := chromiumPath()
 	if chromium == "" {
-		skipOrFail(t, "browser tests need Chromium (apt-get install -y chromium, or set %s)", envChromium)
+		testkit.SkipOrFail(t, "browser tests need Chromium (apt-get install -y chromium, or set %s)", envChromium)
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		skipOrFail(t, "browser tests need unshare (util-linux) to make a private network namespace")
+		testkit.SkipOrFail(t, "browser tests need unshare (util-linux) to make a private network namespace")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		skipOrFail(t, "browser tests need ip (iproute2) to set up the private network namespace")
+		testkit.SkipOrFail(t, "browser tests need ip (iproute2) to set up the private network namespace")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, unshare, "-n", "--", "true").CombinedOutput(); err != nil {
-		skipOrFail(t, "browser tests need a private network namespace, and `unshare -n` failed "+
+		testkit.SkipOrFail(t, "browser tests need a private network namespace, and `unshare -n` failed "+
 			"(they need root or CAP_SYS_ADMIN): %v %s", err, bytes.TrimSpace(out))
 	}
 
@@ -453,16 +443,10 @@ func (b *tab) screenshot(v viewport) {
 
 // waitGo polls cond (Go side) until it is true or ctx ends.
 func waitGo(ctx context.Context, cond func() bool) error {
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
+	if testkit.Until(ctx, pollEvery, cond) {
+		return nil
 	}
-	return nil
+	return ctx.Err()
 }
 
 // flagValue returns the value of a registered flag ("" when unknown).

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtutune/link/internal/testkit"
 )
 
 func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) *http.Response {
@@ -192,13 +194,7 @@ func TestEveryFileReferenced(t *testing.T) {
 // on runs them unchanged, with protocol's list of error codes
 // (protocol/testdata/api_codes.json) beside the tests.
 func TestJavaScript(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("node not installed (CI=true: the JavaScript tests must run; Debian: apt-get install nodejs)")
-		}
-		t.Skip("node not installed")
-	}
+	node := testkit.Need(t, "node")
 	dir := t.TempDir()
 	for _, sub := range []string{"static", "testdata"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {

@@ -13,12 +13,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtutune/link/internal/testkit"
 )
 
 // ErrNoRedis means redis-server is not on PATH.
@@ -44,14 +47,9 @@ func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
 	if err != nil {
 		return nil, ErrNoRedis
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	if port == 6379 {
-		return nil, errors.New("redistest: the free port is 6379; refusing to touch the default Redis")
 	}
 	s := &Server{Port: port, Dir: dir}
 	s.args = append([]string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -63,24 +61,34 @@ func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
 }
 
 // New is Start for a test: it skips the test when redis-server is missing
-// (fails it when the environment variable CI is "true"), and kills the
-// server at cleanup.
+// (fails it under CI=true), kills the server at cleanup, and then, if the
+// test failed, logs the end of the server's log.
 func New(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	s, err := Start(ctx, t.TempDir(), extra...)
-	if errors.Is(err, ErrNoRedis) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
+	skipOrFail(t, err)
+	t.Cleanup(func() {
+		_ = s.Kill()
+		if t.Failed() {
+			t.Logf("---- last lines of redis-server's log (%s) ----\n%s", s.LogPath(), s.LogTail(40))
 		}
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Kill() })
+	})
 	return s
+}
+
+// LogPath is the file the server's output goes to.
+func (s *Server) LogPath() string { return filepath.Join(s.Dir, "redis.log") }
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	b, _ := os.ReadFile(s.LogPath())
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // URL is the server's redis:// URL (database 0).
@@ -99,7 +107,9 @@ func (s *Server) Restart(ctx context.Context) error {
 	}
 	cmd := exec.Command(s.args[0], s.args[1:]...)
 	cmd.Dir = s.Dir
-	logf, err := os.OpenFile(s.Dir+"/redis.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// It dies with the test binary, should that be killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	logf, err := os.OpenFile(s.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -118,21 +128,24 @@ func (s *Server) Restart(ctx context.Context) error {
 		_ = logf.Close()
 		close(done)
 	}()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s.Ping() == nil {
-			return nil
-		}
+	exited := false
+	err = testkit.Poll(ctx, 10*time.Millisecond, func() error {
+		err := s.Ping()
 		select {
 		case <-done:
-			log, _ := os.ReadFile(s.Dir + "/redis.log")
-			return fmt.Errorf("redistest: redis-server exited at start:\n%s", log)
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: redis-server on port %d does not answer PING: %w", s.Port, ctx.Err())
-		case <-tick.C:
+			exited = err != nil
+			return nil
+		default:
 		}
+		return err
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("redistest: redis-server exited at start:\n%s", s.LogTail(40))
+	case err != nil:
+		return fmt.Errorf("redistest: redis-server on port %d does not answer PING: %w", s.Port, err)
 	}
+	return nil
 }
 
 // Kill stops redis-server at once (SIGKILL, as a crash) and waits for it.

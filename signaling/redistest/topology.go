@@ -14,36 +14,22 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtutune/link/internal/testkit"
 )
 
 // ErrNoRedisCLI means redis-cli is not on PATH (StartCluster needs it).
 var ErrNoRedisCLI = errors.New("redistest: redis-cli is not on PATH (Debian: apt-get install redis-tools)")
 
-// freePort returns a port of 127.0.0.1 that was free a moment ago, never 6379.
-func freePort() (int, error) {
-	for range 10 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if port != 6379 {
-			return port, nil
-		}
-	}
-	return 0, errors.New("redistest: no free port other than 6379")
-}
-
 // skipOrFail ends t when err says a binary is missing: t.Skip, or t.Fatal
-// when the environment variable CI is "true". Other errors fail t.
+// under CI=true. Other errors fail t.
 func skipOrFail(t testing.TB, err error) {
 	t.Helper()
 	if err == nil {
 		return
 	}
-	if (errors.Is(err, ErrNoRedis) || errors.Is(err, ErrNoRedisCLI)) && os.Getenv("CI") != "true" {
-		t.Skip(err)
+	if errors.Is(err, ErrNoRedis) || errors.Is(err, ErrNoRedisCLI) {
+		testkit.SkipOrFail(t, "%v", err)
 	}
 	t.Fatal(err)
 }
@@ -127,24 +113,6 @@ func readRESP(r *bufio.Reader) (any, error) {
 	return nil, fmt.Errorf("redistest: unexpected RESP line %q", line)
 }
 
-// poll calls cond every 20ms until it returns nil or ctx ends; it then
-// returns cond's last error.
-func poll(ctx context.Context, cond func() error) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-t.C:
-		}
-	}
-}
-
 // ---- Sentinel ----
 
 // StartSentinel starts a Redis Sentinel (redis-server <dir>/sentinel.conf
@@ -157,7 +125,7 @@ func StartSentinel(ctx context.Context, dir, name string, master *Server) (*Serv
 	if err != nil {
 		return nil, ErrNoRedis
 	}
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +140,7 @@ func StartSentinel(ctx context.Context, dir, name string, master *Server) (*Serv
 	if err := s.Restart(ctx); err != nil {
 		return nil, err
 	}
-	err = poll(ctx, func() error {
+	err = testkit.Poll(ctx, 20*time.Millisecond, func() error {
 		v, err := s.Do(ctx, "SENTINEL", "get-master-addr-by-name", name)
 		if err != nil {
 			return err
@@ -264,7 +232,7 @@ func StartCluster(ctx context.Context, dir string, n int) (c *Cluster, err error
 		}
 		// The bus port defaults to port+10000, which may exceed 65535 for an
 		// ephemeral port: give it one of its own (Redis 7).
-		bus, err := freePort()
+		bus, err := testkit.FreePort()
 		if err != nil {
 			return c, err
 		}
@@ -284,7 +252,7 @@ func StartCluster(ctx context.Context, dir string, n int) (c *Cluster, err error
 	if err != nil {
 		return c, fmt.Errorf("redistest: redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
-	err = poll(ctx, func() error {
+	err = testkit.Poll(ctx, 20*time.Millisecond, func() error {
 		for _, s := range c.Nodes {
 			v, err := s.Do(ctx, "CLUSTER", "INFO")
 			if err != nil {
