@@ -38,10 +38,10 @@ vet:
 # The multi-process tests (server instances, Redis, nginx, the soak test) run
 # on their own after the rest, so that they do not compete for the 2 cores
 # with the other packages' race-instrumented tests.
-HEAVY := ./cmd/virtutune-server
+HEAVY := ./test
 
 unit:
-	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/cmd/virtutune-server$$')
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/test$$')
 	$(GO) test -race -count=1 -timeout 10m $(HEAVY)
 
 # Each fuzz target runs a bounded number of inputs on top of its committed seed corpus.

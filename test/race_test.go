@@ -1,6 +1,6 @@
 //go:build race
 
-package main
+package test
 
 // raceEnabled makes the tests build the server binary with -race too.
 const raceEnabled = true

@@ -1,4 +1,4 @@
-package main
+package test
 
 // TLS served by the server itself (-tls-cert, -tls-key), no proxy in front.
 

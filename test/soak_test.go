@@ -1,4 +1,4 @@
-package main
+package test
 
 // TestSoak: a bounded soak (minutes, not hours) of the whole deployment with
 // every fault the system promises to survive, at random moments.

@@ -1,4 +1,4 @@
-package main
+package test
 
 // Two server instances (child processes of the test) share one real Redis:
 // the phone on one, the PC on the other. These tests show that the original

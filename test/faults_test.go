@@ -1,4 +1,4 @@
-package main
+package test
 
 // Faults with real processes: Redis crashing and coming back, an instance
 // crashing, an instance draining on SIGTERM. Each test counts the chord

@@ -1,4 +1,4 @@
-package main
+package test
 
 // The test environment of the multi-instance tests: the server binary built
 // once, real redis-server and nginx processes started on free ports of
@@ -73,8 +73,8 @@ func goleakOptions() []goleak.Option {
 	}
 }
 
-// buildServer builds this package's binary into dir with `go build` (go
-// test puts its own go command first on PATH).
+// buildServer builds cmd/virtutune-server into dir with `go build` (go test
+// puts its own go command first on PATH).
 func buildServer(dir string) (string, error) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -85,7 +85,7 @@ func buildServer(dir string) (string, error) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command(gobin, append(args, ".")...)
+	cmd := exec.Command(gobin, append(args, "github.com/virtutune/link/cmd/virtutune-server")...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
