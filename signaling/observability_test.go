@@ -1,34 +1,16 @@
 package signaling_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // /metrics exports what operators need: connections, sessions, messages by
 // type and path, errors by code, closes by code, broker publish latency and
@@ -85,7 +67,7 @@ func TestMetricsExported(t *testing.T) {
 // Tokens, the secret, pairing tokens, SDP and ICE credentials never reach the
 // logs, even at Debug.
 func TestSecretsNeverLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	ts := newServer(t, func(c *signaling.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

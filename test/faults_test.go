@@ -9,6 +9,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -32,15 +34,10 @@ import (
 func TestRedisRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := testLogger(t)
-	rd := startRedis(t, true)
-	a := startInstance(t, "A", rd.url(), "")
-	b := startInstance(t, "B", rd.url(), "")
+	log := testkit.Logger(t, slog.LevelWarn)
+	rd, a, b := twoInstances(t, true, "")
 
-	info, err := peer.CreateSession(ctx, a.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := createSession(ctx, t, a.url)
 	pc := dialPeer(ctx, t, peerConfig(log, protocol.RolePC, true), a.url, info.SessionID, info.Token)
 	phone := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, true), a.url, info.SessionID, pairPhone(ctx, t, info.PairingURL).Token)
 	far := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, true), b.url, info.SessionID,
@@ -56,25 +53,22 @@ func TestRedisRestart(t *testing.T) {
 	sFar := startSender(ctx, far, 1_000_000, pace)
 	defer sPhone.stop()
 	defer sFar.stop()
-	eventually(ctx, t, "50 chords across before the fault", func() bool {
+	testkit.Eventually(ctx, t, "50 chords across before the fault", func() bool {
 		return atFar.countFrom(phone.ClientID()) >= 50 && atPhone.countFrom(far.ClientID()) >= 50
 	})
 
 	sentBefore := sPhone.count()
-	rd.kill()
-	killed := time.Now()
-	for _, in := range []*instance{a, b} {
-		eventually(ctx, t, "instance "+in.name+" to report degraded", func() bool {
-			st, code := readyStatus(ctx, in.url)
-			return st == "degraded" && code == http.StatusServiceUnavailable
-		})
+	if err := rd.Kill(); err != nil {
+		t.Fatal(err)
 	}
+	killed := time.Now()
+	waitReadyz(ctx, t, "degraded", http.StatusServiceUnavailable, a, b)
 	degradedAfter := time.Since(killed)
 	// Members of one instance keep talking: the PC gets the phone's chords
 	// sent during the outage at once.
 	atPCDown := atPC.countFrom(phone.ClientID())
 	farDown := atFar.countFrom(phone.ClientID())
-	eventually(ctx, t, "the PC to get 20 chords of the phone during the outage", func() bool {
+	testkit.Eventually(ctx, t, "the PC to get 20 chords of the phone during the outage", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= atPCDown+20
 	})
 	if got := atFar.countFrom(phone.ClientID()); got != farDown {
@@ -91,29 +85,28 @@ func TestRedisRestart(t *testing.T) {
 	}
 	slices.Sort(localLat)
 
-	rd.start()
-	restarted := time.Now()
-	for _, in := range []*instance{a, b} {
-		eventually(ctx, t, "instance "+in.name+" to report ok", func() bool {
-			st, code := readyStatus(ctx, in.url)
-			return st == "ok" && code == http.StatusOK
-		})
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := rd.Restart(rctx); err != nil {
+		t.Fatal(err)
 	}
+	rcancel()
+	restarted := time.Now()
+	waitReadyz(ctx, t, "ok", http.StatusOK, a, b)
 	readyAfter := time.Since(restarted)
 	// Cross-instance delivery resumes by itself: the far member catches up.
-	eventually(ctx, t, "the far member to get the phone's chords of the outage", func() bool {
+	testkit.Eventually(ctx, t, "the far member to get the phone's chords of the outage", func() bool {
 		return atFar.countFrom(phone.ClientID()) >= sentBefore+sentDuring
 	})
 	resumedAfter := time.Since(restarted)
 	// A little more traffic after the recovery, then stop and count.
 	n1 := sPhone.count()
-	eventually(ctx, t, "50 more chords after recovery", func() bool { return sPhone.count() >= n1+50 })
+	testkit.Eventually(ctx, t, "50 more chords after recovery", func() bool { return sPhone.count() >= n1+50 })
 	sPhone.stop()
 	sFar.stop()
 	sPhone.wait(ctx, t, "phone")
 	sFar.wait(ctx, t, "far")
 	nPhone, nFar := sPhone.count(), sFar.count()
-	eventually(ctx, t, "every chord everywhere", func() bool {
+	testkit.Eventually(ctx, t, "every chord everywhere", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= nPhone && atFar.countFrom(phone.ClientID()) >= nPhone &&
 			atPC.countFrom(far.ClientID()) >= nFar && atPhone.countFrom(far.ClientID()) >= nFar
 	})
@@ -201,17 +194,17 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	sPhone, sPC := startSender(ctx, phone, 1_000_000, pace), startSender(ctx, pc, 1_000_000, pace)
 	defer sPhone.stop()
 	defer sPC.stop()
-	eventually(ctx, t, "100 chords each way before the fault", func() bool {
+	testkit.Eventually(ctx, t, "100 chords each way before the fault", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= 100 && atPhone.countFrom(pc.ClientID()) >= 100
 	})
 
 	beforePhone, beforePC := sPhone.count(), sPC.count()
 	detail := fault(victim)
-	eventually(ctx, t, "the phone to be back, on the other instance", func() bool {
+	testkit.Eventually(ctx, t, "the phone to be back, on the other instance", func() bool {
 		return phone.State() == peer.StateConnected && instanceOf(phone) == survivor.name
 	})
 	n1, n2 := sPhone.count(), sPC.count()
-	eventually(ctx, t, "100 more chords each way after the fault", func() bool {
+	testkit.Eventually(ctx, t, "100 more chords each way after the fault", func() bool {
 		return sPhone.count() >= n1+100 && sPC.count() >= n2+100 &&
 			atPC.countFrom(phone.ClientID()) >= n1 && atPhone.countFrom(pc.ClientID()) >= n2
 	})
@@ -220,7 +213,7 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	sPhone.wait(ctx, t, "phone")
 	sPC.wait(ctx, t, "pc")
 	nPhone, nPC := sPhone.count(), sPC.count()
-	eventually(ctx, t, "every chord both ways", func() bool {
+	testkit.Eventually(ctx, t, "every chord both ways", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= nPhone && atPhone.countFrom(pc.ClientID()) >= nPC
 	})
 	settle(ctx, t, pc, phone)

@@ -8,10 +8,12 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -63,20 +65,11 @@ func decodeState(t testing.TB, m *protocol.Message) protocol.SessionState {
 func TestTwoInstancesOriginalFlows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := testLogger(t)
-	rd := startRedis(t, false)
-	a := startInstance(t, "A", rd.url(), "")
-	b := startInstance(t, "B", rd.url(), "")
+	log := testkit.Logger(t, slog.LevelWarn)
+	_, a, b := twoInstances(t, false, "")
 
-	info, err := peer.CreateSession(ctx, a.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := dialPeer(ctx, t, peerConfig(log, protocol.RolePC, true), b.url, info.SessionID, info.Token)
-	atPC := record(t, pc)
-	ph := pairPhone(ctx, t, info.PairingURL) // paired through A
-	phone := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, true), a.url, info.SessionID, ph.Token)
-	atPhone := record(t, phone)
+	info := createSession(ctx, t, a.url)
+	pc, phone, atPC, atPhone := joinPCAndPhone(ctx, t, log, info, b.url, a.url, true) // paired through A
 	if instanceOf(pc) != "B" || instanceOf(phone) != "A" {
 		t.Fatalf("PC on %q, phone on %q; want B and A", instanceOf(pc), instanceOf(phone))
 	}
@@ -84,14 +77,14 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	// The newcomer's own connection_update came first (peer.Dial checks it
 	// in its handshake and keeps it); then the state with both members and
 	// where each is connected. (The raw clients below check the order on the wire.)
-	eventually(ctx, t, "the phone's session_state", func() bool { return len(atPhone.ofType(protocol.TypeSessionState)) == 1 })
+	testkit.Eventually(ctx, t, "the phone's session_state", func() bool { return len(atPhone.ofType(protocol.TypeSessionState)) == 1 })
 	if first := atPhone.matching(func(peer.Delivery) bool { return true })[0]; first.Msg.Type != protocol.TypeSessionState {
 		t.Fatalf("phone's first delivery: %s %s, want session_state", first.Msg.Type, first.Msg.Data)
 	}
 	wantMembers(t, "phone's snapshot", phone.SessionState(), map[string]string{pc.ClientID(): "B", phone.ClientID(): "A"})
 
 	// connection_update crosses from A to B.
-	eventually(ctx, t, "the PC to hear the phone connect", func() bool { return len(atPC.connUpdates(phone.ClientID())) == 1 })
+	testkit.Eventually(ctx, t, "the PC to hear the phone connect", func() bool { return len(atPC.connUpdates(phone.ClientID())) == 1 })
 	if got := atPC.connUpdates(phone.ClientID())[0]; got.Status != protocol.StatusConnected || got.Role != protocol.RolePhone || got.UserID != info.UserID {
 		t.Fatalf("PC got %+v about the phone", got)
 	}
@@ -100,22 +93,22 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	if err := phone.SendChord(ctx, "Am"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(ctx, t, "the phone's chord at the PC", func() bool { return atPC.countFrom(phone.ClientID()) == 1 })
+	testkit.Eventually(ctx, t, "the phone's chord at the PC", func() bool { return atPC.countFrom(phone.ClientID()) == 1 })
 	if err := pc.SendChord(ctx, "G"); err != nil { // after Am: the session's chord is G
 		t.Fatal(err)
 	}
-	eventually(ctx, t, "the PC's chord at the phone", func() bool { return atPhone.countFrom(pc.ClientID()) == 1 })
+	testkit.Eventually(ctx, t, "the PC's chord at the phone", func() bool { return atPhone.countFrom(pc.ClientID()) == 1 })
 	// practice_update: to both, the sender included.
 	if err := phone.PracticeStart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(ctx, t, "practice started at both", func() bool {
+	testkit.Eventually(ctx, t, "practice started at both", func() bool {
 		return len(atPC.ofType(protocol.TypePracticeUpdate)) == 1 && len(atPhone.ofType(protocol.TypePracticeUpdate)) == 1
 	})
 	if err := pc.PracticeEnd(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(ctx, t, "practice ended at both", func() bool {
+	testkit.Eventually(ctx, t, "practice ended at both", func() bool {
 		return len(atPC.ofType(protocol.TypePracticeUpdate)) == 2 && len(atPhone.ofType(protocol.TypePracticeUpdate)) == 2
 	})
 	settle(ctx, t, pc, phone)
@@ -170,7 +163,7 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	// An original client's chord (no seq) reaches every other member, on both instances.
 	raw1.send(`{"type":"chord_change","data":{"chord":"Em"}}`)
 	raw2.wait(ctx, "raw1's chord", isType(protocol.TypeChordChange, map[string]string{"chord": `"Em"`}))
-	eventually(ctx, t, "raw1's chord at PC and phone", func() bool {
+	testkit.Eventually(ctx, t, "raw1's chord at PC and phone", func() bool {
 		return atPC.countFrom(raw1.id) == 1 && atPhone.countFrom(raw1.id) == 1
 	})
 	raw2.send(`{"type":"ping","data":{"timestamp":2}}`)
@@ -196,7 +189,7 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 
 	// Disconnect notice: raw2 (on A) leaves; every remaining member hears it.
 	raw2.close()
-	eventually(ctx, t, "the disconnect notice", func() bool {
+	testkit.Eventually(ctx, t, "the disconnect notice", func() bool {
 		return len(atPC.connUpdates(raw2.id)) == 2 && len(atPhone.connUpdates(raw2.id)) == 2
 	})
 	for name, cus := range map[string][]protocol.ConnectionUpdate{"PC": atPC.connUpdates(raw2.id), "phone": atPhone.connUpdates(raw2.id)} {
@@ -215,7 +208,7 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	s2 := startSender(ctx, pc, n, 0)
 	s1.wait(ctx, t, "phone")
 	s2.wait(ctx, t, "pc")
-	eventually(ctx, t, "1,000 chords each way", func() bool {
+	testkit.Eventually(ctx, t, "1,000 chords each way", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= n+1 && atPhone.countFrom(pc.ClientID()) >= n+1
 	}, describe("PC", pc, atPC), describe("phone", phone, atPhone))
 	elapsed := time.Since(start)
@@ -244,25 +237,16 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 func TestTwoInstancesP2P(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := testLogger(t)
-	rd := startRedis(t, false)
-	a := startInstance(t, "A", rd.url(), "")
-	b := startInstance(t, "B", rd.url(), "")
+	log := testkit.Logger(t, slog.LevelWarn)
+	_, a, b := twoInstances(t, false, "")
 
-	info, err := peer.CreateSession(ctx, b.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := dialPeer(ctx, t, peerConfig(log, protocol.RolePC, false), a.url, info.SessionID, info.Token)
-	atPC := record(t, pc)
-	ph := pairPhone(ctx, t, info.PairingURL)
-	phone := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, false), b.url, info.SessionID, ph.Token)
-	atPhone := record(t, phone)
+	info := createSession(ctx, t, b.url)
+	pc, phone, atPC, atPhone := joinPCAndPhone(ctx, t, log, info, a.url, b.url, false)
 	if instanceOf(pc) != "A" || instanceOf(phone) != "B" {
 		t.Fatalf("PC on %q, phone on %q; want A and B", instanceOf(pc), instanceOf(phone))
 	}
 	start := time.Now()
-	eventually(ctx, t, "the data channel to open on both sides", func() bool {
+	testkit.Eventually(ctx, t, "the data channel to open on both sides", func() bool {
 		return pc.Path() == protocol.PathP2P && phone.Path() == protocol.PathP2P
 	})
 	t.Logf("data channel open %v after the phone joined (signaling through A and B)", time.Since(start).Round(time.Millisecond))
@@ -274,7 +258,7 @@ func TestTwoInstancesP2P(t *testing.T) {
 	s2 := startSender(ctx, pc, n, 0)
 	s1.wait(ctx, t, "phone")
 	s2.wait(ctx, t, "pc")
-	eventually(ctx, t, "1,000 chords each way", func() bool {
+	testkit.Eventually(ctx, t, "1,000 chords each way", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= n && atPhone.countFrom(pc.ClientID()) >= n
 	}, describe("PC", pc, atPC), describe("phone", phone, atPhone))
 	elapsed := time.Since(start)

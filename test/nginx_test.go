@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -139,14 +141,14 @@ type nginxProc struct {
 // nginxPort picks the port nginx will listen on, so that instances can be
 // told their public URL before nginx starts.
 func nginxPort(t testing.TB) (int, string) {
-	p := freePort(t)
+	p := testkit.Port(t)
 	return p, "http://127.0.0.1:" + strconv.Itoa(p)
 }
 
 // startNginx runs nginx on port in front of upstreams (host:port).
 func startNginx(t testing.TB, port int, upstreams ...string) *nginxProc {
 	t.Helper()
-	bin := needTool(t, "nginx", "/usr/sbin/nginx")
+	bin := testkit.Need(t, "nginx", "/usr/sbin/nginx")
 	// Not t.TempDir: nginx's workers (nobody, when the test runs as root)
 	// must be able to reach the prefix.
 	dir, err := os.MkdirTemp("", "virtutune-nginx-")
@@ -188,7 +190,7 @@ http {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eventually(ctx, t, "nginx to proxy /healthz", func() bool {
+	testkit.Eventually(ctx, t, "nginx to proxy /healthz", func() bool {
 		if n.p.exited() {
 			n.p.dumpLog(t, 20)
 			(&proc{name: "nginx error.log", log: filepath.Join(dir, "error.log")}).dumpLog(t, 20)
@@ -204,11 +206,9 @@ http {
 // and nginx in front of them.
 func behindNginx(t testing.TB) (a, b *instance, ng *nginxProc) {
 	t.Helper()
-	needTool(t, "nginx", "/usr/sbin/nginx")
-	rd := startRedis(t, false)
+	testkit.Need(t, "nginx", "/usr/sbin/nginx")
 	port, public := nginxPort(t)
-	a = startInstance(t, "A", rd.url(), public)
-	b = startInstance(t, "B", rd.url(), public)
+	_, a, b = twoInstances(t, false, public)
 	ng = startNginx(t, port, a.addr, b.addr)
 	return a, b, ng
 }
@@ -219,11 +219,8 @@ func behindNginx(t testing.TB) (a, b *instance, ng *nginxProc) {
 // and a phone that lands next to the PC joins again.
 func joinApart(ctx context.Context, t testing.TB, ngURL string, relayOnly bool) (info peer.SessionInfo, pc, phone *peer.Client) {
 	t.Helper()
-	log := testLogger(t)
-	info, err := peer.CreateSession(ctx, ngURL, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := testkit.Logger(t, slog.LevelWarn)
+	info = createSession(ctx, t, ngURL)
 	if !strings.HasPrefix(info.PairingURL, ngURL+"/phone/#") || info.WSURL != "ws"+strings.TrimPrefix(ngURL, "http")+"/ws/guitar/"+info.SessionID+"/" {
 		t.Fatalf("links do not name nginx: pairing %q, ws %q", info.PairingURL, info.WSURL)
 	}
@@ -277,7 +274,7 @@ func TestNginxTwoInstances(t *testing.T) {
 	t.Logf("through nginx: PC on instance %s, phone on instance %s", instanceOf(pc), instanceOf(phone))
 	wantMembers(t, "phone's snapshot", phone.SessionState(), map[string]string{pc.ClientID(): instanceOf(pc), phone.ClientID(): instanceOf(phone)})
 	start := time.Now()
-	eventually(ctx, t, "the data channel to open through nginx-relayed signaling", func() bool {
+	testkit.Eventually(ctx, t, "the data channel to open through nginx-relayed signaling", func() bool {
 		return pc.Path() == protocol.PathP2P && phone.Path() == protocol.PathP2P
 	})
 	t.Logf("data channel open after %v", time.Since(start).Round(time.Millisecond))
@@ -287,7 +284,7 @@ func TestNginxTwoInstances(t *testing.T) {
 	s1, s2 := startSender(ctx, phone, n, 0), startSender(ctx, pc, n, 0)
 	s1.wait(ctx, t, "phone")
 	s2.wait(ctx, t, "pc")
-	eventually(ctx, t, "the chords both ways", func() bool {
+	testkit.Eventually(ctx, t, "the chords both ways", func() bool {
 		return atPC.countFrom(phone.ClientID()) >= n && atPhone.countFrom(pc.ClientID()) >= n
 	})
 	settle(ctx, t, pc, phone)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 )
 
@@ -37,14 +38,21 @@ func dialRaw(ctx context.Context, t testing.TB, base, sid, token, origin string)
 	if origin != "" {
 		hdr.Set("Origin", origin)
 	}
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return dialRawWith(ctx, t, &websocket.Dialer{HandshakeTimeout: 5 * time.Second}, u, hdr)
+}
+
+// dialRawWith opens the WebSocket at u (ws:// or wss://) with d and hdr, and
+// waits for the member's own connection_update; the client is closed at t's
+// cleanup.
+func dialRawWith(ctx context.Context, t testing.TB, d *websocket.Dialer, u string, hdr http.Header) *rawClient {
+	t.Helper()
 	conn, resp, err := d.DialContext(ctx, u, hdr)
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("raw dial %s: HTTP %d: %v", base, status, err)
+		t.Fatalf("raw dial %s: HTTP %d: %v", u, status, err)
 	}
 	rc := &rawClient{t: t, conn: conn, done: make(chan struct{})}
 	go rc.read()
@@ -52,7 +60,7 @@ func dialRaw(ctx context.Context, t testing.TB, base, sid, token, origin string)
 	first := rc.wait(ctx, "own connection_update", func(m *protocol.Message) bool { return true })
 	var cu protocol.ConnectionUpdate
 	if first.Type != protocol.TypeConnectionUpdate || json.Unmarshal(first.Data, &cu) != nil || cu.Status != protocol.StatusConnected {
-		t.Fatalf("raw client: first message is %s %s, want its own connection_update", first.Type, first.Data)
+		t.Fatalf("raw client at %s: first message is %s %s, want its own connection_update", u, first.Type, first.Data)
 	}
 	rc.id = cu.ClientID
 	return rc
@@ -99,7 +107,7 @@ func (rc *rawClient) all() []*protocol.Message {
 func (rc *rawClient) wait(ctx context.Context, what string, f func(*protocol.Message) bool) *protocol.Message {
 	rc.t.Helper()
 	var found *protocol.Message
-	eventually(ctx, rc.t, "raw client: "+what, func() bool {
+	testkit.Eventually(ctx, rc.t, "raw client: "+what, func() bool {
 		for _, m := range rc.all() {
 			if f(m) {
 				found = m

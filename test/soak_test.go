@@ -25,8 +25,10 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling/redistest"
 )
 
 // Soak settings and their environment variables.
@@ -116,8 +118,8 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak test: skipped with -short")
 	}
-	needTool(t, "nginx", "/usr/sbin/nginx")
-	needTool(t, "redis-server")
+	testkit.Need(t, "nginx", "/usr/sbin/nginx")
+	testkit.Need(t, "redis-server")
 	nSessions, duration, rate, seed := soakSettings(t)
 	t.Logf("soak: %d sessions, %v of traffic, %.1f chords/s per member each way, seed %d (VIRTUTUNE_SOAK_SEED=%d replays the fault schedule), race %v",
 		nSessions, duration, rate, seed, seed, raceEnabled)
@@ -133,7 +135,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	servers := []*soakServer{newSoakServer(t, "A", rd.url(), public, logDir), newSoakServer(t, "B", rd.url(), public, logDir)}
+	servers := []*soakServer{newSoakServer(t, "A", rd.URL(), public, logDir), newSoakServer(t, "B", rd.URL(), public, logDir)}
 	for _, s := range servers {
 		s.start(ctx)
 	}
@@ -189,7 +191,7 @@ func TestSoak(t *testing.T) {
 	// The data channels open by themselves; traffic starts once most are up
 	// (or after a while: the relay carries what the channels do not).
 	p2pWait, p2pCancel := context.WithTimeout(ctx, 30*time.Second)
-	pollUntil(p2pWait, 50*time.Millisecond, func() bool { return countP2P(sess) == len(sess) })
+	testkit.Until(p2pWait, 50*time.Millisecond, func() bool { return countP2P(sess) == len(sess) })
 	p2pCancel()
 	t.Logf("%d sessions joined through nginx in %v (%d with PC and phone on different instances); %d of them with the data channel up at both ends %v after the start",
 		nSessions, joinTook.Round(time.Millisecond), split, countP2P(sess), time.Since(setupStart).Round(time.Millisecond))
@@ -249,7 +251,7 @@ func TestSoak(t *testing.T) {
 		return b.String()
 	}
 	last, lastMove := progress(), time.Now()
-	pollUntil(drainCtx, 100*time.Millisecond, func() bool {
+	testkit.Until(drainCtx, 100*time.Millisecond, func() bool {
 		if complete() {
 			return true
 		}
@@ -375,7 +377,7 @@ func TestSoak(t *testing.T) {
 				return f.conns == 0 && f.goroutines <= s.idle.goroutines+slack
 			}
 		}
-		ok := pollUntil(bctx, 100*time.Millisecond, idle(0)) || idle(2)()
+		ok := testkit.Until(bctx, 100*time.Millisecond, idle(0)) || idle(2)()
 		bcancel()
 		if !ok {
 			_, dump := getStatus(ctx, s.url+"/debug/pprof/goroutine?debug=1")
@@ -406,7 +408,7 @@ func TestSoak(t *testing.T) {
 			return afterG <= baseG+slack
 		}
 	}
-	okG := pollUntil(gctx, 50*time.Millisecond, backTo(0)) || backTo(2)()
+	okG := testkit.Until(gctx, 50*time.Millisecond, backTo(0)) || backTo(2)()
 	gcancel()
 	_, afterHeap = settledRuntime()
 	if !okG {
@@ -423,32 +425,20 @@ func TestSoak(t *testing.T) {
 
 // ---- the server instances ----
 
-// soakServer is a server instance that can be killed and started again on
-// the same address (so nginx, which knows it by address, uses it again).
+// soakServer is a server instance with its idle figures; it is killed and
+// started again on the same address (so nginx, which knows it by address,
+// uses it again).
 type soakServer struct {
-	t         *testing.T
-	name      string
-	addr, url string
-	argv      []string
-	logPath   string
-	p         *proc
-	starts    int
+	*instance
 	idle      serverFigures // of the current process, right after its start
 	firstIdle serverFigures // of the first process
 }
 
 func newSoakServer(t *testing.T, name, redisURL, publicURL, logDir string) *soakServer {
-	if buildErr != nil {
-		t.Fatalf("building virtutune-server: %v", buildErr)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	return &soakServer{
-		t: t, name: name, addr: addr, url: "http://" + addr,
-		// The default rate limits (50 messages a second per connection).
-		argv: []string{serverBin, "-addr", addr, "-secret", testSecret, "-instance", name,
-			"-public-url", publicURL, "-redis-url", redisURL, "-log-level", "info", "-pprof"},
-		logPath: filepath.Join(logDir, "server-"+name+".log"),
-	}
+	// The default rate limits (50 messages a second per connection).
+	in := newInstance(t, name, filepath.Join(logDir, "server-"+name+".log"),
+		"-public-url", publicURL, "-redis-url", redisURL, "-pprof")
+	return &soakServer{instance: in}
 }
 
 // start runs the instance (again) and waits until it is ready; it notes
@@ -456,18 +446,9 @@ func newSoakServer(t *testing.T, name, redisURL, publicURL, logDir string) *soak
 func (s *soakServer) start(ctx context.Context) {
 	t := s.t
 	t.Helper()
-	s.p = startProc(t, "instance "+s.name, s.logPath, s.argv...)
-	s.starts++
+	s.instance.start(ctx)
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	eventually(rctx, t, "instance "+s.name+" to be ready", func() bool {
-		if s.p.exited() {
-			s.p.dumpLog(t, 30)
-			t.Fatalf("instance %s exited at start: %v", s.name, s.p.err)
-		}
-		st, _ := getStatus(rctx, s.url+"/readyz")
-		return st == http.StatusOK
-	})
 	f, err := scrapeFigures(rctx, s.url)
 	if err != nil {
 		t.Fatalf("instance %s: /metrics: %v", s.name, err)
@@ -588,7 +569,7 @@ func (o outage) String() string {
 // outage, or a random instance is killed and started again on its port after
 // a random while. Each is recovered (every instance ready) before the next.
 // It returns the Redis outages and the instance downtimes.
-func heavyFaults(ctx context.Context, t *testing.T, rng *rand.Rand, rd *redisProc, servers []*soakServer,
+func heavyFaults(ctx context.Context, t *testing.T, rng *rand.Rand, rd *redistest.Server, servers []*soakServer,
 	start, end time.Time, n *faultCounts) []outage {
 	t.Helper()
 	var outs []outage
@@ -605,17 +586,16 @@ func heavyFaults(ctx context.Context, t *testing.T, rng *rand.Rand, rd *redisPro
 		}
 		if redisNext {
 			from := time.Now()
-			rd.kill()
+			if err := rd.Kill(); err != nil {
+				t.Fatal(err)
+			}
 			waitUntil(ctx, time.Now().Add(down))
 			loading, aof := restartRedis(ctx, t, rd)
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			for _, s := range servers {
-				rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				eventually(rctx, t, "instance "+s.name+" to be ready after Redis came back", func() bool {
-					st, code := readyStatus(rctx, s.url)
-					return st == "ok" && code == http.StatusOK
-				})
-				cancel()
+				waitReadyz(rctx, t, "ok", http.StatusOK, s.instance)
 			}
+			cancel()
 			n.redis.Add(1)
 			outs = append(outs, outage{kind: "redis", from: from, to: time.Now(),
 				detail: fmt.Sprintf("SIGKILL at +%v, restarted after %v, answered PING %v later (append-only files %s)",
@@ -623,7 +603,7 @@ func heavyFaults(ctx context.Context, t *testing.T, rng *rand.Rand, rd *redisPro
 		} else {
 			s := servers[rng.IntN(len(servers))]
 			from := time.Now()
-			s.p.kill(t)
+			s.kill()
 			waitUntil(ctx, time.Now().Add(down))
 			s.start(ctx)
 			n.instance.Add(1)
@@ -637,10 +617,10 @@ func heavyFaults(ctx context.Context, t *testing.T, rng *rand.Rand, rd *redisPro
 // restartRedis starts the killed Redis again on its port and directory and
 // waits until it answers PING (it first loads its append-only files). It
 // returns how long that took and the size of those files.
-func restartRedis(ctx context.Context, t *testing.T, rd *redisProc) (time.Duration, uint64) {
+func restartRedis(ctx context.Context, t *testing.T, rd *redistest.Server) (time.Duration, uint64) {
 	t.Helper()
 	var aof uint64
-	_ = filepath.WalkDir(rd.dir, func(path string, d os.DirEntry, err error) error {
+	_ = filepath.WalkDir(rd.Dir, func(path string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.Contains(path, "appendonly") {
 			if fi, err := d.Info(); err == nil {
 				aof += uint64(fi.Size())
@@ -649,20 +629,11 @@ func restartRedis(ctx context.Context, t *testing.T, rd *redisProc) (time.Durati
 		return nil
 	})
 	from := time.Now()
-	rd.p = startProc(t, "redis-server", filepath.Join(rd.dir, "redis.log"), rd.argv...)
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	var last error
-	if !pollUntil(rctx, 10*time.Millisecond, func() bool {
-		if rd.p.exited() {
-			return true
-		}
-		last = rd.ping()
-		return last == nil
-	}) || rd.p.exited() {
-		rd.p.dumpLog(t, 20)
-		t.Fatalf("redis-server did not come back within %v (append-only files %s, exited %v): %v",
-			time.Since(from).Round(time.Millisecond), mib(aof), rd.p.exited(), last)
+	if err := rd.Restart(rctx); err != nil {
+		t.Fatalf("redis-server did not come back within %v (append-only files %s): %v",
+			time.Since(from).Round(time.Millisecond), mib(aof), err)
 	}
 	return time.Since(from), aof
 }
@@ -1017,21 +988,6 @@ func forEach(ctx context.Context, n, par int, f func(context.Context, int) error
 	return first
 }
 
-// pollUntil polls cond every interval until it holds (true) or ctx is done
-// (false).
-func pollUntil(ctx context.Context, interval time.Duration, cond func() bool) bool {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return cond()
-		case <-tick.C:
-		}
-	}
-	return true
-}
-
 // waitUntil blocks until the moment at (a point of the fault schedule, not
 // a synchronisation) or ctx is done; it reports whether at was reached.
 func waitUntil(ctx context.Context, at time.Time) bool {
@@ -1064,12 +1020,4 @@ func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // soakLogger logs the peers' errors to t.Logf (Debug with
 // VIRTUTUNE_TEST_DEBUG): under faults, warnings are expected by the hundred.
-func soakLogger(t *testing.T) *slog.Logger {
-	w := &logWriter{t: t, on: true}
-	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
-	level := slog.LevelError
-	if os.Getenv("VIRTUTUNE_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+func soakLogger(t *testing.T) *slog.Logger { return testkit.Logger(t, slog.LevelError) }

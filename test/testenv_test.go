@@ -1,10 +1,11 @@
 package test
 
 // The test environment of the multi-instance tests: the server binary built
-// once, real redis-server and nginx processes started on free ports of
-// 127.0.0.1, server instances run as child processes, Go peers, and recorders
-// that count what every peer receives. Every child process is killed at the
-// test's cleanup (and, should the test binary die, by the kernel: Pdeathsig).
+// once, child processes (proc), server instances (instance) on free ports of
+// 127.0.0.1, real redis-server processes (signaling/redistest), Go peers, and
+// recorders that count what every peer receives. Every child process is
+// killed at the test's cleanup (and, should the test binary die, by the
+// kernel: Pdeathsig). Polling and tool lookups are internal/testkit's.
 
 import (
 	"bytes"
@@ -14,12 +15,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling/redistest"
@@ -92,67 +92,6 @@ func buildServer(dir string) (string, error) {
 		return "", fmt.Errorf("go build: %v\n%s", err, out.Bytes())
 	}
 	return bin, nil
-}
-
-// needTool returns the path of a program the test needs. Without it the test
-// is skipped, or fails when CI is "true".
-func needTool(t testing.TB, name string, alsoAt ...string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, p := range alsoAt {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required in CI and is not installed (Debian: apt-get install %s)", name, debPackage(name))
-	}
-	t.Skipf("%s is not installed: install it (Debian: apt-get install %s) to run this test", name, debPackage(name))
-	return ""
-}
-
-func debPackage(name string) string {
-	if name == "nginx" {
-		return "nginx-light"
-	}
-	return name
-}
-
-// freePort returns a port of 127.0.0.1 that was free a moment ago (never 6379).
-func freePort(t testing.TB) int {
-	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if port != 6379 {
-			return port
-		}
-	}
-}
-
-// eventually polls cond every few milliseconds until it holds, failing the
-// test when ctx is done first. explain, if given, says what was there instead.
-func eventually(ctx context.Context, t testing.TB, what string, cond func() bool, explain ...func() string) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			var why []string
-			for _, f := range explain {
-				why = append(why, f())
-			}
-			t.Fatalf("timed out waiting for %s %s", what, strings.Join(why, "; "))
-		case <-tick.C:
-		}
-	}
 }
 
 // describe tells what a client received from each sender and its counters.
@@ -268,100 +207,108 @@ func (p *proc) dumpLog(t testing.TB, n int) {
 
 // ---- Redis ----
 
-// redisProc is a redis-server on a free port of 127.0.0.1 in a temporary
-// directory. Persistent ones write an append-only file with fsync on every
-// write, so a SIGKILL loses nothing: production Redis needs persistence (AOF)
-// for sessions to survive a restart, as the original's deployment notes say.
-type redisProc struct {
-	t    testing.TB
-	port int
-	dir  string
-	argv []string
-	p    *proc
-}
-
-func startRedis(t testing.TB, persistent bool) *redisProc {
+// startRedis starts a redis-server for the test (signaling/redistest).
+// Persistent ones write an append-only file with fsync on every write, so a
+// SIGKILL loses nothing: production Redis needs persistence (AOF) for
+// sessions to survive a restart, as the original's deployment notes say.
+func startRedis(t testing.TB, persistent bool) *redistest.Server {
 	t.Helper()
-	bin := needTool(t, "redis-server")
-	r := &redisProc{t: t, port: freePort(t), dir: t.TempDir()}
-	r.argv = []string{bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--dir", r.dir, "--daemonize", "no", "--loglevel", "warning"}
 	if persistent {
-		r.argv = append(r.argv, "--appendonly", "yes", "--appendfsync", "always")
-	} else {
-		r.argv = append(r.argv, "--appendonly", "no")
+		return redistest.New(t, "--appendonly", "yes", "--appendfsync", "always")
 	}
-	r.start()
-	return r
+	return redistest.New(t)
 }
-
-func (r *redisProc) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
-
-// start runs redis-server (again on the same port and directory) and waits
-// until it answers PING.
-func (r *redisProc) start() {
-	t := r.t
-	t.Helper()
-	r.p = startProc(t, "redis-server", filepath.Join(r.dir, "redis.log"), r.argv...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	eventually(ctx, t, "redis-server to answer PING", func() bool {
-		if r.p.exited() {
-			r.p.dumpLog(t, 20)
-			t.Fatalf("redis-server exited at start: %v", r.p.err)
-		}
-		return r.ping() == nil
-	})
-}
-
-// kill crashes Redis (SIGKILL).
-func (r *redisProc) kill() { r.p.kill(r.t) }
-
-// ping sends PING over a raw connection.
-func (r *redisProc) ping() error { return (&redistest.Server{Port: r.port}).Ping() }
 
 // ---- server instances ----
 
-// instance is a virtutune-server child process.
+// instance is a virtutune-server child process on a port of its own; it can
+// be killed and started again on the same port.
 type instance struct {
-	t    testing.TB
-	name string
-	addr string // 127.0.0.1:port
-	url  string // http://127.0.0.1:port
-	p    *proc
+	t       testing.TB
+	name    string
+	addr    string // 127.0.0.1:port
+	url     string // http://127.0.0.1:port (https:// when it serves TLS)
+	argv    []string
+	logPath string
+	// client asks /readyz (nil: http.DefaultClient).
+	client *http.Client
+	p      *proc
+	starts int
 }
 
-// startInstance runs the server binary as instance name with the Redis at
-// redisURL. publicURL is the base of the links it builds ("" means its own
-// URL). Rate limits are raised so that tests can send in bursts.
-func startInstance(t testing.TB, name, redisURL, publicURL string, extra ...string) *instance {
+// newInstance prepares instance name on a free port, with the tests' secret
+// and args, logging to logPath; start runs it.
+func newInstance(t testing.TB, name, logPath string, args ...string) *instance {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatalf("building virtutune-server: %v", buildErr)
 	}
-	in := &instance{t: t, name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	in := &instance{t: t, name: name, addr: fmt.Sprintf("127.0.0.1:%d", testkit.Port(t)), logPath: logPath}
 	in.url = "http://" + in.addr
+	in.argv = append([]string{serverBin, "-addr", in.addr, "-secret", testSecret, "-instance", name, "-log-level", "info"}, args...)
+	return in
+}
+
+// start runs the instance (again: the same port and arguments) and waits
+// until it answers /readyz with 200.
+func (in *instance) start(ctx context.Context) {
+	t := in.t
+	t.Helper()
+	in.p = startProc(t, "instance "+in.name, in.logPath, in.argv...)
+	in.starts++
+	client := in.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	testkit.Eventually(rctx, t, "instance "+in.name+" to be ready", func() bool {
+		if in.p.exited() {
+			in.p.dumpLog(t, 30)
+			t.Fatalf("instance %s exited at start: %v", in.name, in.p.err)
+		}
+		st, _ := getStatusWith(rctx, client, in.url+"/readyz")
+		return st == http.StatusOK
+	})
+}
+
+// startInstance runs instance name with the Redis at redisURL ("" for the
+// memory broker). publicURL is the base of the links it builds ("" means its
+// own URL). Rate limits are raised so that tests can send in bursts.
+func startInstance(t testing.TB, name, redisURL, publicURL string, extra ...string) *instance {
+	t.Helper()
+	in := newInstance(t, name, filepath.Join(t.TempDir(), "server-"+name+".log"))
 	if publicURL == "" {
 		publicURL = in.url
 	}
-	argv := []string{serverBin, "-addr", in.addr, "-secret", testSecret, "-instance", name,
-		"-public-url", publicURL, "-rate", "100000", "-burst", "100000", "-log-level", "info"}
+	in.argv = append(in.argv, "-public-url", publicURL, "-rate", "100000", "-burst", "100000")
 	if redisURL != "" {
-		argv = append(argv, "-redis-url", redisURL)
+		in.argv = append(in.argv, "-redis-url", redisURL)
 	}
-	argv = append(argv, extra...)
-	in.p = startProc(t, "instance "+name, filepath.Join(t.TempDir(), "server-"+name+".log"), argv...)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	eventually(ctx, t, "instance "+name+" to be ready", func() bool {
-		if in.p.exited() {
-			in.p.dumpLog(t, 30)
-			t.Fatalf("instance %s exited at start: %v", name, in.p.err)
-		}
-		st, _ := getStatus(ctx, in.url+"/readyz")
-		return st == http.StatusOK
-	})
+	in.argv = append(in.argv, extra...)
+	in.start(context.Background())
 	return in
+}
+
+// twoInstances starts a Redis (persistent: see startRedis) and instances A
+// and B sharing it, each with publicURL as the base of its links ("": its
+// own URL).
+func twoInstances(t testing.TB, persistent bool, publicURL string) (rd *redistest.Server, a, b *instance) {
+	t.Helper()
+	rd = startRedis(t, persistent)
+	return rd, startInstance(t, "A", rd.URL(), publicURL), startInstance(t, "B", rd.URL(), publicURL)
+}
+
+// waitReadyz waits until the /readyz of every instance answers code with
+// status ("ok", "degraded").
+func waitReadyz(ctx context.Context, t testing.TB, status string, code int, ins ...*instance) {
+	t.Helper()
+	for _, in := range ins {
+		testkit.Eventually(ctx, t, "instance "+in.name+" to report "+status, func() bool {
+			st, c := readyStatus(ctx, in.url)
+			return st == status && c == code
+		})
+	}
 }
 
 // kill crashes the instance (SIGKILL): no close frames, no goodbyes.
@@ -399,13 +346,18 @@ func (in *instance) logContains(s string) bool {
 
 // getStatus GETs u and returns the status code and body.
 func getStatus(ctx context.Context, u string) (int, string) {
+	return getStatusWith(ctx, http.DefaultClient, u)
+}
+
+// getStatusWith is getStatus with client.
+func getStatusWith(ctx context.Context, client *http.Client, u string) (int, string) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, err.Error()
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -425,34 +377,6 @@ func readyStatus(ctx context.Context, base string) (string, int) {
 }
 
 // ---- peers ----
-
-// logWriter sends logs to t.Logf until the test ends.
-type logWriter struct {
-	t  testing.TB
-	mu sync.Mutex
-	on bool
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.on {
-		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger returns a logger that writes to t.Logf (Warn and above, Debug
-// with VIRTUTUNE_TEST_DEBUG set) and stops at t's cleanup.
-func testLogger(t testing.TB) *slog.Logger {
-	w := &logWriter{t: t, on: true}
-	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
-	level := slog.LevelWarn
-	if os.Getenv("VIRTUTUNE_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
 
 // peerConfig is a Go peer's configuration for tests: loopback only, quick
 // reconnects and pings. relayOnly keeps every message on the WebSocket, so
@@ -484,6 +408,29 @@ func dialPeer(ctx context.Context, t testing.TB, cfg peer.Config, serverURL, sid
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// createSession creates a session at base, as the PC page does.
+func createSession(ctx context.Context, t testing.TB, base string) peer.SessionInfo {
+	t.Helper()
+	info, err := peer.CreateSession(ctx, base, "")
+	if err != nil {
+		t.Fatalf("create a session at %s: %v", base, err)
+	}
+	return info
+}
+
+// joinPCAndPhone dials the session's PC at pcURL, then pairs its phone with
+// the session's pairing link and dials it at phoneURL, recording what each
+// receives (the PC from before the phone joins).
+func joinPCAndPhone(ctx context.Context, t testing.TB, log *slog.Logger, info peer.SessionInfo, pcURL, phoneURL string,
+	relayOnly bool) (pc, phone *peer.Client, atPC, atPhone *recorder) {
+	t.Helper()
+	pc = dialPeer(ctx, t, peerConfig(log, protocol.RolePC, relayOnly), pcURL, info.SessionID, info.Token)
+	atPC = record(t, pc)
+	ph := pairPhone(ctx, t, info.PairingURL)
+	phone = dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, relayOnly), phoneURL, info.SessionID, ph.Token)
+	return pc, phone, atPC, record(t, phone)
 }
 
 // pairPhone trades a pairing link for a phone token.
@@ -724,7 +671,7 @@ func (s *sender) wait(ctx context.Context, t testing.TB, name string) {
 func settle(ctx context.Context, t testing.TB, cs ...*peer.Client) {
 	t.Helper()
 	for _, c := range cs {
-		eventually(ctx, t, "the server to confirm every message of "+c.ClientID(), func() bool {
+		testkit.Eventually(ctx, t, "the server to confirm every message of "+c.ClientID(), func() bool {
 			if c.State() != peer.StateConnected {
 				return false
 			}

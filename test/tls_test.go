@@ -42,34 +42,18 @@ import (
 // their connection_update, and a chord change crosses; plain http:// and
 // ws:// to the TLS port fail.
 func TestTLSDirect(t *testing.T) {
-	if buildErr != nil {
-		t.Fatalf("building virtutune-server: %v", buildErr)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSignedCert(t, dir)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	base := "https://" + addr
-	p := startProc(t, "instance TLS", filepath.Join(dir, "server.log"), serverBin,
-		"-addr", addr, "-secret", testSecret, "-instance", "TLS", "-tls-cert", certFile, "-tls-key", keyFile, "-log-level", "info")
-
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	t.Cleanup(tr.CloseIdleConnections)
 	trusting := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	eventually(ctx, t, "the TLS server to answer /healthz", func() bool {
-		if p.exited() {
-			p.dumpLog(t, 30)
-			t.Fatalf("server exited at start: %v", p.err)
-		}
-		resp, err := trusting.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if b, _ := os.ReadFile(p.log); !bytes.Contains(b, []byte("Open "+base+"/")) {
+	in := newInstance(t, "TLS", filepath.Join(dir, "server.log"), "-tls-cert", certFile, "-tls-key", keyFile)
+	in.url, in.client = "https://"+in.addr, trusting
+	in.start(ctx)
+	addr, base := in.addr, in.url
+	if !in.logContains("Open " + base + "/") {
 		t.Errorf("the server did not print %s/ as the URL to open", base)
 	}
 
@@ -237,23 +221,6 @@ func postTLS(ctx context.Context, t *testing.T, client *http.Client, u, bearer s
 // the member's own connection_update.
 func dialTLS(ctx context.Context, t *testing.T, pool *x509.CertPool, u string, hdr http.Header) *rawClient {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	conn, resp, err := d.DialContext(ctx, u, hdr)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: HTTP %d: %v", u, status, err)
-	}
-	rc := &rawClient{t: t, conn: conn, done: make(chan struct{})}
-	go rc.read()
-	t.Cleanup(rc.close)
-	first := rc.wait(ctx, "own connection_update", func(*protocol.Message) bool { return true })
-	var cu protocol.ConnectionUpdate
-	if first.Type != protocol.TypeConnectionUpdate || json.Unmarshal(first.Data, &cu) != nil || cu.Status != protocol.StatusConnected {
-		t.Fatalf("over wss://: first message is %s %s, want the member's own connection_update", first.Type, first.Data)
-	}
-	rc.id = cu.ClientID
-	return rc
+	d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return dialRawWith(ctx, t, d, u, hdr)
 }

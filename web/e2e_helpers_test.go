@@ -153,27 +153,11 @@ func setupNetns(t *testing.T) {
 
 // lockedBuffer collects log lines from several goroutines; the test prints
 // it only when it fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type lockedBuffer struct{ testkit.Buffer }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
+// Printf appends one line, with the time.
 func (l *lockedBuffer) Printf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(&l.b, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	fmt.Fprintf(l, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 }
 
 // dumpOnFailure logs buf at the end of the test if the test failed.

@@ -43,11 +43,7 @@ type Server struct {
 // arguments are appended, e.g. "--appendonly", "yes"), in dir, and waits
 // until it answers PING or ctx ends.
 func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, ErrNoRedis
-	}
-	port, err := testkit.FreePort()
+	path, port, err := binAndPort()
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +54,16 @@ func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// binAndPort finds redis-server and a free port for it.
+func binAndPort() (string, int, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", 0, ErrNoRedis
+	}
+	port, err := testkit.FreePort()
+	return path, port, err
 }
 
 // New is Start for a test: it skips the test when redis-server is missing

@@ -121,11 +121,7 @@ func readRESP(r *bufio.Reader) (any, error) {
 // master at master.Addr() and has connected to it (flags exactly "master").
 // Kill stops it.
 func StartSentinel(ctx context.Context, dir, name string, master *Server) (*Server, error) {
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, ErrNoRedis
-	}
-	port, err := testkit.FreePort()
+	path, port, err := binAndPort()
 	if err != nil {
 		return nil, err
 	}
