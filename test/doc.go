@@ -6,8 +6,9 @@
 //	go test -race ./test/
 //
 // (make test runs them after the other packages, so that they do not compete
-// with them for the CPUs). They need redis-server and nginx; a missing one
-// skips its tests, or fails them under CI=true.
+// with them for the CPUs). They need redis-server and nginx (the impaired
+// network's, /dev/net/tun and network namespaces); a missing one skips its
+// tests, or fails them under CI=true.
 //
 // The files:
 //
@@ -22,6 +23,8 @@
 //	                     cmd/virtutune-server/nginx.conf.example (generated from it)
 //	tls_test.go          TLS served by the server itself
 //	soak_test.go         a soak test: traffic over many sessions with random faults
+//	impaired_test.go     issue 10's scenarios with Go peers on an emulated LAN
+//	                     (internal/netem, internal/impaired)
 //
 // The polling and tool helpers are internal/testkit's, shared with every
 // other test package.
