@@ -25,6 +25,7 @@ import (
 
 	"github.com/virtutune/link/internal/impaired"
 	"github.com/virtutune/link/internal/netem"
+	"github.com/virtutune/link/internal/testkit"
 )
 
 const (
@@ -104,13 +105,13 @@ func TestImpairedBrowser(t *testing.T) {
 		t.Skip("browser tests skipped in -short mode")
 	}
 	if chromiumPath() == "" {
-		skipOrFail(t, "browser tests need Chromium (apt-get install -y chromium, or set %s)", envChromium)
+		testkit.SkipOrFail(t, "browser tests need Chromium (apt-get install -y chromium, or set %s)", envChromium)
 	}
 	if err := netem.Check(); err != nil {
 		if !errors.Is(err, netem.ErrUnavailable) {
 			t.Fatal(err)
 		}
-		skipOrFail(t, "the impaired-network browser test needs the network emulator: %v", err)
+		testkit.SkipOrFail(t, "the impaired-network browser test needs the network emulator: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), impairedTimeout)
 	defer cancel()
