@@ -54,7 +54,7 @@ func TestPairRefusesBadLinks(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, u := range []string{"", "http://h/phone/", "http://h/phone/#s=x", "http://h/phone/#p=y", "/phone/#s=x&p=y"} {
+	for _, u := range []string{"", "http://h/phone/", "http://h/phone/#s=x&p=y", "http://h/p/", "http://h/p/A/B", "/p/ABCDEFGHJKMN"} {
 		if _, err := peer.Pair(ctx, u); !errors.Is(err, peer.ErrBadPairingURL) {
 			t.Errorf("Pair(%q) = %v, want ErrBadPairingURL", u, err)
 		}

@@ -19,8 +19,8 @@ var (
 	// ErrInvalidMessage: the message fails protocol validation (e.g. a chord
 	// outside the grammar); the wrapped *protocol.Error says why.
 	ErrInvalidMessage = errors.New("peer: invalid message")
-	// ErrBadPairingURL: the pairing URL has no #s=<session>&p=<token> fragment.
-	ErrBadPairingURL = errors.New("peer: pairing URL lacks s and p in its fragment")
+	// ErrBadPairingURL: the pairing URL is not http(s)://host/p/<code>.
+	ErrBadPairingURL = errors.New("peer: pairing URL is not http(s)://host/p/<code>")
 	// errInvalidConfig wraps every Config.Validate failure.
 	errInvalidConfig = errors.New("peer: invalid config")
 )

@@ -14,8 +14,8 @@ import (
 )
 
 // SessionInfo is the server's answer to POST /api/sessions (all fields) and
-// to POST /api/pair (the session, user, role, token, ws_url and expiry; a
-// protocol.PairResponse), plus the server it came from.
+// to POST /api/pair (the session, user, role, client id, token, ws_url and
+// expiry; a protocol.PairResponse), plus the server it came from.
 type SessionInfo struct {
 	protocol.SessionResponse
 	// ServerURL is the base URL the request went to (filled by this package).
@@ -43,27 +43,35 @@ func CreateSession(ctx context.Context, baseURL, apiKey string) (SessionInfo, er
 	return info, nil
 }
 
-// Pair trades the pairing token in a pairing URL
-// (http://host:port/phone/#s=<session>&p=<pairing token>) for a phone token
-// with POST /api/pair on the URL's host. A pairing token is single use. It
-// blocks until the server answers or ctx is done.
+// Pair trades the pairing code in a pairing URL (the QR code's content,
+// http://host:port/p/<code>) for a phone token with POST /api/pair on the
+// URL's host. A pairing code is single use. It blocks until the server
+// answers or ctx is done.
 func Pair(ctx context.Context, pairingURL string) (SessionInfo, error) {
 	u, err := url.Parse(pairingURL)
 	if err != nil {
 		return SessionInfo{}, fmt.Errorf("%w: %v", ErrBadPairingURL, err)
 	}
-	frag, err := url.ParseQuery(u.Fragment)
-	if err != nil || frag.Get("s") == "" || frag.Get("p") == "" || u.Host == "" {
+	rest, ok := strings.CutPrefix(u.Path, "/p/")
+	if !ok {
+		rest, ok = strings.CutPrefix(u.Path, "/P/")
+	}
+	if !ok || rest == "" || strings.Contains(rest, "/") || u.Host == "" {
 		return SessionInfo{}, ErrBadPairingURL
 	}
-	base := u.Scheme + "://" + u.Host
+	return pair(ctx, u.Scheme+"://"+u.Host, protocol.PairRequest{Code: rest})
+}
+
+// PairPIN trades the 6-digit code shown on the PC for a phone token with
+// POST /api/pair on the server at baseURL.
+func PairPIN(ctx context.Context, baseURL, pin string) (SessionInfo, error) {
+	return pair(ctx, strings.TrimSuffix(baseURL, "/"), protocol.PairRequest{PIN: pin})
+}
+
+func pair(ctx context.Context, base string, body protocol.PairRequest) (SessionInfo, error) {
 	var info SessionInfo
-	body := protocol.PairRequest{PairingToken: frag.Get("p")}
 	if err := postJSON(ctx, base+"/api/pair", nil, body, http.StatusOK, &info); err != nil {
 		return SessionInfo{}, fmt.Errorf("pair: %w", err)
-	}
-	if info.SessionID == "" {
-		info.SessionID = frag.Get("s")
 	}
 	info.ServerURL = base
 	return info, nil

@@ -137,17 +137,21 @@
 // # HTTP API
 //
 // The server's HTTP API shares these types with its clients (api.go):
-// CreateSessionRequest and SessionResponse (POST /api/sessions), PairRequest
-// and PairResponse, a SessionToken (POST /api/pair), PairingResponse (POST
-// /api/sessions/{id}/pairing). Every refusal, of the API and of the
-// WebSocket's upgrade, has an APIError body {"code", "error"}; its codes are
-// the Code constants of api.go (token_required, invalid_token, pairing_token,
-// api_key_required, wrong_session, origin_not_allowed, forbidden,
-// session_not_found, not_found, method_not_allowed, invalid_client_id,
-// pairing_used, full, draining) and invalid_json, invalid_data, too_large,
-// unavailable and internal. testdata/api_codes.json lists every code of the
-// package; TestAPICodesFile keeps it current and the browser client's tests
-// check against it.
+// CreateSessionRequest and SessionResponse, a SessionToken and a PairingOffer
+// (POST /api/sessions), PairRequest and PairResponse, a SessionToken (POST
+// /api/pair), PairingResponse (POST /api/sessions/{id}/pairing),
+// PairingStatus (GET /api/sessions/{id}/pairing), DevicesResponse of Device
+// (GET /api/sessions/{id}/devices; DELETE .../devices/{client_id} answers
+// 204). Every refusal, of the API and of the WebSocket's upgrade, has an
+// APIError body {"code", "error"}; its codes are the Code constants of api.go
+// (token_required, invalid_token, pairing_token, api_key_required,
+// wrong_session, origin_not_allowed, forbidden, session_not_found, not_found,
+// method_not_allowed, invalid_client_id, pairing_used, pairing_invalid,
+// pairing_expired, pairing_burned, too_many_attempts, too_many_devices,
+// revoked, device_not_found, full, draining) and invalid_json, invalid_data,
+// too_large, unavailable and internal. testdata/api_codes.json lists every
+// code of the package; TestAPICodesFile keeps it current and the browser
+// client's tests check against it.
 //
 // # Close codes
 //
@@ -159,6 +163,7 @@
 //	4101 session ended or expired (terminal)
 //	4102 token expired (terminal)
 //	4103 session full (terminal)
+//	4104 device removed by the PC: the token's client id is revoked for the session (terminal; pair again)
 //
 // 4000-4099 mean reconnect with backoff and resume; 4100-4199 are terminal.
 package protocol

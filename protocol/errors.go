@@ -56,6 +56,7 @@ const (
 	CloseSessionEnded = 4101 // the session expired or was deleted
 	CloseTokenExpired = 4102 // the token expired while connected
 	CloseSessionFull  = 4103 // the session reached its member bound
+	CloseRevoked      = 4104 // the PC removed this device from the session: its tokens no longer work
 )
 
 // CloseIsTerminal reports whether a client should not reconnect after code.

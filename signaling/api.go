@@ -3,18 +3,12 @@ package signaling
 import (
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
-
-	"github.com/go-chi/chi/v5"
-	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/virtutune/link/protocol"
 )
@@ -80,75 +74,26 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "Could not create the session, try again")
 		return
 	}
-	token, exp, err := s.tokens.Sign(uid, sid, protocol.RolePC, tokenSession, s.cfg.SessionTTL)
+	cid := randomID(9)
+	token, exp, err := s.tokens.SignClient(uid, sid, protocol.RolePC, cid, s.cfg.SessionTTL)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, protocol.CodeInternal, "Could not sign a token")
 		return
 	}
-	pairURL, pexp, qr, err := s.pairingLink(r, uid, sid)
+	p, err := s.issuePairing(r, uid, sid)
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, protocol.CodeInternal, "Could not issue a pairing link")
+		s.log.Warn("issue pairing", "session", sid, "err", err)
+		httpError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "Could not issue a pairing code, try again")
 		return
 	}
 	base := s.callerURL(r)
 	s.log.Info("session created", "session", sid, "user", uid)
 	writeJSON(w, http.StatusCreated, protocol.SessionResponse{
 		SessionToken: protocol.SessionToken{
-			SessionID: sid, UserID: uid, Role: protocol.RolePC, Token: token,
+			SessionID: sid, UserID: uid, Role: protocol.RolePC, ClientID: cid, Token: token,
 			WSURL: wsURL(base, sid), ExpiresAt: exp,
 		},
-		PairingURL: pairURL, PairingExpiresAt: pexp,
-		PairingQR: qr,
-	})
-}
-
-func (s *Server) handlePair(w http.ResponseWriter, r *http.Request) {
-	var req protocol.PairRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
-	if err != nil || len(body) > maxAPIBody {
-		httpError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "Request body too large")
-		return
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		httpError(w, http.StatusBadRequest, protocol.CodeInvalidJSON, protocol.MsgInvalidJSON)
-		return
-	}
-	c, err := s.tokens.Parse(req.PairingToken)
-	if err != nil || c.Type != tokenPairing || c.ID == "" {
-		httpError(w, http.StatusUnauthorized, protocol.CodeInvalidToken, "This pairing link is invalid or has expired: scan the new QR code on the PC")
-		return
-	}
-	info, err := s.broker.Session(r.Context(), c.SessionID)
-	if errors.Is(err, ErrSessionNotFound) {
-		httpError(w, http.StatusNotFound, protocol.CodeSessionNotFound, "This session has ended: open VirtuTune Link on the PC again")
-		return
-	} else if err != nil {
-		httpError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "Try again in a moment")
-		return
-	}
-	fresh, err := s.broker.UseOnce(r.Context(), "pair:"+c.ID, s.cfg.PairingTTL+time.Minute)
-	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "Try again in a moment")
-		return
-	}
-	if !fresh {
-		httpError(w, http.StatusGone, protocol.CodePairingUsed, "This pairing link was already used: show a new QR code on the PC")
-		return
-	}
-	uid, _ := c.UserID()
-	ttl := time.Until(info.ExpiresAt)
-	if ttl < time.Minute {
-		ttl = time.Minute
-	}
-	token, exp, err := s.tokens.Sign(uid, c.SessionID, protocol.RolePhone, tokenSession, ttl)
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, protocol.CodeInternal, "Could not sign a token")
-		return
-	}
-	s.log.Info("phone paired", "session", c.SessionID, "user", uid)
-	writeJSON(w, http.StatusOK, protocol.PairResponse{
-		SessionID: c.SessionID, UserID: uid, Role: protocol.RolePhone, Token: token,
-		WSURL: wsURL(s.callerURL(r), c.SessionID), ExpiresAt: exp,
+		PairingOffer: p.PairingOffer,
 	})
 }
 
@@ -158,49 +103,4 @@ func randomUserID() int64 {
 		panic("signaling: crypto/rand failed: " + err.Error())
 	}
 	return int64(binary.BigEndian.Uint64(b[:])%(maxUserID-1)) + 1
-}
-
-// handleNewPairing issues a fresh pairing link for an existing session to
-// the holder of its PC token, so a PC can show a new QR code without ending
-// the session (and without dropping a phone already paired).
-func (s *Server) handleNewPairing(w http.ResponseWriter, r *http.Request) {
-	sid := chi.URLParam(r, "session_id")
-	c, err := s.tokens.Parse(bearer(r))
-	if err != nil || c.Type != tokenSession {
-		httpError(w, http.StatusUnauthorized, protocol.CodeInvalidToken, "A valid PC token is required (Authorization: Bearer)")
-		return
-	}
-	if c.SessionID != sid || c.Role != protocol.RolePC {
-		httpError(w, http.StatusForbidden, protocol.CodeForbidden, "Only this session's PC may issue pairing links")
-		return
-	}
-	if _, err := s.broker.Session(r.Context(), sid); errors.Is(err, ErrSessionNotFound) {
-		httpError(w, http.StatusNotFound, protocol.CodeSessionNotFound, "Session not found or expired")
-		return
-	} else if err != nil {
-		httpError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "Try again in a moment")
-		return
-	}
-	uid, _ := c.UserID()
-	pairURL, pexp, qr, err := s.pairingLink(r, uid, sid)
-	if err != nil {
-		httpError(w, http.StatusInternalServerError, protocol.CodeInternal, "Could not issue a pairing link")
-		return
-	}
-	writeJSON(w, http.StatusCreated, protocol.PairingResponse{SessionID: sid, PairingURL: pairURL, PairingExpiresAt: pexp, PairingQR: qr})
-}
-
-// pairingLink signs a single-use pairing token and returns its URL, expiry
-// and QR code (a PNG data URL).
-func (s *Server) pairingLink(r *http.Request, uid int64, sid string) (string, time.Time, string, error) {
-	pairing, pexp, err := s.tokens.Sign(uid, sid, protocol.RolePhone, tokenPairing, s.cfg.PairingTTL)
-	if err != nil {
-		return "", time.Time{}, "", err
-	}
-	pairURL := s.baseURL(r) + "/phone/#s=" + sid + "&p=" + url.QueryEscape(pairing)
-	png, err := qrcode.Encode(pairURL, qrcode.Medium, 320)
-	if err != nil {
-		return "", time.Time{}, "", err
-	}
-	return pairURL, pexp, "data:image/png;base64," + base64.StdEncoding.EncodeToString(png), nil
 }

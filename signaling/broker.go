@@ -136,7 +136,8 @@ type Broker interface {
 	Close() error
 }
 
-// Store keeps the registry of sessions, single-use pairing tokens and presence.
+// Store keeps the registry of sessions, single-use pairing tokens and codes,
+// paired devices and their revocations, attempt counters, and presence.
 type Store interface {
 	// CreateSession registers s until s.ExpiresAt.
 	CreateSession(ctx context.Context, s SessionInfo) error
@@ -156,4 +157,34 @@ type Store interface {
 	Leave(ctx context.Context, sid string, m protocol.Member) (bool, error)
 	// Members lists the members present in sid, oldest first.
 	Members(ctx context.Context, sid string) ([]protocol.Member, error)
+
+	// PutPairing makes p the one live pairing of p.SessionID until
+	// p.ExpiresAt, ending the one before it (both its codes stop working).
+	// It fails with ErrPINTaken when another live pairing holds p.PINKey.
+	PutPairing(ctx context.Context, p Pairing) error
+	// TakePairing ends and returns the live pairing whose code key (kind
+	// PairByCode) or PIN key (PairByPIN) is key: at most one caller ever gets
+	// a pairing. It fails with ErrPairingExpired when now is at or past its
+	// ExpiresMS (exactly; the pairing is left as it is), ErrPairingUsed for
+	// one taken before (until its expiry plus a minute), and
+	// ErrPairingNotFound otherwise.
+	TakePairing(ctx context.Context, kind PairKind, key string, now time.Time) (Pairing, error)
+	// CurrentPairing returns the live pairing of session sid, or
+	// ErrPairingNotFound.
+	CurrentPairing(ctx context.Context, sid string) (Pairing, error)
+	// Count adds delta (0: just reads) to the counter key and returns its
+	// value. With window > 0 the counter ends window after its first count
+	// (a fixed window); with 0 it lives as long as the store.
+	Count(ctx context.Context, key string, delta int64, window time.Duration) (int64, error)
+	// AddDevice records d as paired with session sid (replacing the record of
+	// the same client id); ErrTooManyDevices when sid has max others.
+	AddDevice(ctx context.Context, sid string, d protocol.Device, max int) error
+	// Devices lists the devices paired with sid, oldest first.
+	Devices(ctx context.Context, sid string) ([]protocol.Device, error)
+	// RemoveDevice forgets the device cid of sid and revokes cid for the
+	// session's lifetime; it reports whether such a device was paired (the
+	// revocation holds either way).
+	RemoveDevice(ctx context.Context, sid, cid string) (bool, error)
+	// Revoked reports whether client id cid was revoked in session sid.
+	Revoked(ctx context.Context, sid, cid string) (bool, error)
 }

@@ -151,6 +151,7 @@ func btCheckOffsets(t *testing.T, ps []Publication, first uint64) {
 // whether two brokers from newBroker share their backing (then the
 // cross-instance cases run too).
 func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
+	testPairingStore(t, newBroker)
 	t.Run("Session", func(t *testing.T) {
 		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtutune/link/protocol"
@@ -57,6 +58,15 @@ type MemoryBroker struct {
 	used     map[string]time.Time
 	closed   bool
 
+	// pmu guards pair (broker_memory_pairing.go); store, when set, keeps what
+	// a restart must not lose (broker_memory_durable.go).
+	pmu   sync.Mutex
+	pair  memPairings
+	store *BoltStore
+	pver  atomic.Uint64 // version of the session records written to store
+	// ckTicker paces the store's checkpoints (nil without a store).
+	ckTicker *time.Ticker
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -73,11 +83,18 @@ type memSession struct {
 	subs    map[uint64]Handler
 	nextSub uint64
 	members map[string]protocol.Member
+	// restored: the session was read back from the store after a restart;
+	// dirty: its state changed since the store's last checkpoint.
+	restored bool
+	dirty    bool
 }
 
 type seqEntry struct {
 	seq  uint64
 	used time.Time
+	// unsure: read back after a restart that may have lost the sender's
+	// latest seqs: the sender's next seq is taken as it comes.
+	unsure bool
 }
 
 // NewMemoryBroker returns a MemoryBroker and starts its janitor; Close stops it.
@@ -88,6 +105,7 @@ func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 		now:      time.Now,
 		sessions: make(map[string]*memSession),
 		used:     make(map[string]time.Time),
+		pair:     newMemPairings(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -105,6 +123,8 @@ func (b *MemoryBroker) janitor() {
 			return
 		case <-t.C:
 			b.sweep()
+		case <-b.checkpointTick():
+			b.checkpoint(false)
 		}
 	}
 }
@@ -119,14 +139,21 @@ func (b *MemoryBroker) sweep() {
 			delete(b.used, k)
 		}
 	}
+	var gone []string
 	for id, s := range b.sessions {
 		s.mu.Lock()
 		dead := now.After(s.info.ExpiresAt) && len(s.subs) == 0
 		s.mu.Unlock()
 		if dead {
 			delete(b.sessions, id)
+			gone = append(gone, id)
 		}
 	}
+	alive := func(id string) bool { _, ok := b.sessions[id]; return ok }
+	b.pmu.Lock()
+	b.pair.sweep(now, alive)
+	b.pmu.Unlock()
+	b.forget(gone)
 }
 
 func (b *MemoryBroker) session(id string) (*memSession, error) {
@@ -158,20 +185,26 @@ func (b *MemoryBroker) lockSession(id string, now time.Time) (*memSession, error
 	return s, nil
 }
 
-// CreateSession implements Store.
-func (b *MemoryBroker) CreateSession(_ context.Context, info SessionInfo) error {
+// CreateSession implements Store. With a store, it returns once the
+// session is written.
+func (b *MemoryBroker) CreateSession(ctx context.Context, info SessionInfo) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return ErrBrokerClosed
 	}
-	b.sessions[info.ID] = &memSession{
+	b.sessions[info.ID] = newMemSession(info)
+	b.mu.Unlock()
+	return b.persist(ctx, info.ID)
+}
+
+func newMemSession(info SessionInfo) *memSession {
+	return &memSession{
 		info:    info,
 		seqs:    make(map[string]*seqEntry),
 		subs:    make(map[uint64]Handler),
 		members: make(map[string]protocol.Member),
 	}
-	return nil
 }
 
 // Session implements Store.
@@ -194,6 +227,7 @@ func (b *MemoryBroker) ExtendSession(_ context.Context, id string, at time.Time)
 	s.mu.Lock()
 	if at.After(s.info.ExpiresAt) {
 		s.info.ExpiresAt = at
+		s.dirty = true // written at the next checkpoint
 	}
 	s.mu.Unlock()
 	return nil
@@ -287,12 +321,17 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 		if e != nil {
 			last = e.seq
 		}
+		// After a restart the last seqs read back may be behind the
+		// senders' (they were checkpointed, not written per message), and
+		// their resends start after what the old process confirmed: the
+		// first seq of such a sender sets its count.
+		lenient := (e != nil && e.unsure) || (e == nil && s.restored)
 		switch {
 		case p.Seq == 0:
 			p.Seq = last + 1
 		case p.Seq <= last:
 			return PublishResult{Seq: p.Seq, Duplicate: true}, nil
-		case p.Seq > last+1:
+		case p.Seq > last+1 && !lenient:
 			return PublishResult{Seq: p.Seq}, ErrBadSequence
 		}
 		if e == nil {
@@ -301,7 +340,9 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 		}
 		e.seq = p.Seq
 		e.used = now
+		e.unsure = false
 	}
+	s.dirty = true
 	s.state.Offset++
 	p.Off = s.state.Offset
 	p.Instance = b.cfg.Instance
@@ -540,5 +581,5 @@ func (b *MemoryBroker) Close() error {
 	b.mu.Unlock()
 	close(b.stop)
 	<-b.done
-	return nil
+	return b.closeStore()
 }

@@ -55,7 +55,7 @@ func (b *RedisBroker) ExtendSession(ctx context.Context, id string, at time.Time
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	n, err := redisExtendScript.Run(ctx, b.client,
-		[]string{b.sessKey(id), b.seqKey(id), b.streamKey(id), b.memberKey(id)}, at.UnixMilli()).Int()
+		[]string{b.sessKey(id), b.seqKey(id), b.streamKey(id), b.memberKey(id), b.devKey(id), b.revKey(id)}, at.UnixMilli()).Int()
 	if err != nil {
 		return b.fail("extend session", err)
 	}

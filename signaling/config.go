@@ -99,6 +99,24 @@ type Limits struct {
 	PingInterval time.Duration
 	PongWait     time.Duration
 	WriteWait    time.Duration
+
+	// PairFailures bounds the failed pairing attempts (a wrong or expired
+	// code of either kind) from one client address within PairFailWindow
+	// (default 10 in 10 minutes); beyond it POST /api/pair answers 429 with
+	// Retry-After, whatever the code, until the window ends.
+	PairFailures   int
+	PairFailWindow time.Duration
+	// PINGuessesPerMinute bounds the wrong 6-digit codes tried per minute on
+	// the whole store (every instance), from any address (default 30);
+	// beyond it 6-digit attempts answer 429 until the minute ends (the QR
+	// link still works). PINGuesses burns every live 6-digit code once that
+	// many wrong 6-digit codes were tried after it was issued (default 10):
+	// a wrong guess names no session, so it counts against all of them.
+	PINGuessesPerMinute int
+	PINGuesses          int
+	// MaxDevices bounds the devices paired with one session (default 8);
+	// pairing one more answers 409 until the PC removes one.
+	MaxDevices int
 }
 
 func (l *Limits) fill() {
@@ -135,6 +153,13 @@ func (l *Limits) fill() {
 	if l.WriteWait == 0 {
 		l.WriteWait = 10 * time.Second
 	}
+	def(&l.PairFailures, 10)
+	if l.PairFailWindow == 0 {
+		l.PairFailWindow = 10 * time.Minute
+	}
+	def(&l.PINGuessesPerMinute, 30)
+	def(&l.PINGuesses, 10)
+	def(&l.MaxDevices, 8)
 }
 
 func (c *Config) fill() {
@@ -179,8 +204,8 @@ func (c *Config) Validate() error {
 	if c.SessionTTL < time.Minute {
 		return bad("session TTL %s is shorter than a minute", c.SessionTTL)
 	}
-	if c.PairingTTL < 10*time.Second || c.PairingTTL > c.SessionTTL {
-		return bad("pairing TTL %s must be between 10s and the session TTL", c.PairingTTL)
+	if c.PairingTTL < time.Second || c.PairingTTL > c.SessionTTL {
+		return bad("pairing TTL %s must be between 1s and the session TTL", c.PairingTTL)
 	}
 	l := c.Limits
 	switch {
@@ -200,6 +225,10 @@ func (c *Config) Validate() error {
 		return bad("pong wait %s must exceed the ping interval %s", l.PongWait, l.PingInterval)
 	case l.WriteWait <= 0:
 		return bad("write wait must be positive")
+	case l.PairFailures < 1 || l.PairFailWindow <= 0 || l.PINGuessesPerMinute < 1 || l.PINGuesses < 1:
+		return bad("pairing attempt limits must be positive")
+	case l.MaxDevices < 1:
+		return bad("max devices %d is below 1", l.MaxDevices)
 	}
 	return nil
 }

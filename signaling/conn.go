@@ -42,6 +42,9 @@ type client struct {
 	tokenExp time.Time
 	// noP2P: the client joined with p2p=0 and takes no part in data channels.
 	noP2P bool
+	// tokenCID is the client id minted into the client's token (cid claim),
+	// "" for tokens without one: removing that device closes the connection.
+	tokenCID string
 
 	out    *outbox       // bounded: Limits.SendQueue frames
 	done   chan struct{} // closed by kill: the connection is closing
@@ -128,7 +131,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if claims.Type == tokenPairing {
-		refuse(http.StatusUnauthorized, protocol.CodePairingToken, "A pairing token must be traded at /api/pair first")
+		refuse(http.StatusUnauthorized, protocol.CodePairingToken, "A pairing token is not a session token: pair with the code the PC shows")
 		return
 	}
 	if claims.SessionID != sid {
@@ -150,6 +153,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		refuse(http.StatusServiceUnavailable, protocol.CodeUnavailable, "Sessions are unavailable, try again")
 		return
+	}
+	if claims.ClientID != "" {
+		if rev, err := s.broker.Revoked(r.Context(), sid, claims.ClientID); err != nil {
+			refuse(http.StatusServiceUnavailable, protocol.CodeUnavailable, "Sessions are unavailable, try again")
+			return
+		} else if rev {
+			refuse(http.StatusUnauthorized, protocol.CodeRevoked, "This device was removed from the session by the PC: pair it again")
+			return
+		}
 	}
 	cid := r.URL.Query().Get("client_id")
 	if cid == "" {
@@ -178,8 +190,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	c := &client{
 		s: s, room: rm, conn: conn,
 		id: cid, sid: sid, role: claims.Role, uid: uid, since: time.Now().UTC(), tokenExp: claims.ExpiresAt.Time,
-		noP2P: r.URL.Query().Get("p2p") == "0",
-		done:  make(chan struct{}), closed: make(chan struct{}),
+		tokenCID: claims.ClientID,
+		noP2P:    r.URL.Query().Get("p2p") == "0",
+		done:     make(chan struct{}), closed: make(chan struct{}),
 		rate: newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 		// transient errors: a burst of 20, then 5 per second
 		errRate: newBucket(5, 20),

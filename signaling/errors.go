@@ -13,6 +13,16 @@ var (
 	ErrUnavailable = errors.New("signaling: broker unavailable")
 	// ErrBrokerClosed: the broker was closed.
 	ErrBrokerClosed = errors.New("signaling: broker closed")
+	// ErrPairingNotFound: no live pairing has that code (or the session has none).
+	ErrPairingNotFound = errors.New("signaling: pairing not found")
+	// ErrPairingExpired: the pairing's expiry has passed.
+	ErrPairingExpired = errors.New("signaling: pairing expired")
+	// ErrPairingUsed: the pairing was taken already (single use).
+	ErrPairingUsed = errors.New("signaling: pairing already used")
+	// ErrPINTaken: another live pairing holds the same 6-digit code; draw another.
+	ErrPINTaken = errors.New("signaling: pairing PIN in use")
+	// ErrTooManyDevices: the session has its maximum of paired devices.
+	ErrTooManyDevices = errors.New("signaling: too many paired devices")
 	// errInvalidConfig wraps every Config.Validate failure.
 	errInvalidConfig = errors.New("signaling: invalid config")
 )

@@ -62,10 +62,10 @@ func (ts *testServer) createSession(t testing.TB) protocol.SessionResponse {
 	return s
 }
 
-// pair trades the pairing token of s for a phone token.
+// pair trades the pairing code of s for a phone token.
 func (ts *testServer) pair(t testing.TB, s protocol.SessionResponse) protocol.PairResponse {
 	t.Helper()
-	code, body := ts.pairRaw(t, pairingToken(t, s.PairingURL))
+	code, body := ts.pairRaw(t, protocol.PairRequest{Code: s.PairingCode})
 	if code != http.StatusOK {
 		t.Fatalf("pair: status %d %s", code, body)
 	}
@@ -76,9 +76,10 @@ func (ts *testServer) pair(t testing.TB, s protocol.SessionResponse) protocol.Pa
 	return p
 }
 
-func (ts *testServer) pairRaw(t testing.TB, tok string) (int, []byte) {
+// pairRaw posts body to /api/pair and returns the status and body.
+func (ts *testServer) pairRaw(t testing.TB, body any) (int, []byte) {
 	t.Helper()
-	b, _ := json.Marshal(protocol.PairRequest{PairingToken: tok})
+	b, _ := json.Marshal(body)
 	resp, err := http.Post(ts.URL+"/api/pair", "application/json", bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
@@ -89,17 +90,15 @@ func (ts *testServer) pairRaw(t testing.TB, tok string) (int, []byte) {
 	return resp.StatusCode, buf.Bytes()
 }
 
-func pairingToken(t testing.TB, pairingURL string) string {
+// pairingJWT signs a pairing token (the format before short codes), which
+// the WebSocket and /api/pair must refuse.
+func (ts *testServer) pairingJWT(t testing.TB, s protocol.SessionResponse) string {
 	t.Helper()
-	u, err := url.Parse(pairingURL)
+	tok, _, err := ts.Tokens().Sign(s.UserID, s.SessionID, "phone", "pairing", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := url.ParseQuery(u.Fragment)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.Get("p")
+	return tok
 }
 
 func (ts *testServer) wsURL(sid string) string {

@@ -157,6 +157,10 @@ func (h *hub) heartbeat() {
 // deliver is the room's broker Handler: it hands p to every local member
 // that should get it, encoding it once.
 func (r *room) deliver(p *Publication) {
+	if p.Type == typeRevoke {
+		r.revoke(p)
+		return
+	}
 	var enc []byte
 	r.mu.Lock()
 	for _, c := range r.clients {

@@ -1,8 +1,8 @@
 package signaling_test
 
 import (
-	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,15 +128,16 @@ func TestTokenLifetime(t *testing.T) {
 	}
 }
 
-// An expired pairing link is refused with 401.
-func TestPairingLinkExpires(t *testing.T) {
-	ts := newServer(t, nil)
+// A pairing expires exactly: once its expiry has passed, neither code works.
+func TestPairingExpiresExactly(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.PairingTTL = time.Second })
 	s := ts.createSession(t)
-	tok := signWith(t, jwtHS256, testSecret, map[string]any{
-		"sub": fmt.Sprint(s.UserID), "sid": s.SessionID, "role": "phone", "typ": "pairing", "jti": "x1",
-		"iat": time.Now().Add(-10 * time.Minute).Unix(), "exp": time.Now().Add(-5 * time.Minute).Unix(),
-	})
-	if code, body := ts.pairRaw(t, tok); code != http.StatusUnauthorized {
-		t.Fatalf("expired pairing link: %d %s", code, body)
+	// Wait for the wall clock to pass the expiry (a timer, bounded by the 1 s TTL).
+	<-time.After(time.Until(s.PairingExpiresAt) + time.Millisecond)
+	for _, body := range []map[string]string{{"pin": s.PairingPIN}, {"code": s.PairingCode}} {
+		code, raw := ts.pairRaw(t, body)
+		if code != http.StatusUnauthorized || !strings.Contains(string(raw), "pairing_expired") {
+			t.Fatalf("%v just after its expiry: %d %s, want 401 pairing_expired", body, code, raw)
+		}
 	}
 }

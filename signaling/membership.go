@@ -63,6 +63,14 @@ func (c *client) join(ctx context.Context) bool {
 		c.kill(protocol.CloseReconnect, "broker unavailable")
 		return false
 	}
+	// A revocation written after the upgrade's check and delivered before
+	// this client was in the room would have missed it: ask again now (the
+	// connection then ends through the usual leave).
+	if c.tokenCID != "" {
+		if rev, err := s.broker.Revoked(ctx, c.sid, c.tokenCID); err == nil && rev {
+			c.kill(protocol.CloseRevoked, "removed by the PC")
+		}
+	}
 	st, err1 := s.broker.State(ctx, c.sid)
 	members, err2 := s.broker.Members(ctx, c.sid)
 	if err1 != nil || err2 != nil {
@@ -124,6 +132,12 @@ func (c *client) leave() {
 			select {
 			case <-t.C:
 			case <-c.s.stop:
+				if c.s.durable() && c.closeCode == protocol.CloseGoingAway {
+					// This process restarts on a store that keeps the
+					// session: the member comes back to it, and the
+					// others learn who is back from their own snapshots.
+					return
+				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

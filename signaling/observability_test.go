@@ -85,7 +85,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatalf("no logs captured: %q", out)
 	}
 	for name, secret := range map[string]string{
-		"pc token": sess.Token, "pairing token": pairingToken(t, sess.PairingURL), "secret": string(testSecret),
+		"pc token": sess.Token, "pairing code": sess.PairingCode, "secret": string(testSecret),
 		"token signature": sess.Token[strings.LastIndexByte(sess.Token, '.')+1:],
 		"ice pwd":         "SECRETICEPASSWORD", "ice ufrag": "UFRAGSECRET",
 	} {

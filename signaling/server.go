@@ -98,6 +98,9 @@ func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
 	r.Post("/api/sessions", s.handleCreateSession)
 	r.Post("/api/sessions/{session_id}/pairing", s.handleNewPairing)
+	r.Get("/api/sessions/{session_id}/pairing", s.handlePairingStatus)
+	r.Get("/api/sessions/{session_id}/devices", s.handleDevices)
+	r.Delete("/api/sessions/{session_id}/devices/{client_id}", s.handleRemoveDevice)
 	r.Post("/api/pair", s.handlePair)
 	r.Get("/ws/guitar/{session_id}/", s.handleWS)
 	r.Get("/ws/guitar/{session_id}", s.handleWS)
@@ -124,6 +127,13 @@ func (s *Server) Handler() http.Handler { return s.router }
 
 // ServeHTTP makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// durable reports whether the broker keeps sessions across a restart of
+// this process (a MemoryBroker with a store).
+func (s *Server) durable() bool {
+	d, ok := s.broker.(interface{ Durable() bool })
+	return ok && d.Durable()
+}
 
 // Broker returns the server's broker.
 func (s *Server) Broker() Broker { return s.broker }

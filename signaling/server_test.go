@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -273,7 +274,7 @@ func TestRefusals(t *testing.T) {
 		{"alg HS512", a.SessionID, hs512, nil, 401},
 		{"bad role", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { c["role"] = "admin" })), nil, 401},
 		{"bad sub", a.SessionID, signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) { c["sub"] = "alice" })), nil, 401},
-		{"pairing token", a.SessionID, pairingToken(t, a.PairingURL), nil, 401},
+		{"pairing token", a.SessionID, ts.pairingJWT(t, a), nil, 401},
 		{"token of another session", b.SessionID, a.Token, nil, 403},
 		{"bad origin", a.SessionID, a.Token, http.Header{"Origin": {"https://evil.example"}}, 403},
 		{"unknown session", "unknownsession99", signWith(t, jwt.SigningMethodHS256, testSecret, claims(func(c jwt.MapClaims) {
@@ -372,15 +373,27 @@ func TestSessionIsolation(t *testing.T) {
 	pairs[1].phone.sync()
 }
 
-// Pairing: single use, expiring, and the phone's token is a session token.
+// Pairing: a short link and a 6-digit code, single use together, and the
+// phone's token is a session token with a client id of its own.
 func TestPairing(t *testing.T) {
 	ts := newServer(t, nil)
 	s := ts.createSession(t)
-	if !strings.Contains(s.PairingURL, "/phone/#s="+s.SessionID) || !strings.HasPrefix(s.PairingQR, "data:image/png;base64,") {
-		t.Fatalf("pairing url %q", s.PairingURL)
+	u, err := url.Parse(s.PairingURL)
+	if err != nil || u.Path != "/p/"+s.PairingCode || len(s.PairingCode) != signaling.CodeLen || len(s.PairingURL) > 60 {
+		t.Fatalf("pairing url %q (code %q): want http://host/p/<12 characters>, at most 60 in all", s.PairingURL, s.PairingCode)
+	}
+	if len(s.PairingPIN) != 6 || strings.Trim(s.PairingPIN, "0123456789") != "" {
+		t.Fatalf("pairing pin %q", s.PairingPIN)
+	}
+	// One pixel per module, a 4-module quiet zone: version 5 at most (37 modules).
+	if !strings.HasPrefix(s.PairingQR, "data:image/png;base64,") || s.PairingQRModules < 21+8 || s.PairingQRModules > 37+8 {
+		t.Fatalf("pairing QR: %d modules, %.40q", s.PairingQRModules, s.PairingQR)
 	}
 	if d := time.Until(s.PairingExpiresAt); d > 300*time.Second || d < 290*time.Second {
 		t.Fatalf("pairing expires in %v, want 300 s", d)
+	}
+	if s.ClientID == "" {
+		t.Fatal("no client id for the PC")
 	}
 	// The PC reached the server as 127.0.0.1: the phone's link must not say so
 	// when this machine has a LAN address; the PC's own ws_url keeps its host.
@@ -390,16 +403,60 @@ func TestPairing(t *testing.T) {
 	if !strings.HasPrefix(s.WSURL, "ws://127.0.0.1:") {
 		t.Fatalf("ws_url %q", s.WSURL)
 	}
-	tok := pairingToken(t, s.PairingURL)
-	if code, body := ts.pairRaw(t, tok); code != 200 {
+	// Scanned codes arrive in any case.
+	code, body := ts.pairRaw(t, map[string]string{"code": strings.ToLower(s.PairingCode)})
+	if code != 200 {
 		t.Fatalf("first pair: %d %s", code, body)
 	}
-	if code, _ := ts.pairRaw(t, tok); code != http.StatusGone {
+	var ph protocol.PairResponse
+	if err := json.Unmarshal(body, &ph); err != nil || ph.ClientID == "" || ph.ClientID == s.ClientID || ph.Role != "phone" {
+		t.Fatalf("pair answer %s", body)
+	}
+	claims, err := ts.Tokens().Parse(ph.Token)
+	if err != nil || claims.ClientID != ph.ClientID {
+		t.Fatalf("phone token: %v, cid %q, want %q", err, claims.ClientID, ph.ClientID)
+	}
+	if code, _ := ts.pairRaw(t, map[string]string{"code": s.PairingCode}); code != http.StatusGone {
 		t.Fatalf("second pair: %d, want 410", code)
 	}
-	if code, _ := ts.pairRaw(t, s.Token); code != http.StatusUnauthorized {
-		t.Fatalf("pc token as pairing token: %d, want 401", code)
+	// The 6-digit code belonged to the same pairing: it went with it.
+	if code, _ := ts.pairRaw(t, map[string]string{"pin": s.PairingPIN}); code != http.StatusGone {
+		t.Fatalf("the pin after the link was used: %d, want 410", code)
 	}
+	for _, body := range []map[string]string{{"pairing_token": ts.pairingJWT(t, s)}, {"code": s.Token}, {"pin": "12345"}} {
+		if code, _ := ts.pairRaw(t, body); code != http.StatusUnauthorized {
+			t.Fatalf("%v: %d, want 401", body, code)
+		}
+	}
+	if code, _ := ts.pairRaw(t, map[string]string{}); code != http.StatusBadRequest {
+		t.Fatalf("no code: %d, want 400", code)
+	}
+	// A fresh pairing, by the typed code this time.
+	p := ts.newPairing(t, s)
+	code, body = ts.pairRaw(t, map[string]string{"pin": p.PairingPIN[:3] + " " + p.PairingPIN[3:]})
+	if code != 200 {
+		t.Fatalf("pair by pin: %d %s", code, body)
+	}
+	if code, _ := ts.pairRaw(t, map[string]string{"code": p.PairingCode}); code != http.StatusGone {
+		t.Fatalf("the link after the pin was used: %d, want 410", code)
+	}
+}
+
+// newPairing asks for a fresh pairing of s as its PC.
+func (ts *testServer) newPairing(t testing.TB, s protocol.SessionResponse) protocol.PairingResponse {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/sessions/"+s.SessionID+"/pairing", nil)
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p protocol.PairingResponse
+	if resp.StatusCode != 201 || json.NewDecoder(resp.Body).Decode(&p) != nil {
+		t.Fatalf("new pairing: status %d", resp.StatusCode)
+	}
+	return p
 }
 
 // The server closes every client with 1001 on shutdown.
@@ -458,7 +515,14 @@ func TestNewPairingLink(t *testing.T) {
 	if resp.StatusCode != 201 || json.NewDecoder(resp.Body).Decode(&p) != nil || p.PairingURL == s.PairingURL {
 		t.Fatalf("status %d %+v", resp.StatusCode, p)
 	}
-	if code, body := ts.pairRaw(t, pairingToken(t, p.PairingURL)); code != 200 {
+	// A newer pairing ends the older one, unused: neither of its codes works.
+	newer := ts.newPairing(t, s)
+	for _, body := range []map[string]string{{"code": p.PairingCode}, {"pin": p.PairingPIN}} {
+		if code, body := ts.pairRaw(t, body); code != http.StatusUnauthorized {
+			t.Fatalf("the older pairing's %s after a new one: %d %s, want 401", body, code, body)
+		}
+	}
+	if code, body := ts.pairRaw(t, map[string]string{"code": newer.PairingCode}); code != 200 {
 		t.Fatalf("pair with the new link: %d %s", code, body)
 	}
 }

@@ -28,6 +28,11 @@ type Claims struct {
 	Role      string `json:"role"`
 	// Type is "pairing" for pairing tokens and absent for session tokens.
 	Type string `json:"typ,omitempty"`
+	// ClientID (cid) is the device's client id, minted into the tokens this
+	// server issues (the PC's at POST /api/sessions, a phone's at pairing):
+	// removing a device revokes its cid for the session. Tokens minted
+	// elsewhere (the main VirtuTune application) may lack it.
+	ClientID string `json:"cid,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -61,12 +66,23 @@ func NewTokens(secret []byte) (*Tokens, error) {
 
 // Sign returns a signed token for user uid in session sid with role, valid for ttl.
 func (t *Tokens) Sign(uid int64, sid, role, typ string, ttl time.Duration) (string, time.Time, error) {
+	return t.sign(uid, sid, role, typ, "", ttl)
+}
+
+// SignClient returns a signed session token for user uid in session sid with
+// role and client id cid (the cid claim), valid for ttl.
+func (t *Tokens) SignClient(uid int64, sid, role, cid string, ttl time.Duration) (string, time.Time, error) {
+	return t.sign(uid, sid, role, tokenSession, cid, ttl)
+}
+
+func (t *Tokens) sign(uid int64, sid, role, typ, cid string, ttl time.Duration) (string, time.Time, error) {
 	now := t.now()
 	exp := now.Add(ttl)
 	c := Claims{
 		SessionID: sid,
 		Role:      role,
 		Type:      typ,
+		ClientID:  cid,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   strconv.FormatInt(uid, 10),
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -110,6 +126,9 @@ func (t *Tokens) Parse(s string) (*Claims, error) {
 	}
 	if c.Type != tokenSession && c.Type != tokenPairing {
 		return nil, fmt.Errorf("%w: unknown token type", errBadToken)
+	}
+	if c.ClientID != "" && !protocol.ValidClientID(c.ClientID) {
+		return nil, fmt.Errorf("%w: cid is not a client id", errBadToken)
 	}
 	return &c, nil
 }

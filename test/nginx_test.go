@@ -221,7 +221,7 @@ func joinApart(ctx context.Context, t testing.TB, ngURL string, relayOnly bool) 
 	t.Helper()
 	log := testkit.Logger(t, slog.LevelWarn)
 	info = createSession(ctx, t, ngURL)
-	if !strings.HasPrefix(info.PairingURL, ngURL+"/phone/#") || info.WSURL != "ws"+strings.TrimPrefix(ngURL, "http")+"/ws/guitar/"+info.SessionID+"/" {
+	if !strings.HasPrefix(info.PairingURL, ngURL+"/p/") || info.WSURL != "ws"+strings.TrimPrefix(ngURL, "http")+"/ws/guitar/"+info.SessionID+"/" {
 		t.Fatalf("links do not name nginx: pairing %q, ws %q", info.PairingURL, info.WSURL)
 	}
 	pc = dialPeer(ctx, t, peerConfig(log, protocol.RolePC, relayOnly), ngURL, info.SessionID, info.Token)

@@ -236,8 +236,9 @@ type instance struct {
 	starts int
 }
 
-// newInstance prepares instance name on a free port, with the tests' secret
-// and args, logging to logPath; start runs it.
+// newInstance prepares instance name on a free port, with the tests' secret,
+// a data directory of its own (kept across its restarts) and args, logging
+// to logPath; start runs it.
 func newInstance(t testing.TB, name, logPath string, args ...string) *instance {
 	t.Helper()
 	if buildErr != nil {
@@ -245,7 +246,8 @@ func newInstance(t testing.TB, name, logPath string, args ...string) *instance {
 	}
 	in := &instance{t: t, name: name, addr: fmt.Sprintf("127.0.0.1:%d", testkit.Port(t)), logPath: logPath}
 	in.url = "http://" + in.addr
-	in.argv = append([]string{serverBin, "-addr", in.addr, "-secret", testSecret, "-instance", name, "-log-level", "info"}, args...)
+	in.argv = append([]string{serverBin, "-addr", in.addr, "-secret", testSecret, "-instance", name, "-log-level", "info",
+		"-data-dir", filepath.Join(t.TempDir(), "data-"+name)}, args...)
 	return in
 }
 

@@ -80,14 +80,13 @@ func TestTLSDirect(t *testing.T) {
 	}
 	// The pairing URL's host is the machine's LAN address (the phone's way
 	// in), which this server, listening on 127.0.0.1, does not serve: trade
-	// its token here.
+	// its code here.
 	pu, err := url.Parse(info.PairingURL)
 	if err != nil {
 		t.Fatalf("pairing_url %q: %v", info.PairingURL, err)
 	}
-	frag, _ := url.ParseQuery(pu.Fragment)
 	var ph peer.SessionInfo
-	if code := postTLS(ctx, t, trusting, base+"/api/pair", "", protocol.PairRequest{PairingToken: frag.Get("p")}, &ph); code != http.StatusOK {
+	if code := postTLS(ctx, t, trusting, base+"/api/pair", "", protocol.PairRequest{Code: strings.TrimPrefix(pu.Path, "/p/")}, &ph); code != http.StatusOK {
 		t.Fatalf("POST /api/pair over HTTPS: HTTP %d", code)
 	}
 	if want := "wss://" + addr + "/ws/guitar/" + info.SessionID + "/"; ph.WSURL != want {
@@ -140,7 +139,7 @@ func TestTLSDirect(t *testing.T) {
 		t.Errorf("plain ws:// to the TLS port was upgraded")
 	}
 	t.Logf("TLS on %s: /healthz, the API (pairing link %s..., ws_url %s) and two wss:// members work with the certificate trusted; without it: %v; plain http://: %s",
-		addr, info.PairingURL[:strings.Index(info.PairingURL, "#")], info.WSURL, untrusted, plain)
+		addr, info.PairingURL[:strings.LastIndex(info.PairingURL, "/")], info.WSURL, untrusted, plain)
 }
 
 // selfSignedCert writes a self-signed ECDSA certificate for 127.0.0.1 (and

@@ -65,8 +65,8 @@ func openPC(t *testing.T, pc *tab, base string) string {
 		return i.src.startsWith('data:image/png;base64,') && i.complete && i.naturalWidth > 0; })()`,
 		"the QR code")
 	url := pc.text("pairing-url")
-	if !strings.HasPrefix(url, base+"/phone/#s=") || !strings.Contains(url, "&p=") {
-		t.Fatalf("pairing URL %q: want %s/phone/#s=...&p=...", url, base)
+	if !strings.HasPrefix(url, base+"/p/") || len(url) > 60 {
+		t.Fatalf("pairing URL %q: want %s/p/<code>, at most 60 characters", url, base)
 	}
 	if href := eval[string](pc, `document.getElementById('pairing-url').href`); href != url {
 		t.Errorf("pairing link href %q, text %q", href, url)
@@ -128,13 +128,13 @@ func testP2P(t *testing.T, base string) {
 
 	url := openPC(t, pc, base)
 	phone.open(url)
-	if got := eval[string](phone, `location.hash`); strings.Contains(got, "p=") {
-		t.Errorf("the phone page kept the single-use pairing token in its address: %q", got)
+	if got := eval[string](phone, `location.pathname + location.hash`); got != "/phone/" {
+		t.Errorf("the phone page kept the single-use pairing code in its address: %q", got)
 	}
 	pc.wait(`document.querySelectorAll('#members li[data-role="phone"]').length === 1`, "the phone in the member list")
 	// The used link is replaced by a fresh one of the same session.
 	pc.wait(`(() => { const a = document.getElementById('pairing-url');
-		return a.textContent !== `+jsString(url)+` && a.textContent.startsWith(`+jsString(url[:strings.Index(url, "&p=")+3])+`)
+		return a.textContent !== `+jsString(url)+` && a.textContent.startsWith(`+jsString(base+"/p/")+`)
 			&& a.href === a.textContent && document.getElementById('qr').complete; })()`, "a fresh pairing link")
 	fresh := pc.text("pairing-url")
 	waitPath(phone, "p2p")
@@ -166,10 +166,11 @@ func testP2P(t *testing.T, base string) {
 	if _, err := peer.Pair(ctx, url); err == nil || !strings.Contains(err.Error(), "410") {
 		t.Errorf("pairing again with the used link: %v, want HTTP 410", err)
 	}
+	sid := eval[string](pc, `window.__vt.link.sessionId`)
 	if info, err := peer.Pair(ctx, fresh); err != nil {
 		t.Errorf("pairing with the PC page's fresh link: %v", err)
-	} else if !strings.Contains(url, "#s="+info.SessionID+"&") {
-		t.Errorf("the fresh link is for session %s, the first for %s", info.SessionID, url)
+	} else if info.SessionID != sid {
+		t.Errorf("the fresh link is for session %s, the PC's is %s", info.SessionID, sid)
 	}
 }
 
@@ -187,10 +188,7 @@ func testRelay(t *testing.T, base, phoneQuery, pcInit, reasonOn, reason string) 
 	}
 
 	url := openPC(t, pc, base)
-	if phoneQuery != "" {
-		i := strings.Index(url, "#")
-		url = url[:i] + phoneQuery + url[i:]
-	}
+	url += phoneQuery
 	phone.open(url)
 	pc.wait(`document.querySelectorAll('#members li[data-role="phone"]').length === 1`, "the phone in the member list")
 	why := map[string]*tab{"pc": pc, "phone": phone}[reasonOn]

@@ -46,6 +46,7 @@ type file struct {
 //
 //	GET /             the PC page (static/index.html)
 //	GET /phone/       the phone page (static/phone.html); /phone redirects to it
+//	GET /p/CODE       the phone page too: a pairing link (the QR code's content)
 //	GET /static/NAME  the embedded scripts, styles and pages
 //
 // Anything else is 404; methods other than GET and HEAD get 405. HTML is sent
@@ -68,6 +69,9 @@ func Handler() http.Handler {
 		case p == "/" || p == "/index.html":
 			name = "index.html"
 		case p == "/phone/" || p == "/phone/index.html":
+			name = "phone.html"
+		case isPairPath(p):
+			// The QR code's short link: the phone page, which trades the code.
 			name = "phone.html"
 		case p == "/phone":
 			if !getOrHead(w, r) {
@@ -99,6 +103,24 @@ func Handler() http.Handler {
 		}
 		http.ServeContent(w, r, f.name, time.Time{}, bytes.NewReader(f.body))
 	})
+}
+
+// isPairPath reports whether p is a pairing link's path: /p/<code> (either
+// case, since QR codes carry it upper case), the code 4-32 letters and digits.
+func isPairPath(p string) bool {
+	code, ok := strings.CutPrefix(p, "/p/")
+	if !ok {
+		code, ok = strings.CutPrefix(p, "/P/")
+	}
+	if !ok || len(code) < 4 || len(code) > 32 {
+		return false
+	}
+	for _, c := range code {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func getOrHead(w http.ResponseWriter, r *http.Request) bool {

@@ -48,6 +48,11 @@ func TestRoutes(t *testing.T) {
 		{"/favicon.ico", "", "", "", 404},
 		{"/api/sessions", "", "", "", 404},
 		{"/phone/extra", "", "", "", 404},
+		{"/p/K7QX2M9DPA4T", "text/html; charset=utf-8", "no-cache", `id="practice-toggle"`, 200},
+		{"/P/K7QX2M9DPA4T", "text/html; charset=utf-8", "no-cache", `id="practice-toggle"`, 200},
+		{"/p/", "", "", "", 404},
+		{"/p/AB/CD", "", "", "", 404},
+		{"/p/ABC%2E", "", "", "", 404},
 		{"/web.go", "", "", "", 404},
 	}
 	for _, tt := range tests {

@@ -72,19 +72,14 @@ type pairing struct {
 }
 
 // createPairing creates a session (POST /api/sessions) and trades its pairing
-// token for a phone token (POST /api/pair), as the PC page and the phone do.
+// code for a phone token (POST /api/pair), as the PC page and the phone do.
 func (a *apiClient) createPairing(ctx context.Context) (pairing, error) {
 	var s protocol.SessionResponse
 	if err := a.post(ctx, "/api/sessions", struct{}{}, http.StatusCreated, &s); err != nil {
 		return pairing{}, err
 	}
-	u, err := url.Parse(s.PairingURL)
-	if err != nil {
-		return pairing{}, fmt.Errorf("pairing URL: %w", err)
-	}
-	frag, _ := url.ParseQuery(u.Fragment)
 	var p protocol.PairResponse
-	if err := a.post(ctx, "/api/pair", protocol.PairRequest{PairingToken: frag.Get("p")}, http.StatusOK, &p); err != nil {
+	if err := a.post(ctx, "/api/pair", protocol.PairRequest{Code: s.PairingCode}, http.StatusOK, &p); err != nil {
 		return pairing{}, err
 	}
 	return pairing{SessionID: s.SessionID, PCToken: s.Token, PhoneToken: p.Token}, nil

@@ -4,11 +4,13 @@
 // protocol plus WebRTC signaling.
 //
 // Every flag has an environment variable; a flag given on the command line
-// wins. With no configuration it serves on :8000 with the in-memory broker and
-// a freshly generated token secret, and prints the URL to open on the PC.
+// wins. With no configuration it serves on :8000 with the in-memory broker,
+// keeps its sessions, pairings and a generated token secret in a bbolt file
+// under the data directory (so a restart needs no rescan), and prints the URL
+// to open on the PC.
 //
 //	virtutune-server [-addr :8000] [-secret S] [-api-key K] [-allowed-origins O1,O2]
-//	                 [-public-url URL] [-redis-url URL] [-redis-prefix P]
+//	                 [-public-url URL] [-data-dir DIR] [-redis-url URL] [-redis-prefix P]
 //	                 [-tls-cert F -tls-key F] [-log-level info] [-pprof]
 //	                 [-rate 50] [-burst 100]
 package main
@@ -26,6 +28,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,6 +73,7 @@ func run(args []string) error {
 	origins := fs.String("allowed-origins", env("VIRTUTUNE_ALLOWED_ORIGINS", ""), "extra allowed Origins, comma-separated (VIRTUTUNE_ALLOWED_ORIGINS)")
 	publicURL := fs.String("public-url", env("VIRTUTUNE_PUBLIC_URL", ""), "base URL phones use, e.g. https://link.example.com (VIRTUTUNE_PUBLIC_URL); default: this machine's LAN address")
 	redisURL := fs.String("redis-url", env("REDIS_URL", ""), "Redis URL for several instances, e.g. redis://host:6379/0 (REDIS_URL); empty: in-memory")
+	dataDir := fs.String("data-dir", env("VIRTUTUNE_DATA_DIR", defaultDataDir()), "directory of the single instance's store: sessions, pairings and the generated secret survive a restart (VIRTUTUNE_DATA_DIR); empty: nothing kept; unused with Redis")
 	redisPrefix := fs.String("redis-prefix", env("VIRTUTUNE_REDIS_PREFIX", "vt:"), "prefix of every Redis key (VIRTUTUNE_REDIS_PREFIX)")
 	tlsCert := fs.String("tls-cert", env("VIRTUTUNE_TLS_CERT", ""), "TLS certificate file; with -tls-key serves HTTPS/WSS directly (VIRTUTUNE_TLS_CERT)")
 	tlsKey := fs.String("tls-key", env("VIRTUTUNE_TLS_KEY", ""), "TLS key file (VIRTUTUNE_TLS_KEY)")
@@ -101,8 +105,31 @@ func run(args []string) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
+	// The single instance keeps what a restart must not lose in its data
+	// directory; with Redis, Redis does.
+	var store *signaling.BoltStore
+	if *redisURL == "" && *dataDir != "" {
+		st, err := signaling.OpenBoltStore(*dataDir)
+		if err != nil {
+			return fmt.Errorf("%w (give each instance its own -data-dir, or share Redis)", err)
+		}
+		defer st.Close()
+		store = st
+		log.Info("keeping sessions across restarts", "store", st.Path())
+	}
 	sec := []byte(*secret)
-	if len(sec) == 0 {
+	switch {
+	case len(sec) > 0:
+	case store != nil:
+		s, generated, err := store.Secret()
+		if err != nil {
+			return fmt.Errorf("token secret in %s: %w", store.Path(), err)
+		}
+		sec = s
+		if generated {
+			log.Info("no VIRTUTUNE_SECRET given: generated a token secret and stored it (mode 0600)", "store", store.Path())
+		}
+	default:
 		b := make([]byte, 32)
 		if _, err := rand.Read(b); err != nil {
 			return err
@@ -128,11 +155,21 @@ func run(args []string) error {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
 		}
 	}
-	if *redisURL != "" {
+	switch {
+	case *redisURL != "":
 		b, err := newRedisBroker(ctx, *redisURL, *redisPrefix, *instance, log)
 		if err != nil {
 			return err
 		}
+		defer b.Close()
+		cfg.Broker = b
+	case store != nil:
+		b, err := signaling.OpenMemoryBroker(signaling.MemoryConfig{Instance: *instance}, store)
+		if err != nil {
+			return err
+		}
+		// Deferred after the store's Close, so it runs first: it writes the
+		// final checkpoint.
 		defer b.Close()
 		cfg.Broker = b
 	}
@@ -192,6 +229,18 @@ func run(args []string) error {
 		log.Warn("shutdown", "err", err)
 	}
 	return nil
+}
+
+// defaultDataDir is $XDG_STATE_HOME/virtutune-link, else
+// ~/.local/state/virtutune-link, else ./virtutune-data.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "virtutune-link")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "state", "virtutune-link")
+	}
+	return "virtutune-data"
 }
 
 func brokerName(redisURL string) string {

@@ -1,17 +1,31 @@
-// pc.js: the PC page. Creates a session (or resumes the one of this tab),
-// shows the pairing QR code and link, then the current chord with its finger
-// diagram, strings that sound, the practice timer and the state of the link.
-import { createSession, newPairing, Link } from './link.js';
+// pc.js: the PC page. Creates a session (or resumes the one kept in
+// localStorage), shows the pairing — a QR code of a short link and a 6-digit
+// code, always live — and folds it away once a phone is paired; then the
+// current chord with its finger diagram, strings that sound, the practice
+// timer, the paired devices (each can be removed) and the state of the link.
+import { createSession, Link } from './link.js';
 import { STRING_NAMES, playString, strum, unlockAudio } from './chords.js';
-import { $, showError, renderChord, renderPractice, renderLinkState, storage, p2pAllowed } from './ui.js';
+import { $, showError, renderChord, renderPractice, renderLinkState, p2pAllowed } from './ui.js';
+import { newPairing, pairingStatus, devices, removeDevice, sessionGone, formatPIN, store } from './pairing.js';
 
-const KEY = 'vt.pc.session';
+const KEY = 'vt.pc';
+/** QR pixels per module: unfolded before pairing, and when opened after. */
+const QR_SCALE = 6;
+const QR_SCALE_PAIRED = 5;
+/** How often the PC asks whether its pairing is still live while it is shown. */
+const STATUS_EVERY_MS = 3000;
+
 let link = null;
 let session = null;
 let chord = '';
 let expiryTimer = 0;
-let phonesSeen = 0;
+let statusTimer = 0;
 let refreshing = null;
+let paired = []; // devices paired with the session
+let members = []; // the link's member list
+let folded = false;
+
+// ------------------------------------------------------------ strings
 
 function buildStrings() {
   const box = $('strings');
@@ -22,8 +36,8 @@ function buildStrings() {
     b.type = 'button';
     b.className = 'string';
     b.dataset.string = String(n);
-    b.setAttribute('aria-label', `String ${n} (${STRING_NAMES[i]})`);
-    b.innerHTML = `<span class="label">${n} ${STRING_NAMES[i]}</span><span class="line" style="--w:${1 + (5 - i) * 0.6}px"></span>`;
+    // The accessible name is the visible text ("6 E") plus "string".
+    b.innerHTML = `<span class="label">${n} ${STRING_NAMES[i]}</span><span class="line" style="--w:${1 + (5 - i) * 0.6}px"></span><span class="sr-only"> string</span>`;
     b.addEventListener('click', () => pluck(n));
     box.appendChild(b);
   }
@@ -41,53 +55,205 @@ function doStrum() {
     const b = document.querySelector(`.string[data-string="${n}"]`);
     if (b) { b.classList.remove('plucked'); void b.offsetWidth; b.classList.add('plucked'); }
   }
+  document.body.dataset.strums = String(Number(document.body.dataset.strums || 0) + 1);
 }
 
+const typing = (t) => t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
+
+// Space always strums, whatever button has the focus (a focused string
+// button would otherwise be plucked again); Enter strums unless it activates
+// a focused control; 1-6 pluck.
 document.addEventListener('keydown', (e) => {
-  if (e.altKey || e.ctrlKey || e.metaKey || e.repeat) return;
-  const t = e.target;
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  if (e.altKey || e.ctrlKey || e.metaKey || typing(e.target)) return;
+  if (e.key === ' ' || e.code === 'Space') {
+    e.preventDefault();
+    if (!e.repeat) doStrum();
+    return;
+  }
+  if (e.repeat) return;
   if (e.key >= '1' && e.key <= '6') { pluck(Number(e.key)); e.preventDefault(); return; }
-  if ((e.key === ' ' || e.key === 'Enter') && !(t && t.tagName === 'BUTTON')) {
+  const t = e.target;
+  if (e.key === 'Enter' && !(t && (t.tagName === 'BUTTON' || t.tagName === 'A' || t.tagName === 'SUMMARY'))) {
     doStrum();
     e.preventDefault();
   }
-});
+}, true);
+// A button's own Space activation happens on keyup: stop it too.
+document.addEventListener('keyup', (e) => {
+  if ((e.key === ' ' || e.code === 'Space') && !typing(e.target)) e.preventDefault();
+}, true);
 
-function showPairing(s) {
+// ------------------------------------------------------------ pairing
+
+function showPairing(p) {
   const qr = $('qr');
-  qr.src = s.pairing_qr || '';
+  const n = p.pairing_qr_modules || 0;
+  qr.src = p.pairing_qr || '';
+  qr.dataset.modules = String(n);
+  sizeQR();
   const a = $('pairing-url');
-  a.textContent = s.pairing_url || '';
-  a.href = s.pairing_url || '#';
-  $('session-id').textContent = s.session_id || '';
+  a.textContent = p.pairing_url || '';
+  a.href = p.pairing_url || '#';
+  $('pin').textContent = formatPIN(p.pairing_pin);
+  $('pin').dataset.pin = p.pairing_pin || '';
+  $('pin').setAttribute('aria-label', '6-digit code: ' + (p.pairing_pin || '').split('').join(' '));
+  try { $('phone-url').textContent = new URL(p.pairing_url).origin + '/phone'; } catch { $('phone-url').textContent = '/phone'; }
   clearInterval(expiryTimer);
-  const exp = Date.parse(s.pairing_expires_at);
+  const exp = Date.parse(p.pairing_expires_at);
   const tick = () => {
-    const left = Math.round((exp - Date.now()) / 1000);
+    const left = Math.ceil((exp - Date.now()) / 1000);
     const el = $('pairing-expiry');
     if (!Number.isFinite(exp)) { el.textContent = ''; return; }
     if (left > 0) {
-      el.textContent = `This QR code works once and expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}.`;
-      $('new-qr').hidden = true;
-      $('pairing').classList.remove('expired');
+      el.textContent = `The code works once and for ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')} more; then a new one appears.`;
     } else {
-      el.textContent = 'This QR code has expired.';
-      $('new-qr').hidden = false;
-      $('pairing').classList.add('expired');
+      el.textContent = 'This code has expired: making a new one…';
       clearInterval(expiryTimer);
+      refreshPairing();
     }
   };
   tick();
   expiryTimer = setInterval(tick, 1000);
 }
 
+// sizeQR draws the QR code with whole pixels per module, large enough to
+// scan from across a room.
+function sizeQR() {
+  const qr = $('qr');
+  const n = Number(qr.dataset.modules) || 0;
+  if (!n) return;
+  const px = n * (folded ? QR_SCALE_PAIRED : QR_SCALE);
+  qr.style.width = qr.style.height = px + 'px';
+  qr.width = qr.height = px;
+}
+
+// refreshPairing shows a fresh pairing of the same session (ending the
+// older; a phone already paired stays paired). When the session is gone it
+// starts a new one.
+function refreshPairing() {
+  if (!session) return Promise.resolve();
+  if (refreshing) return refreshing;
+  const s = session;
+  refreshing = newPairing(s.session_id, s.token).then((p) => {
+    if (session !== s) return;
+    Object.assign(s, p);
+    store.set(KEY, s);
+    showPairing(s);
+  }, (e) => {
+    if (session !== s) return;
+    if (sessionGone(e)) { store.del(KEY); start({ fresh: true }); } else showError('Could not make a new pairing code: ' + e.message);
+  }).finally(() => { refreshing = null; });
+  return refreshing;
+}
+
+// watchPairing asks, while the pairing is shown, whether its code is still
+// live (used by a phone, replaced, expired, or its 6-digit code retired
+// after wrong guesses elsewhere) and shows a fresh one when not.
+function watchPairing() {
+  clearInterval(statusTimer);
+  statusTimer = setInterval(async () => {
+    if (!session || !$('pairing').open || document.hidden) return;
+    const s = session;
+    try {
+      const st = await pairingStatus(s.session_id, s.token);
+      if (session === s && (!st.live || !st.pin_live)) refreshPairing();
+    } catch (e) {
+      if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
+    }
+  }, STATUS_EVERY_MS);
+}
+
+function fold(on) {
+  folded = on;
+  $('pairing').open = !on;
+  sizeQR();
+}
+
+// ------------------------------------------------------------ devices
+
+async function refreshDevices() {
+  if (!session) return;
+  const s = session;
+  try {
+    const ds = await devices(s.session_id, s.token);
+    if (session !== s) return;
+    paired = ds;
+  } catch (e) {
+    if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
+    return;
+  }
+  renderDevices();
+}
+
+function when(t) {
+  const d = t ? new Date(t) : null;
+  return d && !Number.isNaN(d.getTime()) ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+}
+
+// renderDevices lists this PC, every paired phone (connected or not, with a
+// Remove button) and any other member connected with a token of its own.
+function renderDevices() {
+  const ul = $('members');
+  ul.textContent = '';
+  const live = new Map(members.map((m) => [m.client_id, m]));
+  const rows = [];
+  for (const m of members) if (m.self) rows.push({ m, name: 'This PC' });
+  for (const d of paired) rows.push({ d, m: live.get(d.client_id), name: d.name || 'Phone' });
+  for (const m of members) if (!m.self && !paired.some((d) => d.client_id === m.client_id)) rows.push({ m, name: m.role === 'phone' ? 'Phone' : m.role === 'pc' ? 'PC' : 'Device' });
+  let phonesOn = 0;
+  for (const { m, d, name } of rows) {
+    const li = document.createElement('li');
+    const role = (m && m.role) || (d && d.role) || '';
+    li.dataset.role = m ? role : 'offline-' + role;
+    li.dataset.clientId = (m && m.client_id) || (d && d.client_id) || '';
+    li.dataset.connected = m ? 'true' : 'false';
+    const text = document.createElement('span');
+    text.className = 'dev-text';
+    let line = name;
+    if (m && !m.self) {
+      line += ` · connected · ${m.path === 'p2p' ? 'P2P' : 'relay'}`;
+      if (role === 'phone') phonesOn++;
+    } else if (!m) {
+      line += ' · not connected' + (d && d.paired_at ? ` (paired ${when(d.paired_at)})` : '');
+    }
+    text.textContent = line;
+    li.appendChild(text);
+    if (d) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'remove';
+      b.textContent = 'Remove';
+      b.setAttribute('aria-label', `Remove ${name}`);
+      b.addEventListener('click', () => remove(d));
+      li.appendChild(b);
+    }
+    ul.appendChild(li);
+  }
+  const st = $('link-status');
+  if (phonesOn > 0) st.textContent = phonesOn === 1 ? 'Phone connected.' : `${phonesOn} phones connected.`;
+  else if (paired.length > 0) st.textContent = 'No phone connected — open VirtuTune on the paired phone (it reconnects by itself).';
+  else st.textContent = 'No phone paired yet — scan the QR code with your phone.';
+  st.dataset.phones = String(phonesOn);
+  $('pairing-title').textContent = paired.length > 0 ? 'Pair another phone' : 'Pair your phone';
+  $('pairing-hint').textContent = paired.length > 0 ? '(show the QR code and the 6-digit code)' : '';
+}
+
+async function remove(d) {
+  if (!session) return;
+  try {
+    await removeDevice(session.session_id, session.token, d.client_id);
+    paired = paired.filter((x) => x.client_id !== d.client_id);
+    renderDevices();
+  } catch (e) {
+    showError('Could not remove the device: ' + e.message + ' — try again.');
+  }
+}
+
+// ------------------------------------------------------------ session
+
 async function start({ fresh = false } = {}) {
   showError('');
-  let s = fresh ? null : storage.get(KEY);
-  if (s && !(Date.parse(s.expires_at) > Date.now() + 5000)) s = null;
-  // A session kept from before a reload: its pairing link may have been used
-  // or have expired meanwhile, so ask for a fresh one once connected.
+  let s = fresh ? null : store.get(KEY);
   const kept = !!s;
   if (!s) {
     try {
@@ -96,20 +262,25 @@ async function start({ fresh = false } = {}) {
       showError(e.message);
       $('ws-state').dataset.state = 'closed';
       $('ws-state').textContent = 'disconnected';
-      const b = $('new-session');
-      b.hidden = false;
+      $('new-session').hidden = false;
       return;
     }
-    storage.set(KEY, s);
+    store.set(KEY, s);
   }
   session = s;
-  phonesSeen = 0;
+  paired = [];
+  members = [];
+  fold(false);
+  $('session-id').textContent = s.session_id || '';
   showPairing(s);
-  if (kept) refreshPairing();
+  watchPairing();
+  if (kept) { refreshPairing(); refreshDevices(); }
   if (link) link.close();
+  let phonesSeen = 0;
   link = new Link({
     sessionId: s.session_id,
     token: s.token,
+    clientId: s.client_id || undefined,
     role: 'pc',
     userId: s.user_id,
     p2p: p2pAllowed(),
@@ -127,7 +298,19 @@ async function start({ fresh = false } = {}) {
       if (st.chord !== chord) { chord = st.chord; renderChord(chord); }
       renderPractice(st.practice.status, st.practice.timestamp);
     },
-    onMembers: renderMembers,
+    onMembers(list) {
+      members = list;
+      const phones = list.filter((m) => !m.self && m.role === 'phone').length;
+      if (phones > phonesSeen) {
+        // A phone arrived: the code on screen was (most likely) just used,
+        // and it is now paired: fold the pairing away, fetch the list.
+        refreshPairing();
+        refreshDevices();
+        fold(true);
+      }
+      phonesSeen = phones;
+      renderDevices();
+    },
     onLinkState(st) {
       renderLinkState(st);
       if (st.ws === 'closed' && st.reason) $('new-session').hidden = false;
@@ -135,48 +318,7 @@ async function start({ fresh = false } = {}) {
     onError: showError,
   });
   link.connect();
-}
-
-// refreshPairing replaces the QR code and link with a fresh single-use pairing
-// link of the same session (a phone already paired stays paired). When the
-// session is gone, it starts a new one.
-function refreshPairing() {
-  if (!session) return Promise.resolve();
-  if (refreshing) return refreshing;
-  const s = session;
-  refreshing = newPairing(s.session_id, s.token).then((p) => {
-    if (session !== s) return;
-    Object.assign(s, { pairing_url: p.pairing_url, pairing_qr: p.pairing_qr, pairing_expires_at: p.pairing_expires_at });
-    storage.set(KEY, s);
-    showPairing(s);
-  }, (e) => {
-    if (session !== s) return;
-    if (e.status === 401 || e.status === 403 || e.status === 404) { storage.del(KEY); start({ fresh: true }); } else showError(e.message);
-  }).finally(() => { refreshing = null; });
-  return refreshing;
-}
-
-function renderMembers(list) {
-  const ul = $('members');
-  ul.textContent = '';
-  const others = list.filter((m) => !m.self);
-  for (const m of list) {
-    const li = document.createElement('li');
-    li.dataset.role = m.role || '';
-    li.dataset.clientId = m.client_id;
-    const since = m.since ? new Date(m.since) : null;
-    const when = since && !Number.isNaN(since.getTime()) ? since.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
-    li.textContent = `${m.role === 'phone' ? 'Phone' : m.role === 'pc' ? 'PC' : m.role || 'Device'}${m.self ? ' (this page)' : ''}` +
-      `${when ? ' · since ' + when : ''}${m.self ? '' : ' · ' + (m.path === 'p2p' ? 'P2P' : 'relay')}`;
-    ul.appendChild(li);
-  }
-  const phones = others.filter((m) => m.role === 'phone').length;
-  // A phone joined: the QR code on screen was (most likely) just used, and a
-  // pairing link works once. Show a fresh one for the next device.
-  if (phones > phonesSeen) refreshPairing();
-  phonesSeen = phones;
-  $('pairing').classList.toggle('compact', phones > 0);
-  $('pairing-title').textContent = phones > 0 ? 'Phone connected. Pair another device:' : 'Scan with your phone';
+  renderDevices();
 }
 
 $('copy-url').addEventListener('click', async () => {
@@ -198,7 +340,8 @@ $('copy-url').addEventListener('click', async () => {
   }
 });
 $('new-qr').addEventListener('click', () => refreshPairing());
-$('new-session').addEventListener('click', () => { storage.del(KEY); $('new-session').hidden = true; start({ fresh: true }); });
+$('pairing').addEventListener('toggle', () => { sizeQR(); if ($('pairing').open) refreshPairing(); });
+$('new-session').addEventListener('click', () => { store.del(KEY); $('new-session').hidden = true; start({ fresh: true }); });
 $('strum').addEventListener('click', doStrum);
 
 buildStrings();

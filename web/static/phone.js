@@ -1,19 +1,19 @@
-// phone.js: the phone page. Pairs with the token in the link's fragment
-// (#s=<session>&p=<pairing token>), keeps the phone token in sessionStorage so
-// a reload reconnects without the single-use pairing link, and sends chord
-// changes and practice start/stop.
-import { pair, Link } from './link.js';
+// phone.js: the phone page. A phone that is not paired shows how to pair:
+// scan the PC's QR code (its short link, /p/<code>, opens this page, which
+// trades the code) or type the 6-digit code the PC shows. Once paired it
+// keeps its credentials in localStorage (until the session's expiry), so a
+// reload, a closed tab or a browser restart reconnects without pairing
+// again; it sends chord changes and practice start/stop.
+import { Link, closeText } from './link.js';
 import { GRID } from './chords.js';
-import { $, showError, renderChord, renderPractice, renderLinkState, storage, p2pAllowed } from './ui.js';
+import { $, showError, renderChord, renderPractice, renderLinkState, p2pAllowed } from './ui.js';
+import { pair, codeFromPath, normalizePIN, store } from './pairing.js';
 
+const KEY = 'vt.phone';
 let link = null;
+let creds = null;
 let practice = '';
 let wakeLock = null;
-
-function params() {
-  const h = new URLSearchParams(location.hash.replace(/^#/, ''));
-  return { sid: h.get('s') || '', ptoken: h.get('p') || '' };
-}
 
 function status(text) { $('status').textContent = text; }
 
@@ -37,7 +37,7 @@ function markChord(name) {
 }
 
 function choose(name) {
-  if (!link) { showError('Not connected yet — scan the QR code on your PC.'); return; }
+  if (!link) return;
   if (link.sendChord(name)) {
     markChord(name);
     if (navigator.vibrate) try { navigator.vibrate(8); } catch { /* not allowed */ }
@@ -79,52 +79,41 @@ function onPractice(st, ts) {
   keepAwake(st === 'started');
 }
 
-// ------------------------------------------------------------ start
+// ------------------------------------------------------------ views
 
-async function start() {
-  buildGrid();
-  markChord('');
-  $('practice-toggle').addEventListener('click', () => {
-    if (!link) { showError('Not connected yet — scan the QR code on your PC.'); return; }
-    if (practice === 'started') link.practiceEnd(); else link.practiceStart();
-  });
+// showPairView shows how to pair (and why, when a pairing ended).
+function showPairView(why = '') {
+  if (link) { link.close(); link = null; }
+  $('play-view').hidden = true;
+  $('pair-view').hidden = false;
+  document.body.dataset.view = 'pair';
+  $('pair-status').textContent = why;
+  $('ws-state').dataset.state = 'closed';
+  $('ws-state').textContent = 'not paired';
+  $('path').hidden = true;
+  showError('');
+}
 
-  const { sid, ptoken } = params();
-  const key = (id) => 'vt.phone.' + id;
-  let creds = sid ? storage.get(key(sid)) : null;
-  if (creds && !(Date.parse(creds.expires_at) > Date.now() + 5000)) { storage.del(key(sid)); creds = null; }
-  if (!creds) {
-    if (!ptoken) {
-      status('');
-      showError(sid ? 'This pairing link has expired — scan the new QR code on your PC'
-        : 'Scan the QR code shown on your PC to connect this phone.');
-      $('ws-state').dataset.state = 'closed';
-      $('ws-state').textContent = 'disconnected';
-      return;
-    }
-    status('Pairing…');
-    try {
-      creds = await pair(ptoken);
-    } catch (e) {
-      status('');
-      showError(e.message);
-      $('ws-state').dataset.state = 'closed';
-      $('ws-state').textContent = 'disconnected';
-      return;
-    }
-    storage.set(key(creds.session_id), creds);
-  }
-  // The pairing token is single use: drop it from the address so a reload or a
-  // bookmark does not try it again (sessionStorage holds the phone token).
-  const keep = location.hash.match(/nop2p=1/) ? '&nop2p=1' : '';
-  history.replaceState(null, '', location.pathname + location.search + '#s=' + encodeURIComponent(creds.session_id) + keep);
-  status('');
+function showPlayView() {
+  $('pair-view').hidden = true;
+  $('play-view').hidden = false;
+  $('path').hidden = false;
+  document.body.dataset.view = 'play';
+}
 
+// connect starts the link with the kept credentials.
+function connect() {
+  showPlayView();
+  showError('');
+  status('Connecting…');
+  if (link) link.close();
+  const c = creds;
   link = new Link({
-    sessionId: creds.session_id,
-    token: creds.token,
+    sessionId: c.session_id,
+    token: c.token,
+    clientId: c.client_id || undefined,
     role: 'phone',
-    userId: creds.user_id,
+    userId: c.user_id,
     p2p: p2pAllowed(),
     log: (...a) => console.debug('[link]', ...a),
     onChord(name) { markChord(name); },
@@ -133,15 +122,75 @@ async function start() {
       markChord(st.chord);
       if (st.practice.status !== practice || st.practice.status === 'started') onPractice(st.practice.status, st.practice.timestamp);
       const pcs = st.members.filter((m) => !m.self && m.role === 'pc').length;
-      status(pcs ? '' : 'Waiting for the PC page…');
+      status(pcs ? '' : 'Paired. Open VirtuTune Link on the PC to play.');
     },
     onLinkState(st) {
       renderLinkState(st);
-      if (st.ws === 'closed' && st.reason) storage.del(key(creds.session_id));
+      if (st.ws !== 'closed' || !st.reason || creds !== c) return;
+      if (st.reason === closeText(4100)) return; // another tab of this phone took over: still paired
+      // Removed by the PC, session over, or access expired: pairing again is the way.
+      store.del(KEY);
+      creds = null;
+      showPairView('This phone is no longer paired (the PC removed it, or the session ended). Pair it again: scan the QR code on the PC or type its 6-digit code.');
     },
     onError: showError,
   });
   link.connect();
+}
+
+async function pairWith(what) {
+  const prev = creds;
+  $('pair-status').textContent = 'Pairing…';
+  try {
+    creds = await pair({ ...what, previousToken: prev ? prev.token : '' });
+  } catch (e) {
+    creds = prev;
+    throw e;
+  }
+  store.set(KEY, creds);
+  return creds;
+}
+
+// ------------------------------------------------------------ start
+
+async function start() {
+  buildGrid();
+  markChord('');
+  $('practice-toggle').addEventListener('click', () => {
+    if (!link) return;
+    if (practice === 'started') link.practiceEnd(); else link.practiceStart();
+  });
+  $('pin-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const pin = normalizePIN($('pin').value);
+    if (!pin) { $('pair-status').textContent = 'Type the 6 digits shown on the PC.'; return; }
+    $('pin-submit').disabled = true;
+    try {
+      await pairWith({ pin });
+      $('pin').value = '';
+      connect();
+    } catch (err) {
+      $('pair-status').textContent = err.message;
+    } finally {
+      $('pin-submit').disabled = false;
+    }
+  });
+
+  creds = store.get(KEY);
+  const code = codeFromPath(location.pathname);
+  const keep = /nop2p=1/.test(location.search + location.hash) ? '?nop2p=1' : '';
+  if (code) {
+    // The code works once: drop it from the address (a reload, a bookmark).
+    history.replaceState(null, '', '/phone/' + keep);
+    try {
+      await pairWith({ code });
+    } catch (e) {
+      if (!creds) { showPairView(e.message); return; }
+      showError(e.message + ' (This phone is still paired from before.)');
+    }
+  }
+  if (!creds) { showPairView(''); return; }
+  connect();
 }
 
 start();
