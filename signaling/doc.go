@@ -7,44 +7,114 @@
 //
 // # HTTP contract
 //
-//	POST /api/sessions           create a session (201)
-//	POST /api/sessions/{id}/pairing  a fresh pairing link for the session (201; PC token as Bearer)
-//	POST /api/pair               trade a single-use pairing token for a phone token (200)
-//	GET  /ws/guitar/{session}/   WebSocket (token in Authorization: Bearer or ?token=)
-//	GET  /healthz                200 while the process serves
-//	GET  /readyz                 200 {"status":"ok"}; 503 {"status":"degraded"} while the broker is unreachable
-//	GET  /metrics                Prometheus metrics
-//	everything else              Config.Static (the web pages), 404 without it
+//	POST   /api/sessions                       create a session (201)
+//	POST   /api/sessions/{id}/pairing          a fresh pairing, ending the older (201; PC token as Bearer)
+//	GET    /api/sessions/{id}/pairing          is the pairing still live? (200; PC token)
+//	GET    /api/sessions/{id}/devices          the paired devices (200; PC token)
+//	DELETE /api/sessions/{id}/devices/{cid}    remove a paired device (204; PC token)
+//	POST   /api/pair                           trade a pairing code for a phone token (200)
+//	GET    /ws/guitar/{session}/               WebSocket (token in Authorization: Bearer or ?token=)
+//	GET    /healthz                            200 while the process serves
+//	GET    /readyz                             200 {"status":"ok"}; 503 {"status":"degraded"} while the broker is unreachable
+//	GET    /metrics                            Prometheus metrics
+//	everything else                            Config.Static (the web pages, /p/<code> included), 404 without it
 //
 // POST /api/sessions takes an optional JSON body {"user_id": N}. When an API key
 // is configured, the caller must present it (Authorization: Bearer KEY or
 // X-API-Key: KEY), else 401, and may name user_id; without an API key anyone may
 // create a session, always as a fresh random user. The 201 answer:
 //
-//	{"session_id": "...", "user_id": 123, "role": "pc", "token": "<pc JWT>",
-//	 "ws_url": "ws://host/ws/guitar/<id>/", "expires_at": "<RFC 3339>",
-//	 "pairing_url": "http://<LAN address>:8000/phone/#s=<id>&p=<pairing JWT>",
-//	 "pairing_expires_at": "<RFC 3339>", "pairing_qr": "data:image/png;base64,..."}
+//	{"session_id": "...", "user_id": 123, "role": "pc", "client_id": "<the PC's cid>",
+//	 "token": "<pc JWT>", "ws_url": "ws://host/ws/guitar/<id>/", "expires_at": "<RFC 3339>",
+//	 "pairing_url": "http://<LAN address>:8000/p/K7QX2M9DPA4T", "pairing_code": "K7QX2M9DPA4T",
+//	 "pairing_pin": "482913", "pairing_expires_at": "<RFC 3339>",
+//	 "pairing_qr": "data:image/png;base64,...", "pairing_qr_modules": 41}
 //
-// The pairing URL carries the pairing token in the fragment, so it never
-// reaches a server log. Its host is Config.PublicURL when set; otherwise the
-// request's Host, unless that is localhost or a loopback address, in which
-// case the server's first non-loopback LAN address is used.
+// # Pairing
 //
-// POST /api/pair takes {"pairing_token": "..."}; it answers 200 with
-// {"session_id","user_id","role":"phone","token","ws_url","expires_at"}, 401
-// for a bad or expired pairing token, 404 for an unknown session and 410 when
-// the pairing link was already used (single use).
+// A pairing is one offer to pair one device: a short code of CodeLen (12)
+// characters of Crockford's base32 (60 bits) in the QR code's link
+// /p/<code>, and a 6-digit code to type on a phone without a camera. The two
+// are single use together (whichever is used first ends both), expire exactly
+// at pairing_expires_at (Config.PairingTTL, 300 s; no clock leeway), and a
+// new pairing of the session ends the one before it. The link is short (about
+// 45 characters with a LAN address), so its QR code is version 3 or 4 at
+// level M; pairing_qr is that code as a PNG with one pixel per module (the
+// 4-module quiet zone included), which costs a few microseconds to render:
+// the page scales it by a whole number of pixels. The link's host is
+// Config.PublicURL when set; otherwise the request's Host, unless that is
+// localhost or a loopback address, in which case the server's first
+// non-loopback LAN address is used. The code is in the link's path, so a
+// proxy's access log may see it: it is worthless once used (seconds later)
+// or expired.
 //
-// Tokens are HS256 JWTs signed with Config.Secret: claims sub (user id, decimal
-// string), sid, role ("pc" or "phone"), iat, exp, and for pairing tokens typ
-// "pairing" and jti. The WebSocket refuses pairing tokens. Refusals before the
-// upgrade, like every refusal of the API, have a protocol.APIError body
-// {"code": "...", "error": "..."} (the codes are protocol's): 401 no or bad
-// token, 403 a token of another session or a disallowed Origin, 404 unknown or
-// expired session, 503 when the instance is full or draining. The request and
-// answer bodies above are protocol's SessionResponse, PairRequest,
-// PairResponse and PairingResponse.
+// The store holds only keyed hashes of the codes (HMAC-SHA256 with the token
+// secret): a code is looked up by its hash, so neither the store's contents
+// nor the lookup's timing reveal a code, and the record found is compared
+// with the hash computed in constant time. Guessing is bounded by
+// Limits: a client address (an IPv6 one by its /64) gets 429 with
+// Retry-After after PairFailures wrong codes within PairFailWindow (10 in
+// 10 minutes), whatever it sends next. A wrong 6-digit guess names no
+// session, so it counts against every live 6-digit code: a live code is
+// retired (410 pairing_burned; the PC page shows a new one) once PINGuesses
+// (10) wrong 6-digit codes were tried anywhere after it was issued, so a
+// given code is guessed with probability at most 10 in a million, and past
+// PINGuessesPerMinute (30) wrong ones in a minute, store-wide, 6-digit
+// attempts answer 429 until the minute ends (the QR link still works).
+//
+// POST /api/pair takes {"code": "..."} (either case; I, L, O read as 1, 1, 0)
+// or {"pin": "123456"} (spaces allowed), and optionally "previous_token" (a
+// phone token of the same session, not revoked: the phone keeps its client
+// id) and "name". It answers 200 with {"session_id", "user_id", "role":
+// "phone", "client_id", "token", "ws_url", "expires_at"}; 400 without a code;
+// 401 pairing_invalid (wrong, replaced) or pairing_expired; 404 for a session
+// that ended; 409 too_many_devices (Limits.MaxDevices, 8); 410 pairing_used
+// or pairing_burned; 429 too_many_attempts. The format before short codes
+// ({"pairing_token"}) answers 401.
+//
+// # Security model
+//
+// Tokens are HS256 JWTs signed with Config.Secret: claims sub (user id,
+// decimal string), sid, role ("pc" or "phone"), iat, exp, and cid, the
+// device's client id, in every token this server mints: the PC's at POST
+// /api/sessions, a phone's at POST /api/pair (a per-device random id). A
+// token proves: this user, this session, this role, and (with cid) this
+// device. Tokens without cid, as the main VirtuTune application may mint
+// them (sub/sid/role/iat/exp only), keep working; they cannot be revoked one
+// by one (they die with the session or their exp). Pairing tokens of the
+// format before short codes (typ "pairing") are refused everywhere.
+//
+// The session's PC (a PC token of the session whose cid is not revoked) may
+// list the paired devices and remove one; nobody else may (403), and the PC
+// cannot remove itself. Removing a device revokes its cid for the session:
+// the revocation is kept in the Store (memory or the data file of a single
+// instance, Redis for several) for the session's lifetime, checked on every
+// WebSocket upgrade (401 revoked) and by the PC's endpoints, and checked
+// again once a joining client is in its room (closing the race with a
+// removal in between); the device's live connections on every instance are
+// closed at once with close code 4104 (terminal), through an internal
+// publication every instance's room acts on and no client receives. Which
+// client id a connection may use (the query's client_id today) is bound to
+// the token in a later step; the pages already use the token's cid.
+//
+// Refusals before the upgrade, like every refusal of the API, have a
+// protocol.APIError body {"code": "...", "error": "..."} (the codes are
+// protocol's Code constants): 401 no or bad token (or revoked), 403 a token of
+// another session or a disallowed Origin, 404 unknown or expired session, 503
+// when the instance is full or draining. The request and answer bodies of
+// this comment are protocol's (api.go): SessionResponse, PairRequest,
+// PairResponse, PairingResponse, PairingStatus, DevicesResponse and Device.
+//
+// # A restart nobody notices
+//
+// A single instance (no Redis) keeps what a restart must not lose in a
+// BoltStore (a bbolt file under the data directory): sessions, their
+// pairing, devices and revocations written before the answer; the
+// generated token secret; the message path's state checkpointed every
+// CheckpointInterval (2 s) and, on a clean shutdown, written whole with the
+// history. Members closed by the shutdown (1001) are not announced as gone:
+// they reconnect to the restarted process, resume, and resend what it had
+// not confirmed, which it accepts (see OpenMemoryBroker).
 //
 // The WebSocket's query may carry client_id (a client's id across reconnects,
 // see protocol) and p2p=0 (the client takes no part in data channels, so the

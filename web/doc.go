@@ -29,8 +29,10 @@
 //	static/ui.js       DOM helpers shared by the pages (timer, link state)
 //	static/index.html  PC page; pc.js pairs (QR + link + expiry), shows the
 //	                   chord, plays strings (click, keys 1-6, space/Enter strums)
-//	static/phone.html  phone page; phone.js pairs from #s=..&p=.., chord grid,
+//	static/phone.html  phone page (also served at /p/<code>); phone.js pairs
+//	                   by the link's code or a typed 6-digit code, chord grid,
 //	                   practice start/stop with a timer, Wake Lock
+//	static/pairing.js  pairing and devices API calls, credentials in localStorage
 //	static/style.css   one stylesheet, mobile first (360 px up)
 //	testdata/*.test.mjs  Node unit tests of the pure logic (run by web_test.go
 //	                   when node is installed; not embedded)
@@ -59,16 +61,26 @@
 // may be on a LAN without Internet). The pure logic of link.js and chords.js
 // touches no DOM at import time, so Node's test runner imports it directly.
 //
-// Pairing: the phone stores its token in sessionStorage after POST /api/pair,
-// and removes the single-use pairing token from the address bar, so a reload
-// reconnects without pairing again. The PC keeps its session in
-// sessionStorage too, so reloading the PC page keeps the phone paired. A
-// pairing link works once, so the PC page asks for a fresh one of the same
-// session (POST /api/sessions/{id}/pairing) whenever a phone joins, after a
-// reload, and when "New QR code" is pressed after the link expired: the QR
-// code on screen is always one that a next device can use, and the phone
-// already paired stays paired. Only when the session itself is gone does the
-// page start a new session.
+// Pairing: the PC page shows a QR code of a short link (/p/<code>, a PNG
+// with one pixel per module drawn at 6 pixels per module, 5 once folded) and
+// a 6-digit code; it asks every 3 s while the pairing is shown whether the
+// pairing is still live and shows a fresh one when it was used, expired or
+// retired, so the code on screen always works. The phone trades the code at
+// POST /api/pair, drops it from the address bar, and keeps its credentials
+// (token, client id, the session's expiry) in localStorage under vt.phone;
+// the PC keeps its session under vt.pc. So a reload, a closed tab or a
+// browser restart reconnects without pairing again. Each page uses its
+// token's client id (cid) as its Link's client id. A phone page without
+// credentials shows how to pair (scan, or type the code) and no grid. Once a
+// phone is connected the PC folds the pairing panel away and lists the paired
+// devices (GET /api/sessions/{id}/devices), each with a Remove button.
+//
+// Layout: nothing moves under the fingers. The phone's area above the grid
+// has a fixed height and errors float over the page, so the grid keeps its
+// place; held sideways, the phone shows the chord and practice beside all
+// sixteen chords. On the PC, Space always strums (even with a string button
+// focused), and the string buttons' accessible names are their visible text
+// plus "string".
 //
 // Dedupe: a receiver takes the first message it sees from an unknown sender
 // as that sender's baseline (a member who joins late cannot know earlier
