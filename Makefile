@@ -8,9 +8,9 @@ FUZZTIME ?= 200000x
 FUZZTIME_TOKEN ?= 30000x
 # Debian packages the tests use: redis-server (broker tests), chromium (browser
 # tests), nginx (proxy test), iproute2 + util-linux (network namespaces),
-# nodejs (the browser client's unit tests).
-DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux nodejs
-DEB_BINS := redis-server chromium nginx ip unshare node
+# nodejs (the browser client's unit tests) + npm (axe-core for the browser tests).
+DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux nodejs npm
+DEB_BINS := redis-server chromium nginx ip unshare node npm
 
 .PHONY: test deps vet unit fuzz run build bench
 
@@ -27,6 +27,11 @@ deps:
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing (tests that need them will skip outside CI):$$missing"; fi; \
+	fi
+	@# axe-core, pinned by web/testdata/package-lock.json, injected into the pages by the browser tests.
+	@if [ ! -f web/testdata/node_modules/axe-core/axe.min.js ] && command -v npm >/dev/null 2>&1; then \
+	  echo "installing axe-core (npm ci in web/testdata)"; \
+	  (cd web/testdata && npm ci --no-audit --no-fund --loglevel=error); \
 	fi
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2

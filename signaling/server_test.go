@@ -229,8 +229,6 @@ func assertRefusal(t *testing.T, resp *http.Response, status int) {
 	}
 }
 
-var jwtHS256 = jwt.SigningMethodHS256
-
 func signWith(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(method, claims).SignedString(key)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
 	"github.com/virtutune/link/internal/testkit"
@@ -217,15 +218,17 @@ type tab struct {
 	name string
 	ctx  context.Context
 	logs *lockedBuffer
+	// stop closes the browser and waits for it (idempotent).
+	stop func()
 }
 
 // browserOpts are the options of every browser: the task's flags, a fresh
 // profile, no sandbox (we run as root in a container).
-func browserOpts(t *testing.T) []chromedp.ExecAllocatorOption {
+func browserOpts(profile string) []chromedp.ExecAllocatorOption {
 	opts := append([]chromedp.ExecAllocatorOption{}, chromedp.DefaultExecAllocatorOptions[:]...)
 	return append(opts,
 		chromedp.ExecPath(chromiumPath()),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true),
@@ -245,9 +248,16 @@ func browserOpts(t *testing.T) []chromedp.ExecAllocatorOption {
 // in a host of an emulated LAN).
 func newTab(t *testing.T, parent context.Context, name string, extra ...chromedp.ExecAllocatorOption) *tab {
 	t.Helper()
+	return newTabProfile(t, parent, name, t.TempDir(), extra...)
+}
+
+// newTabProfile is newTab with the browser profile in dir: a second browser
+// on the same dir (after the first closed) is the same browser restarted.
+func newTabProfile(t *testing.T, parent context.Context, name, dir string, extra ...chromedp.ExecAllocatorOption) *tab {
+	t.Helper()
 	logs := &lockedBuffer{}
 	dumpOnFailure(t, name+" console", logs)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(parent, append(browserOpts(t), extra...)...)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(parent, append(browserOpts(dir), extra...)...)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx,
 		chromedp.WithErrorf(func(f string, a ...any) { logs.Printf("chromedp error: "+f, a...) }))
 	// Start the browser and the tab without a timeout of their own.
@@ -266,13 +276,32 @@ func newTab(t *testing.T, parent context.Context, name string, extra ...chromedp
 			logs.Printf("%s: %s", m.Type, m.Text)
 		}
 	})
-	t.Cleanup(func() {
-		cancelCtx() // closes the browser and waits for it
-		cancelAlloc()
-		wg.Wait()
-	})
-	return &tab{t: t, name: name, ctx: ctx, logs: logs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancelCtx() // closes the browser and waits for it
+			cancelAlloc()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return &tab{t: t, name: name, ctx: ctx, logs: logs, stop: stop}
 }
+
+// closeTab closes the page's tab as a user does (the browser goes on).
+func (b *tab) closeTab() {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, waitTimeout)
+	defer cancel()
+	id := chromedp.FromContext(b.ctx).Target.TargetID
+	if _, err := chromedp.CallBrowser(ctx, target.CloseTarget, target.CloseTargetParams{TargetID: id}); err != nil {
+		b.t.Fatalf("%s: closing the tab: %v", b.name, err)
+	}
+	b.logs.Printf("tab closed")
+}
+
+// closeBrowser closes the whole browser, as quitting it does.
+func (b *tab) closeBrowser() { b.stop() }
 
 // do runs actions with waitTimeout.
 func (b *tab) do(what string, actions ...chromedp.Action[chromedp.Void]) {

@@ -55,6 +55,12 @@ func TestBrowser(t *testing.T) {
 	})
 	t.Run("GoPhone", func(t *testing.T) { testGoPhone(t, base) })
 	t.Run("GoPC", func(t *testing.T) { testGoPC(t, base) })
+	t.Run("PairQRScreenshot", func(t *testing.T) { testPairQRScreenshot(t, base) })
+	t.Run("PairPIN", func(t *testing.T) { testPairPIN(t, base) })
+	t.Run("PhoneReopen", func(t *testing.T) { testPhoneReopen(t, base) })
+	t.Run("GridStays", func(t *testing.T) { testGridStays(t, base) })
+	t.Run("Axe", func(t *testing.T) { testAxe(t, base) })
+	t.Run("Restart", func(t *testing.T) { testRestart(t, logs) })
 }
 
 // openPC opens the PC page, checks its QR code and returns the pairing URL.
