@@ -546,7 +546,19 @@ func TestDisconnectGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	phoneID := phone.ID
+	if n := metricValue(t, ts.Registry(), "virtutune_members", map[string]string{"role": "phone"}); n != 1 {
+		t.Fatalf("%v phones joined, want 1", n)
+	}
 	phone.conn.UnderlyingConn().Close() // dies without a close frame
+	// The server notices the death before the phone comes back (a phone
+	// back before that replaces the connection instead: no grace period).
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, ts.Registry(), "virtutune_members", map[string]string{"role": "phone"}) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never noticed the dead connection")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a gauge with a deadline
+	}
 	phone2, _ := ts.rejoin(t, sess.SessionID, phoneToken, phoneID)
 	// the PC hears only that the phone is connected again, never that it left
 	var cu protocol.ConnectionUpdate
@@ -555,7 +567,7 @@ func TestDisconnectGrace(t *testing.T) {
 		t.Fatalf("%+v", cu)
 	}
 	// once the grace period has run out for the dead connection: still nothing
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for metricValue(t, ts.Registry(), "virtutune_disconnect_grace_total", map[string]string{"outcome": "returned"}) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the grace period never ended")
