@@ -146,20 +146,32 @@ function refreshPairing() {
   return refreshing;
 }
 
-// watchPairing asks, while the pairing is shown, whether its code is still
-// live (used by a phone, replaced, expired, or its 6-digit code retired
-// after wrong guesses elsewhere) and shows a fresh one when not.
+// checkPairing asks whether the code on screen is still live (not used by a
+// phone, expired, or its 6-digit code retired after wrong guesses elsewhere)
+// and still the session's pairing (a different expiry: replaced), and shows
+// a fresh one when not. A live code stays: replacing it would void the one a
+// phone may be scanning.
+async function checkPairing() {
+  if (!session) return;
+  const s = session;
+  const shown = s.pairing_expires_at;
+  try {
+    const st = await pairingStatus(s.session_id, s.token);
+    // (an answer about the code before a fresh one that came meanwhile is stale)
+    if (session !== s || s.pairing_expires_at !== shown) return;
+    const same = Date.parse(st.pairing_expires_at) === Date.parse(shown);
+    if (!st.live || !st.pin_live || !same) await refreshPairing();
+  } catch (e) {
+    if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
+  }
+}
+
+// watchPairing checks the pairing while it is shown.
 function watchPairing() {
   clearInterval(statusTimer);
-  statusTimer = setInterval(async () => {
+  statusTimer = setInterval(() => {
     if (!session || !$('pairing').open || document.hidden) return;
-    const s = session;
-    try {
-      const st = await pairingStatus(s.session_id, s.token);
-      if (session === s && (!st.live || !st.pin_live)) refreshPairing();
-    } catch (e) {
-      if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
-    }
+    checkPairing();
   }, STATUS_EVERY_MS);
 }
 
@@ -340,7 +352,7 @@ $('copy-url').addEventListener('click', async () => {
   }
 });
 $('new-qr').addEventListener('click', () => refreshPairing());
-$('pairing').addEventListener('toggle', () => { sizeQR(); if ($('pairing').open) refreshPairing(); });
+$('pairing').addEventListener('toggle', () => { sizeQR(); if ($('pairing').open) checkPairing(); });
 $('new-session').addEventListener('click', () => { store.del(KEY); $('new-session').hidden = true; start({ fresh: true }); });
 $('strum').addEventListener('click', doStrum);
 
