@@ -7,8 +7,10 @@ var (
 	// ErrClosed: the Client was closed (by Close, or after a terminal close code).
 	ErrClosed = errors.New("peer: client closed")
 	// ErrTerminal: the server ended the connection with a terminal close code
-	// (4100-4199: replaced, session ended, token expired, session full) or
-	// refused the token on a reconnect; dial again with a new token.
+	// (4100-4199: replaced, session ended, token expired, session full,
+	// device removed by the PC) or refused the token on a reconnect (401,
+	// also revoked: the device was removed); dial again with a new token (a
+	// removed device pairs again).
 	ErrTerminal = errors.New("peer: connection ended by the server for good")
 	// ErrRefused: the server refused the WebSocket before the upgrade (401, 403,
 	// 404); the wrapped error carries the status and the server's message.

@@ -97,6 +97,7 @@ export function closeText(code, reason = '') {
     case 4101: return 'The session has ended or expired. Reload the PC page to start a new one and scan its QR code.';
     case 4102: return 'Your access expired. Reload the PC page and scan the new QR code.';
     case 4103: return 'The session is full: too many devices are connected. Close another tab or device and reload.';
+    case 4104: return 'The PC removed this device from the session. Pair it again: scan the QR code on the PC or type its 6-digit code.';
     default: return `The server closed the connection (code ${code}${reason ? ': ' + reason : ''}).`;
   }
 }

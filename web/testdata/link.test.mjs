@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Inbox, Outbox, offers, backoffDelay, closeAction, randomClientId, validChord,
+  Inbox, Outbox, offers, backoffDelay, closeAction, closeText, randomClientId, validChord,
   normalizeCandidate, candidateKind, explainP2P, wsURL, Link,
 } from '../static/link.js';
 
@@ -95,7 +95,11 @@ test('backoff grows, is capped and jittered', () => {
 });
 
 test('close codes', () => {
-  for (const c of [4100, 4101, 4102, 4103, 4199]) assert.equal(closeAction(c), 'terminal');
+  for (const c of [4100, 4101, 4102, 4103, 4104, 4199]) assert.equal(closeAction(c), 'terminal');
+  // every terminal code the server sends (protocol/errors.go) has words of its own
+  for (const c of [4100, 4101, 4102, 4103, 4104]) assert.ok(!closeText(c).startsWith('The server closed'), `${c}: ${closeText(c)}`);
+  assert.match(closeText(4104), /removed this device.*[Pp]air it again/);
+  assert.equal(closeText(4199, 'x'), 'The server closed the connection (code 4199: x).');
   for (const c of [1001, 4000, 4001]) assert.equal(closeAction(c), 'now');
   for (const c of [1000, 1006, 1008, 1011, 4099, 4200]) assert.equal(closeAction(c), 'backoff');
 });
