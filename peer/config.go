@@ -31,7 +31,8 @@ const (
 )
 
 // Config configures a Client. The zero value of every field except SessionID,
-// Token and one of ServerURL/WSURL means the documented default.
+// Token and one of ServerURL/WSURL means the documented default; Validate
+// refuses negative numbers and durations, naming the setting.
 type Config struct {
 	// ServerURL is the server's base URL, http://host:port (or https://). The
 	// WebSocket URL is derived from it: ws://host:port/ws/guitar/<SessionID>/.
@@ -125,11 +126,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first setting that is wrong, defaults applied.
+// Validate reports the first setting that is wrong, defaults applied, with an
+// error wrapping ErrInvalidConfig that names it.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", errInvalidConfig, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case c.ServerURL == "" && c.WSURL == "":
@@ -142,14 +144,20 @@ func (c Config) Validate() error {
 		return bad("Role must be %q or %q, not %q", protocol.RolePC, protocol.RolePhone, c.Role)
 	case !protocol.ValidClientID(c.ClientID):
 		return bad("ClientID must be 4-64 bytes of [A-Za-z0-9_-]")
-	case c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin:
-		return bad("BackoffMin must be >= 0 and BackoffMax >= BackoffMin")
+	case c.BackoffMin < 0:
+		return bad("BackoffMin must not be negative")
+	case c.BackoffMax < c.BackoffMin:
+		return bad("BackoffMax %s is below BackoffMin %s", c.BackoffMax, c.BackoffMin)
 	case c.PingInterval < 10*time.Millisecond:
 		return bad("PingInterval must be at least 10ms")
 	case c.ConnectTimeout < 0:
 		return bad("ConnectTimeout must not be negative")
-	case c.Outbox < 1 || c.RecvQueue < 1 || c.ReorderWindow < 1:
-		return bad("Outbox, RecvQueue and ReorderWindow must be positive")
+	case c.Outbox < 0:
+		return bad("Outbox must not be negative")
+	case c.RecvQueue < 0:
+		return bad("RecvQueue must not be negative")
+	case c.ReorderWindow < 0:
+		return bad("ReorderWindow must not be negative")
 	}
 	if _, err := c.wsURL(); err != nil {
 		return bad("%v", err)

@@ -43,8 +43,8 @@ func TestConfigValidate(t *testing.T) {
 			switch {
 			case tt.want == "" && err != nil:
 				t.Fatalf("unexpected error %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("error %v, want one about %s", err, tt.want)
+			case tt.want != "" && (!errors.Is(err, peer.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want an ErrInvalidConfig about %s", err, tt.want)
 			}
 		})
 	}

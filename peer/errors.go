@@ -23,6 +23,7 @@ var (
 	ErrInvalidMessage = errors.New("peer: invalid message")
 	// ErrBadPairingURL: the pairing URL is not http(s)://host/p/<code>.
 	ErrBadPairingURL = errors.New("peer: pairing URL is not http(s)://host/p/<code>")
-	// errInvalidConfig wraps every Config.Validate failure.
-	errInvalidConfig = errors.New("peer: invalid config")
+	// ErrInvalidConfig wraps every Config.Validate failure (and Dial's, for
+	// the same reasons).
+	ErrInvalidConfig = errors.New("peer: invalid config")
 )

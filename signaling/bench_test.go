@@ -18,7 +18,10 @@ import (
 // state, history.
 func BenchmarkMemoryBrokerPublish(b *testing.B) {
 	ctx := context.Background()
-	br := signaling.NewMemoryBroker(signaling.MemoryConfig{})
+	br, err := signaling.NewMemoryBroker(signaling.MemoryConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer br.Close()
 	sid := "benchsession0001"
 	if err := br.CreateSession(ctx, signaling.SessionInfo{ID: sid, UserID: 1, CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {

@@ -34,7 +34,10 @@ type brokerFactory func(t *testing.T, o brokerTestOptions) Broker
 func TestMemoryBrokerConformance(t *testing.T) {
 	btNoLeaks(t)
 	testBroker(t, func(t *testing.T, o brokerTestOptions) Broker {
-		b := NewMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+		b, err := NewMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(func() { _ = b.Close() })
 		return b
 	}, false)

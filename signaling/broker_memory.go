@@ -3,6 +3,7 @@ package signaling
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -11,7 +12,8 @@ import (
 	"github.com/virtutune/link/protocol"
 )
 
-// MemoryConfig configures a MemoryBroker. Zero values mean the defaults.
+// MemoryConfig configures a MemoryBroker. Zero values mean the defaults;
+// negative values are refused (Validate).
 type MemoryConfig struct {
 	// HistorySize bounds each session's history in messages (default 1024).
 	HistorySize int
@@ -28,21 +30,37 @@ type MemoryConfig struct {
 }
 
 func (c *MemoryConfig) fill() {
-	if c.HistorySize <= 0 {
+	if c.HistorySize == 0 {
 		c.HistorySize = 1024
 	}
-	if c.HistoryTTL <= 0 {
+	if c.HistoryTTL == 0 {
 		c.HistoryTTL = 10 * time.Minute
 	}
-	if c.MaxSeqClients <= 0 {
+	if c.MaxSeqClients == 0 {
 		c.MaxSeqClients = 64
 	}
 	if c.Instance == "" {
 		c.Instance = "local"
 	}
-	if c.JanitorInterval <= 0 {
+	if c.JanitorInterval == 0 {
 		c.JanitorInterval = time.Minute
 	}
+}
+
+// Validate reports the first negative setting, naming it, with an error
+// wrapping ErrInvalidConfig.
+func (c *MemoryConfig) Validate() error {
+	switch {
+	case c.HistorySize < 0:
+		return fmt.Errorf("%w: MemoryConfig.HistorySize must not be negative", ErrInvalidConfig)
+	case c.HistoryTTL < 0:
+		return fmt.Errorf("%w: MemoryConfig.HistoryTTL must not be negative", ErrInvalidConfig)
+	case c.MaxSeqClients < 0:
+		return fmt.Errorf("%w: MemoryConfig.MaxSeqClients must not be negative", ErrInvalidConfig)
+	case c.JanitorInterval < 0:
+		return fmt.Errorf("%w: MemoryConfig.JanitorInterval must not be negative", ErrInvalidConfig)
+	}
+	return nil
 }
 
 // MemoryBroker is the Broker of a single instance: sessions, state, history
@@ -97,8 +115,12 @@ type seqEntry struct {
 	unsure bool
 }
 
-// NewMemoryBroker returns a MemoryBroker and starts its janitor; Close stops it.
-func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
+// NewMemoryBroker returns a MemoryBroker and starts its janitor; Close stops
+// it. It fails only when cfg does not Validate.
+func NewMemoryBroker(cfg MemoryConfig) (*MemoryBroker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.fill()
 	b := &MemoryBroker{
 		cfg:      cfg,
@@ -110,7 +132,7 @@ func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 		done:     make(chan struct{}),
 	}
 	go b.janitor()
-	return b
+	return b, nil
 }
 
 func (b *MemoryBroker) janitor() {

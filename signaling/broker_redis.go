@@ -126,7 +126,7 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 	cfg.fill()
 	client, err := newRedisClient(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: RedisConfig.URL: %v", errInvalidConfig, err)
+		return nil, fmt.Errorf("%w: RedisConfig.URL: %v", ErrInvalidConfig, err)
 	}
 	bctx, cancel := context.WithCancel(context.Background())
 	b := &RedisBroker{

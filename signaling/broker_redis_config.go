@@ -53,24 +53,24 @@ type RedisConfig struct {
 func (c *RedisConfig) Validate() error {
 	switch {
 	case c.URL == "":
-		return fmt.Errorf("%w: RedisConfig.URL is required", errInvalidConfig)
+		return fmt.Errorf("%w: RedisConfig.URL is required", ErrInvalidConfig)
 	case strings.ContainsAny(c.Prefix, "{}"):
-		return fmt.Errorf("%w: RedisConfig.Prefix %q must not contain '{' or '}'", errInvalidConfig, c.Prefix)
+		return fmt.Errorf("%w: RedisConfig.Prefix %q must not contain '{' or '}'", ErrInvalidConfig, c.Prefix)
 	case c.HistorySize < 0:
-		return fmt.Errorf("%w: RedisConfig.HistorySize must not be negative", errInvalidConfig)
+		return fmt.Errorf("%w: RedisConfig.HistorySize must not be negative", ErrInvalidConfig)
 	case c.HistoryTTL < 0:
-		return fmt.Errorf("%w: RedisConfig.HistoryTTL must not be negative", errInvalidConfig)
+		return fmt.Errorf("%w: RedisConfig.HistoryTTL must not be negative", ErrInvalidConfig)
 	case c.PresenceTTL < 0 || (c.PresenceTTL > 0 && c.PresenceTTL < 30*time.Millisecond):
-		return fmt.Errorf("%w: RedisConfig.PresenceTTL must be 0 (default) or at least 30ms", errInvalidConfig)
+		return fmt.Errorf("%w: RedisConfig.PresenceTTL must be 0 (default) or at least 30ms", ErrInvalidConfig)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return fmt.Errorf("%w: RedisConfig.URL: %v", errInvalidConfig, err)
+		return fmt.Errorf("%w: RedisConfig.URL: %v", ErrInvalidConfig, err)
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 	default:
-		return fmt.Errorf("%w: RedisConfig.URL: scheme %q is not redis, rediss or unix", errInvalidConfig, u.Scheme)
+		return fmt.Errorf("%w: RedisConfig.URL: scheme %q is not redis, rediss or unix", ErrInvalidConfig, u.Scheme)
 	}
 	return nil
 }

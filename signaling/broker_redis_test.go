@@ -47,7 +47,7 @@ func TestRedisBrokerConfig(t *testing.T) {
 		{URL: "redis://localhost:1", HistorySize: -1},
 		{URL: "redis://localhost:1", PresenceTTL: time.Millisecond},
 	} {
-		if err := c.Validate(); !errors.Is(err, errInvalidConfig) {
+		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("Validate(%+v) = %v", c, err)
 		}
 	}

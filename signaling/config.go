@@ -14,7 +14,8 @@ import (
 )
 
 // Config configures a Server. The zero value of every field but Secret means
-// the documented default; New fills them in and Validate rejects nonsense.
+// the documented default; New fills them in. Validate refuses a negative
+// number or duration and any other nonsense, naming the setting.
 type Config struct {
 	// Secret signs and verifies tokens (HS256), shared by every instance and
 	// by the main VirtuTune application. At least MinSecretLen bytes. Required.
@@ -37,8 +38,9 @@ type Config struct {
 	// Static serves everything that is not API, WebSocket, health or metrics
 	// (the web pages); nil answers 404.
 	Static http.Handler
-	// Registerer registers the server's Prometheus metrics; nil means a new
-	// registry of the server's own, served at /metrics.
+	// Registry holds the server's Prometheus metrics, served at /metrics; nil
+	// means a new registry of the server's own (with the Go runtime and
+	// process collectors).
 	Registry *prometheus.Registry
 	// Instance names this instance in presence and logs; default a random id.
 	Instance string
@@ -53,7 +55,8 @@ type Config struct {
 	Limits Limits
 }
 
-// Limits bound every part of the message path. Zero values mean the defaults.
+// Limits bound every part of the message path. Zero values mean the
+// defaults; negative values are refused (Config.Validate).
 type Limits struct {
 	// MaxMessageSize bounds one WebSocket frame in bytes (default
 	// protocol.MaxMessageSize, 32 KiB). A larger frame closes with 1009.
@@ -84,13 +87,12 @@ type Limits struct {
 	// DisconnectGrace is how long the server waits before it tells the
 	// others that a member whose connection died (no close frame: network
 	// blip, phone asleep, ping timeout) or that it asked to reconnect (1001,
-	// 4000, 4001) has left (default 10 s; negative: at once). A member that
-	// comes back within it, on any instance, was never gone for the others:
-	// no "disconnected" storm. A member that closes on purpose is announced
-	// at once.
+	// 4000, 4001) has left (default 10 s). A member that comes back within
+	// it, on any instance, was never gone for the others: no "disconnected"
+	// storm. A member that closes on purpose is announced at once.
 	DisconnectGrace time.Duration
-	// SocketSendBuffer, when positive, sets each WebSocket's kernel send
-	// buffer (SO_SNDBUF) in bytes; 0 keeps the operating system's default.
+	// SocketSendBuffer, when set, is each WebSocket's kernel send buffer
+	// (SO_SNDBUF) in bytes; 0 keeps the operating system's default.
 	// A small buffer makes a stalled client reach its SendQueue bound sooner.
 	SocketSendBuffer int
 	// PingInterval is how often the server pings each client (default 20 s);
@@ -178,57 +180,75 @@ func (c *Config) fill() {
 	c.Limits.fill()
 }
 
-// Validate reports the first setting that makes no sense, naming it.
+// Validate reports the first setting that makes no sense, naming it, with
+// an error wrapping ErrInvalidConfig. Zero values stand for their defaults.
 func (c *Config) Validate() error {
+	f := *c
+	f.fill()
+	return f.validate()
+}
+
+// validate checks a filled Config.
+func (c *Config) validate() error {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", errInvalidConfig, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	l := c.Limits
+	for _, n := range []struct {
+		name     string
+		negative bool
+	}{
+		{"SessionTTL", c.SessionTTL < 0}, {"PairingTTL", c.PairingTTL < 0},
+		{"Limits.MaxMessageSize", l.MaxMessageSize < 0}, {"Limits.SendQueue", l.SendQueue < 0},
+		{"Limits.MaxMembers", l.MaxMembers < 0}, {"Limits.MaxSessions", l.MaxSessions < 0},
+		{"Limits.MaxConns", l.MaxConns < 0}, {"Limits.Rate", l.Rate < 0}, {"Limits.Burst", l.Burst < 0},
+		{"Limits.FloodClose", l.FloodClose < 0}, {"Limits.SignalRate", l.SignalRate < 0},
+		{"Limits.SignalBurst", l.SignalBurst < 0}, {"Limits.DisconnectGrace", l.DisconnectGrace < 0},
+		{"Limits.SocketSendBuffer", l.SocketSendBuffer < 0}, {"Limits.PingInterval", l.PingInterval < 0},
+		{"Limits.PongWait", l.PongWait < 0}, {"Limits.WriteWait", l.WriteWait < 0},
+		{"Limits.PairFailures", l.PairFailures < 0}, {"Limits.PairFailWindow", l.PairFailWindow < 0},
+		{"Limits.PINGuessesPerMinute", l.PINGuessesPerMinute < 0}, {"Limits.PINGuesses", l.PINGuesses < 0},
+		{"Limits.MaxDevices", l.MaxDevices < 0},
+	} {
+		if n.negative {
+			return bad("%s must not be negative (0 means the default)", n.name)
+		}
 	}
 	if len(c.Secret) < MinSecretLen {
-		return bad("secret must be at least %d bytes (VIRTUTUNE_SECRET)", MinSecretLen)
+		return bad("Secret must be at least %d bytes (VIRTUTUNE_SECRET)", MinSecretLen)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
-			return bad("allowed origin \"*\" would let any site open the WebSocket; list origins instead")
+			return bad("AllowedOrigins: \"*\" would let any site open the WebSocket; list origins instead")
 		}
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return bad("allowed origin %q must look like https://host[:port]", o)
+			return bad("AllowedOrigins: %q must look like https://host[:port]", o)
 		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("public URL %q must look like https://host[:port]", c.PublicURL)
+			return bad("PublicURL %q must look like https://host[:port]", c.PublicURL)
 		}
 	}
 	if c.SessionTTL < time.Minute {
-		return bad("session TTL %s is shorter than a minute", c.SessionTTL)
+		return bad("SessionTTL %s is shorter than a minute", c.SessionTTL)
 	}
 	if c.PairingTTL < time.Second || c.PairingTTL > c.SessionTTL {
-		return bad("pairing TTL %s must be between 1s and the session TTL", c.PairingTTL)
+		return bad("PairingTTL %s must be between 1s and SessionTTL", c.PairingTTL)
 	}
-	l := c.Limits
 	switch {
 	case l.MaxMessageSize < 1024:
-		return bad("max message size %d is below 1024 bytes", l.MaxMessageSize)
+		return bad("Limits.MaxMessageSize %d is below 1024 bytes", l.MaxMessageSize)
 	case l.SendQueue < 8:
-		return bad("send queue %d is below 8", l.SendQueue)
+		return bad("Limits.SendQueue %d is below 8", l.SendQueue)
 	case l.MaxMembers < 2:
-		return bad("max members %d is below 2 (a phone and a PC)", l.MaxMembers)
-	case l.MaxSessions < 1 || l.MaxConns < 2:
-		return bad("max sessions/conns must be positive")
-	case l.Rate <= 0 || l.Burst < 1 || l.FloodClose < 1:
-		return bad("rate limits must be positive")
-	case l.SignalRate <= 0 || l.SignalBurst < 1:
-		return bad("signaling rate limits must be positive")
+		return bad("Limits.MaxMembers %d is below 2 (a phone and a PC)", l.MaxMembers)
+	case l.MaxConns < 2:
+		return bad("Limits.MaxConns %d is below 2 (a phone and a PC)", l.MaxConns)
 	case l.PongWait <= l.PingInterval:
-		return bad("pong wait %s must exceed the ping interval %s", l.PongWait, l.PingInterval)
-	case l.WriteWait <= 0:
-		return bad("write wait must be positive")
-	case l.PairFailures < 1 || l.PairFailWindow <= 0 || l.PINGuessesPerMinute < 1 || l.PINGuesses < 1:
-		return bad("pairing attempt limits must be positive")
-	case l.MaxDevices < 1:
-		return bad("max devices %d is below 1", l.MaxDevices)
+		return bad("Limits.PongWait %s must exceed Limits.PingInterval %s", l.PongWait, l.PingInterval)
 	}
 	return nil
 }

@@ -78,7 +78,9 @@ type client struct {
 	mChordIn, mChordOut prometheus.Counter
 }
 
-// origin returns scheme://host of the server as the browser sees it.
+// checkOrigin reports whether the request's Origin may open the WebSocket:
+// none (not a browser: nothing to hijack), the server's own host,
+// Config.PublicURL, or one of Config.AllowedOrigins.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {

@@ -23,6 +23,8 @@ var (
 	ErrPINTaken = errors.New("signaling: pairing PIN in use")
 	// ErrTooManyDevices: the session has its maximum of paired devices.
 	ErrTooManyDevices = errors.New("signaling: too many paired devices")
-	// errInvalidConfig wraps every Config.Validate failure.
-	errInvalidConfig = errors.New("signaling: invalid config")
+	// ErrInvalidConfig wraps every configuration error: of Config.Validate,
+	// MemoryConfig.Validate, RedisConfig.Validate, and of the constructors
+	// that call them (New, NewMemoryBroker, NewRedisBroker, NewTokens).
+	ErrInvalidConfig = errors.New("signaling: invalid config")
 )

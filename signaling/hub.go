@@ -190,8 +190,9 @@ func (r *room) present(ctx context.Context, cid string) bool {
 	return false
 }
 
-// bucket is a token bucket: n tokens per second, up to burst. Not safe for
-// concurrent use without the owner's lock.
+// bucket is a token bucket: rate tokens per second, up to burst. It is safe
+// for concurrent use (a room's signaling bucket is taken by every member's
+// reader).
 type bucket struct {
 	rate, burst, tokens float64
 	last                time.Time

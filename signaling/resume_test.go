@@ -98,7 +98,10 @@ func TestResumeAfterReconnect(t *testing.T) {
 // When history no longer reaches back, resume answers with a fresh snapshot
 // flagged recovered:false.
 func TestResumeBeyondHistory(t *testing.T) {
-	b := signaling.NewMemoryBroker(signaling.MemoryConfig{HistorySize: 3})
+	b, err := signaling.NewMemoryBroker(signaling.MemoryConfig{HistorySize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = b.Close() })
 	ts := newServer(t, func(c *signaling.Config) { c.Broker = b })
 	sess, pc, phone := pcAndPhone(t, ts)

@@ -47,7 +47,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Instance = ib.Instance()
 	}
 	cfg.fill()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	tokens, err := NewTokens(cfg.Secret)
@@ -62,7 +62,9 @@ func New(cfg Config) (*Server, error) {
 		stop:   make(chan struct{}),
 	}
 	if s.broker == nil {
-		s.broker = NewMemoryBroker(MemoryConfig{Instance: cfg.Instance})
+		if s.broker, err = NewMemoryBroker(MemoryConfig{Instance: cfg.Instance}); err != nil {
+			return nil, err
+		}
 		s.ownBroker = true
 	}
 	s.reg = cfg.Registry

@@ -59,7 +59,7 @@ var ErrStoreInUse = errors.New("signaling: the data directory is in use by anoth
 // when another process has it open.
 func OpenBoltStore(dir string) (*BoltStore, error) {
 	if dir == "" {
-		return nil, fmt.Errorf("%w: empty data directory", errInvalidConfig)
+		return nil, fmt.Errorf("%w: empty data directory", ErrInvalidConfig)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("signaling: data directory: %w", err)

@@ -59,7 +59,7 @@ const MinSecretLen = 32
 // NewTokens returns a Tokens for secret (at least MinSecretLen bytes).
 func NewTokens(secret []byte) (*Tokens, error) {
 	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("%w: secret must be at least %d bytes", errInvalidConfig, MinSecretLen)
+		return nil, fmt.Errorf("%w: secret must be at least %d bytes", ErrInvalidConfig, MinSecretLen)
 	}
 	return &Tokens{secret: append([]byte(nil), secret...), now: time.Now}, nil
 }
