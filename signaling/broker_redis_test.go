@@ -186,6 +186,23 @@ func TestRedisBrokerOutage(t *testing.T) {
 	for _, br := range []*RedisBroker{a, b} {
 		testkit.Eventually(ctx, t, "Ready after the restart", func() bool { return br.Ready(ctx) == nil })
 	}
+	// A call begun while Redis was down (a gap repair) may still time out
+	// after the restart (its deadline is redisDegradedTimeout) and mark its
+	// broker down again until the next probe: on a loaded machine that made
+	// the publishes below fail. Wait until both have been up for longer
+	// than such a call can last.
+	var upSince time.Time
+	testkit.Eventually(ctx, t, "both brokers up for longer than a degraded call lasts", func() bool {
+		if a.down.Load() || b.down.Load() {
+			upSince = time.Time{}
+			_, _ = a.Ready(ctx), b.Ready(ctx)
+			return false
+		}
+		if upSince.IsZero() {
+			upSince = time.Now()
+		}
+		return time.Since(upSince) > 2*redisDegradedTimeout
+	})
 	// The phone's client resends what was only delivered locally.
 	testkit.Eventually(ctx, t, "the resend to be accepted", func() bool {
 		res, err = a.Publish(ctx, sid, btChord("phone", "D", 2))
