@@ -101,11 +101,18 @@ func (r *Run) Result() Result {
 		res.P2PAgain = r.p2pAgain()
 	}
 	if !r.ReturnAt.IsZero() {
+		// The PC's first p2p event after the return that says up after one
+		// that did not (a client may report several states while up).
+		wasUp := false
 		for _, e := range r.Links {
-			if e.Node == "pc" && e.Kind == "p2p" && e.Up && !e.At.Before(r.ReturnAt) {
+			if e.Node != "pc" || e.Kind != "p2p" {
+				continue
+			}
+			if e.Up && !wasUp && !e.At.Before(r.ReturnAt) {
 				res.UpAgain = e.At.Sub(r.ReturnAt)
 				break
 			}
+			wasUp = e.Up
 		}
 	}
 	if !r.FaultAt.IsZero() {
