@@ -9,7 +9,7 @@ package main
 //
 //	virtutune-bench --impaired [--runs 3] [--scenarios clean,wifi,udp-death,blackout]
 //	                [--clean 20s] [--wifi 60s] [--udp-dead 10s] [--blackouts 3s,15s]
-//	                [--after 5s] [--max-after 30s] [--json] [--v]
+//	                [--after 5s] [--max-after 30s] [--json] [--dump DIR] [--v]
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +35,7 @@ type impairedOptions struct {
 	scenarios []string
 	timing    impaired.Timing
 	json      bool
+	dump      string
 	verbose   bool
 	nodeDebug bool
 }
@@ -52,6 +55,7 @@ func parseImpairedFlags(args []string) (*impairedOptions, error) {
 	fs.DurationVar(&o.timing.After, "after", 5*time.Second, "playing after a fault, at least")
 	fs.DurationVar(&o.timing.MaxAfter, "max-after", 30*time.Second, "playing after a fault, at most, while waiting for p2p again")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON")
+	fs.StringVar(&o.dump, "dump", "", "write every run's record (each chord's send and arrival times and path, the links' events) as JSON files into this directory")
 	fs.BoolVar(&o.verbose, "v", false, "progress logs on stderr")
 	fs.BoolVar(&o.nodeDebug, "node-debug", false, "the nodes log at debug level (printed for a failed scenario)")
 	if err := fs.Parse(args); err != nil {
@@ -122,6 +126,11 @@ func runImpaired(ctx context.Context, args []string, out io.Writer) error {
 			}
 			res := r.Result()
 			results = append(results, res)
+			if o.dump != "" {
+				if err := dumpRun(o.dump, run, r); err != nil {
+					return err
+				}
+			}
 			byName[sc.Name] = append(byName[sc.Name], res)
 		}
 		if !o.json {
@@ -141,4 +150,16 @@ func runImpaired(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "medians over %d runs (counts summed)\n%s", o.runs, impaired.Table(medians))
 	}
 	return nil
+}
+
+// dumpRun writes one run's record to dir/<scenario>-<run>.json.
+func dumpRun(dir string, n int, r *impaired.Run) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.json", r.Scenario.Name, n)), b, 0o644)
 }
