@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/virtutune/link/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -25,10 +26,7 @@ func TestMain(m *testing.M) {
 func newNet(t *testing.T, names ...string) (*Network, []*Host) {
 	t.Helper()
 	if err := Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%v (CI=true: the network emulator must run)", err)
-		}
-		t.Skip(err)
+		testkit.SkipOrFail(t, "%v", err)
 	}
 	n, err := New(Config{Seed: 1})
 	if err != nil {
