@@ -243,6 +243,10 @@ func TestImpairedBrowser(t *testing.T) {
 			run.Links = append(run.Links, impaired.LinkEvent{Node: b.name, Kind: "p2p", Up: p.Path == "p2p", Reason: p.Reason, At: jsTime(p.T)})
 		}
 	}
+	for _, e := range run.Links {
+		t.Logf("%s page: path %s (%s) at fault %+v", e.Node, map[bool]string{true: "p2p", false: "relay"}[e.Up], e.Reason,
+			e.At.Sub(run.FaultAt).Round(time.Millisecond))
+	}
 	r := run.Result()
 	t.Logf("Chromium, both ends:\n%s", impaired.Table([]impaired.Result{r}))
 	if !r.Clean() || r.Delivered != r.Sent || r.Sent < int((sc.Before+sc.FaultFor+sc.After)/(250*time.Millisecond))/2 {
