@@ -247,6 +247,12 @@ func TestImpairedBrowser(t *testing.T) {
 		t.Logf("%s page: path %s (%s) at fault %+v", e.Node, map[bool]string{true: "p2p", false: "relay"}[e.Up], e.Reason,
 			e.At.Sub(run.FaultAt).Round(time.Millisecond))
 	}
+	for _, smp := range run.Samples {
+		if lat := smp.Latency(); lat > 100*time.Millisecond {
+			t.Logf("slow chord: seq %d sent at fault %+v, delivered by %s after %v", smp.Seq,
+				smp.Sent.Sub(run.FaultAt).Round(time.Millisecond), smp.Path, lat.Round(time.Millisecond))
+		}
+	}
 	r := run.Result()
 	t.Logf("Chromium, both ends:\n%s", impaired.Table([]impaired.Result{r}))
 	if !r.Clean() || r.Delivered != r.Sent || r.Sent < int((sc.Before+sc.FaultFor+sc.After)/(250*time.Millisecond))/2 {
