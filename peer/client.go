@@ -23,7 +23,7 @@ const (
 	StateUnknown      State = iota
 	StateConnected          // the WebSocket is up
 	StateReconnecting       // the WebSocket dropped; the client is dialling again
-	StateClosed             // Close was called, or the server ended the client for good
+	StateClosed             // Close was called, or the server ended the relay for good (see Err)
 )
 
 func (s State) String() string {
@@ -65,9 +65,14 @@ type Event struct {
 	Kind EventKind
 	// Peer is the other client's id (EventP2P only).
 	Peer string
-	Up   bool
-	// Reason says why a link went down ("closed", "ice-failed", "timeout",
-	// "renegotiate", or the WebSocket's error).
+	// Up: the WebSocket is connected (EventRelay); the data channel carries
+	// messages, its State is up or suspect (EventP2P).
+	Up bool
+	// State is the link's new state (EventP2P only; every change is an event).
+	State LinkState
+	// Reason says why a link is not up: for EventP2P a reason code
+	// ("silent", "ice-disconnected", "ice-failed", "closed", "timeout",
+	// "peer-left", ...), for EventRelay the WebSocket's error.
 	Reason string
 	// Generation numbers the peer connections to Peer (EventP2P only).
 	Generation uint32
@@ -81,8 +86,15 @@ type Stats struct {
 	OutboxDropped uint64
 	// Duplicates counts application messages dropped as already delivered.
 	Duplicates uint64
-	// ReorderOverrun counts messages dropped because a sender's reorder window was full.
+	// ReorderOverrun counts arrivals dropped because a sender's reorder window
+	// was full (the other path or a resend brings them again).
 	ReorderOverrun uint64
+	// Skipped counts seqs given up on: a gap nothing filled within 10 s (the
+	// message is gone everywhere; the ones behind it were delivered).
+	Skipped uint64
+	// P2PRefused counts data channel messages refused because they lacked
+	// from or seq, or failed validation (their relayed copy is delivered).
+	P2PRefused uint64
 	// P2PCopies and RelayCopies count the copies of other members'
 	// application messages received over data channels and over the
 	// WebSocket, duplicates included: both paths race, so with a data channel
@@ -92,25 +104,56 @@ type Stats struct {
 	Reconnects uint64
 	// EventsDropped counts events dropped because nobody read Events.
 	EventsDropped uint64
-	// Unconfirmed is the number of application messages in the outbox: sent
-	// but not yet confirmed by the server.
+	// Unconfirmed is the number of application messages sent but not yet
+	// confirmed by the server.
 	Unconfirmed int
 }
 
 // LinkInfo describes the data channel link to one peer.
 type LinkInfo struct {
-	Peer       string
-	Role       string
-	Offerer    bool
-	Up         bool
+	Peer    string
+	Role    string
+	Offerer bool
+	// State is the link's state; Up is State.P2P() (up or suspect).
+	State LinkState
+	Up    bool
+	// Reason says why the link is not up ("" when it is): a reason code
+	// (see Event.Reason).
+	Reason string
+	// Since is when the link entered State.
+	Since time.Time
+	// Generation numbers the link's peer connection.
 	Generation uint32
-	RTT        time.Duration
+	// RTT is the median of the recent heartbeat round trips over the channel.
+	RTT time.Duration
+	// ClockOffset is the peer's clock minus ours, measured over the channel
+	// (0 until measured); it turns the sender's at into a one-way latency.
+	ClockOffset time.Duration
 }
 
-// outEntry is an application message kept until the server confirms it.
-type outEntry struct {
-	seq  uint64
-	data []byte
+// Status is what a page or a command line shows of the client's link: the
+// path chords take now and why, the smoothed latency per path, and every
+// data channel link. The browser client's linkState() has the same fields.
+type Status struct {
+	// WS is the state of the WebSocket.
+	WS State
+	// Path is "p2p" while every other member is reached over a data channel
+	// that is up or suspect, else "relay" (chords race over both anyway).
+	Path string
+	// Reason is why the path is the relay (a reason code: "disabled",
+	// "no-peer", "peer-no-p2p", "connecting", "silent", "ice-failed", ...),
+	// "" on p2p.
+	Reason string
+	// RTTP2P and RTTRelay are the medians of the recent round trips over the
+	// data channel (heartbeats) and to the server (WebSocket pings); 0 if none.
+	RTTP2P, RTTRelay time.Duration
+	// ChordP2P and ChordRelay are the medians of the recent one-way
+	// latencies of the chords and practice changes delivered by each path
+	// (from the sender's clock, offset measured over the data channel); 0 if
+	// none measured.
+	ChordP2P, ChordRelay time.Duration
+	// Links describes each data channel link.
+	Links []LinkInfo
 }
 
 // qItem is a message waiting for the WebSocket writer. seq is not zero for
@@ -167,12 +210,17 @@ type Client struct {
 	conn      *websocket.Conn
 	connected bool // a connection was ever made
 	wake      chan struct{}
+	hbWake    chan struct{} // wakes the heartbeat loop (the session became active)
 	queue     []qItem
 	controlN  int
-	outbox    []outEntry
+	ob        *outbox
 	lastSeq   uint64 // last seq given to an application message
-	acked     uint64 // highest seq the server confirmed
 	offHigh   uint64 // highest off seen over the WebSocket
+	// relayGone: the server ended the relay for good (terminal close or a
+	// refused reconnect); open data channels carry on (see Err).
+	relayGone bool
+	lastApp   time.Time // last application message sent or received
+	hbIdle    bool      // the heartbeat runs at the idle rate
 	members   map[string]protocol.Member
 	links     map[string]*link
 	dd        *dedupe
@@ -184,8 +232,9 @@ type Client struct {
 	resendQueued  uint64
 	resendWritten uint64
 	lastTS        float64
-	wsRTT         time.Duration
-	p2pRTT        time.Duration
+	wsRTT         samples
+	chordLat      map[string]*samples // one-way latency of deliveries by path
+	lastReport    time.Time           // last latency_report
 	stats         Stats
 	session       protocol.SessionState
 }
@@ -203,18 +252,22 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	u, _ := cfg.wsURL()
 	c := &Client{
-		cfg:     cfg,
-		id:      cfg.ClientID,
-		url:     u,
-		recv:    make(chan Delivery, cfg.RecvQueue),
-		events:  make(chan Event, 64),
-		done:    make(chan struct{}),
-		ready:   make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		members: make(map[string]protocol.Member),
-		links:   make(map[string]*link),
-		dd:      newDedupe(cfg.ReorderWindow),
-		pings:   make(map[string]*pingWait),
+		cfg:      cfg,
+		id:       cfg.ClientID,
+		url:      u,
+		recv:     make(chan Delivery, cfg.RecvQueue),
+		events:   make(chan Event, 64),
+		done:     make(chan struct{}),
+		ready:    make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		hbWake:   make(chan struct{}, 1),
+		members:  make(map[string]protocol.Member),
+		links:    make(map[string]*link),
+		dd:       newDedupe(cfg.ReorderWindow),
+		ob:       newOutbox(cfg.Outbox),
+		pings:    make(map[string]*pingWait),
+		chordLat: map[string]*samples{protocol.PathP2P: {}, protocol.PathRelay: {}},
+		lastApp:  time.Now(),
 	}
 	c.log = cfg.Logger.With("client", cfg.ClientID, "role", cfg.Role)
 	if !cfg.DisableP2P {
@@ -228,7 +281,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.wg.Add(2)
 	go c.run(conn, last)
-	go c.pingLoop()
+	go c.heartbeatLoop()
 	select {
 	case <-c.ready:
 		return c, nil
@@ -255,10 +308,13 @@ func (c *Client) Close() error {
 		}
 		var pcs []*webrtc.PeerConnection
 		for _, l := range c.links {
-			if l.pc != nil {
-				pcs = append(pcs, l.pc)
-				l.pc, l.dc, l.up = nil, nil, false
+			for _, a := range []*attempt{l.cur, l.next} {
+				if a != nil && a.pc != nil {
+					pcs = append(pcs, a.pc)
+				}
 			}
+			l.cur, l.next = nil, nil
+			l.state = LinkClosed
 		}
 		c.mu.Unlock()
 		c.cancel()
@@ -271,8 +327,9 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Err returns why the client ended (ErrClosed after Close, an error wrapping
-// ErrTerminal after a terminal close code), or nil while it runs.
+// Err returns why the client ended or its relay did (ErrClosed after Close,
+// an error wrapping ErrTerminal after a terminal close code or a refused
+// reconnect), or nil while the relay runs.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -282,19 +339,49 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-// Done is closed when the client has ended (see Err).
+// Done is closed when the client has ended: after Close, or once the server
+// ended the relay for good (see Err) and no data channel is left.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// terminate ends the client after a terminal error; Close must still be called.
-func (c *Client) terminate(err error) {
+// terminate ends the relay for good after a terminal error (Close must still
+// be called). The data channels that are open carry on, both ways, until
+// they end; then the client is done. A client replaced by a newer connection
+// of its own id (4100) closes them at once: the newer one takes over.
+func (c *Client) terminate(err error, replaced bool) {
 	c.mu.Lock()
 	c.state = StateClosed
+	c.relayGone = true
 	if c.err == nil {
 		c.err = err
 	}
+	var pcs []*webrtc.PeerConnection
+	for _, l := range c.links {
+		if replaced || l.cur == nil {
+			pcs = append(pcs, c.closeLinkLocked(l, "relay-ended")...)
+			continue
+		}
+		if l.next != nil { // it cannot finish without signaling
+			pcs = append(pcs, l.next.pc)
+			l.next = nil
+		}
+	}
+	c.maybeDoneLocked()
 	c.mu.Unlock()
+	c.closePCs(pcs)
 	c.log.Warn("connection ended for good", "err", err)
-	c.cancel()
+}
+
+// maybeDoneLocked closes done once the relay ended for good and no data
+// channel is left. c.mu is held.
+func (c *Client) maybeDoneLocked() {
+	if !c.relayGone {
+		return
+	}
+	for _, l := range c.links {
+		if l.cur != nil {
+			return
+		}
+	}
 	c.doneOnce.Do(func() { close(c.done) })
 }
 
@@ -343,58 +430,145 @@ func (c *Client) SessionState() protocol.SessionState {
 	return c.session
 }
 
-// Path returns "p2p" when every other member present (at least one) is reached
-// over an open data channel, and "relay" otherwise.
+// Path returns "p2p" when every other member present (at least one) is
+// reached over a data channel that is up or suspect, and "relay" otherwise.
 func (c *Client) Path() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	p, _ := c.pathLocked()
+	return p
+}
+
+// pathLocked returns the path and, on the relay, why. c.mu is held.
+func (c *Client) pathLocked() (string, string) {
+	if c.api == nil {
+		return protocol.PathRelay, "disabled"
+	}
 	n := 0
+	ids := make([]string, 0, len(c.members))
 	for id := range c.members {
-		if id == c.id {
-			continue
+		if id != c.id {
+			ids = append(ids, id)
 		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
 		n++
-		if l := c.links[id]; l == nil || !l.up {
-			return protocol.PathRelay
+		l := c.links[id]
+		switch {
+		case l == nil && c.members[id].NoP2P:
+			return protocol.PathRelay, "peer-no-p2p"
+		case l == nil:
+			return protocol.PathRelay, "connecting"
+		case !l.state.P2P():
+			r := l.reason
+			if r == "" || l.state == LinkConnecting && !l.everUp {
+				r = l.state.String()
+			}
+			return protocol.PathRelay, r
 		}
 	}
 	if n == 0 {
-		return protocol.PathRelay
+		return protocol.PathRelay, "no-peer"
 	}
-	return protocol.PathP2P
+	return protocol.PathP2P, ""
 }
 
-// PathTo returns the path to one peer: "p2p" while its data channel is open.
+// PathTo returns the path to one peer: "p2p" while its data channel is up
+// or suspect.
 func (c *Client) PathTo(peer string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l := c.links[peer]; l != nil && l.up {
+	if l := c.links[peer]; l != nil && l.state.P2P() {
 		return protocol.PathP2P
 	}
 	return protocol.PathRelay
 }
 
-// RTT returns the last round-trip time measured on path ("p2p": over a data
-// channel, "relay": to the server over the WebSocket), 0 if none yet.
+// RTT returns the median of the recent round trips measured on path
+// ("p2p": heartbeats over a data channel, the first link up; "relay": pings
+// to the server over the WebSocket), 0 if none yet.
 func (c *Client) RTT(path string) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if path == protocol.PathP2P {
-		return c.p2pRTT
+		return c.p2pRTTLocked()
 	}
-	return c.wsRTT
+	return c.wsRTT.median()
+}
+
+func (c *Client) p2pRTTLocked() time.Duration {
+	ids := make([]string, 0, len(c.links))
+	for id := range c.links {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if l := c.links[id]; l.state.P2P() {
+			return l.rtt.median()
+		}
+	}
+	return 0
 }
 
 // Links describes the data channel link to each peer this client knows.
 func (c *Client) Links() []LinkInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.linksLocked()
+}
+
+func (c *Client) linksLocked() []LinkInfo {
 	out := make([]LinkInfo, 0, len(c.links))
 	for _, l := range c.links {
-		out = append(out, LinkInfo{Peer: l.peer, Role: l.role, Offerer: l.offerer, Up: l.up, Generation: l.gen, RTT: l.rtt})
+		gen := l.gen
+		if l.cur != nil {
+			gen = l.cur.gen
+		}
+		off, _ := l.offset.get()
+		out = append(out, LinkInfo{Peer: l.peer, Role: l.role, Offerer: l.offerer, State: l.state, Up: l.state.P2P(),
+			Reason: l.reason, Since: l.since, Generation: gen, RTT: l.rtt.median(),
+			ClockOffset: time.Duration(off * float64(time.Millisecond))})
 	}
 	slices.SortFunc(out, func(a, b LinkInfo) int { return cmpString(a.Peer, b.Peer) })
 	return out
+}
+
+// Status returns the link's state as a page shows it: path and why, the
+// smoothed latencies, every data channel link. It does not block.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, why := c.pathLocked()
+	return Status{WS: c.state, Path: p, Reason: why, RTTP2P: c.p2pRTTLocked(), RTTRelay: c.wsRTT.median(),
+		ChordP2P: c.chordLat[protocol.PathP2P].median(), ChordRelay: c.chordLat[protocol.PathRelay].median(),
+		Links: c.linksLocked()}
+}
+
+// stampLocked sets the one-way latency of deliveries whose sender's clock
+// offset is known, and keeps it per path. c.mu is held.
+func (c *Client) stampLocked(ds []Delivery) []Delivery {
+	for i := range ds {
+		d := &ds[i]
+		if d.Msg.At <= 0 {
+			continue
+		}
+		l := c.links[d.Msg.From]
+		if l == nil {
+			continue
+		}
+		off, ok := l.offset.get()
+		if !ok {
+			continue
+		}
+		recv := float64(d.At.UnixMicro()) / 1000
+		lat := time.Duration((recv - (d.Msg.At - off)) * float64(time.Millisecond))
+		d.Latency = max(lat, 0)
+		if s := c.chordLat[d.Path]; s != nil {
+			s.add(d.Latency)
+		}
+	}
+	return ds
 }
 
 // Stats returns the client's counters.
@@ -404,7 +578,9 @@ func (c *Client) Stats() Stats {
 	s := c.stats
 	s.Duplicates = c.dd.dropped
 	s.ReorderOverrun = c.dd.overrun
-	s.Unconfirmed = len(c.outbox)
+	s.Skipped = c.dd.skipped
+	s.OutboxDropped = c.ob.dropped
+	s.Unconfirmed = len(c.ob.unconfirmed())
 	return s
 }
 
@@ -436,11 +612,14 @@ func (c *Client) Recv(ctx context.Context) (Delivery, error) {
 }
 
 // Send sends an application message (chord_change, practice_start,
-// practice_end) to every other member: over each open data channel and over
-// the WebSocket (with direct naming the peers reached directly). It stamps
-// from, seq and at, and keeps the message until the server confirms it, to
-// resend it after a reconnect. It does not wait for the network; it fails
-// only for a message that is not valid or a closed client.
+// practice_end) to every other member: over each data channel that is up
+// and over the WebSocket — both paths race, the receivers keep the first
+// copy. It stamps from, seq and at, and keeps the message until the server
+// and every peer with a data channel confirmed it, to resend it after a
+// reconnect (to the server) or when a peer's heartbeat shows it lacks it
+// (over the channel). It does not wait for the network; it fails only for a
+// message that is not valid, a closed client, or a client whose relay the
+// server ended for good (Err) with no data channel left to carry it.
 func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -453,51 +632,69 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
+	now := time.Now()
 	c.mu.Lock()
-	if c.state == StateClosed {
+	if c.closed {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	var dcs []*webrtc.DataChannel
+	for _, l := range c.links {
+		if l.state.P2P() && l.cur != nil && l.cur.dc != nil {
+			dcs = append(dcs, l.cur.dc)
+		}
+	}
+	if c.relayGone && len(dcs) == 0 {
 		err := c.err
 		c.mu.Unlock()
 		return err
 	}
 	c.lastSeq++
 	out := &protocol.Message{Type: m.Type, Data: m.Data, From: c.id, Seq: c.lastSeq, At: nowMillis()}
-	var dcs []*link
-	for _, l := range c.links {
-		if l.up && l.dc != nil {
-			dcs = append(dcs, l)
-		}
-	}
-	type target struct {
-		peer string
-		dc   *webrtc.DataChannel
-	}
-	targets := make([]target, 0, len(dcs))
-	for _, l := range dcs {
-		targets = append(targets, target{l.peer, l.dc})
-	}
+	c.activeLocked(now)
 	c.mu.Unlock()
 
-	// Both paths race: the copy for the WebSocket goes whether or not a data
-	// channel took one, and the receiver keeps whichever arrives first.
 	data := protocol.Encode(out)
-	for _, t := range targets {
-		if err := t.dc.SendText(string(data)); err != nil {
-			c.log.Debug("data channel send failed", "peer", t.peer, "err", err)
+	direct := false
+	for _, dc := range dcs {
+		if dc.BufferedAmount() > maxBuffered {
+			continue // a stalled channel: the relay's copy carries it
 		}
+		if err := dc.SendText(string(data)); err != nil {
+			c.log.Debug("data channel send failed", "err", err)
+			continue
+		}
+		direct = true
 	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.outbox) >= c.cfg.Outbox {
-		c.outbox = slices.Delete(c.outbox, 0, 1)
-		c.stats.OutboxDropped++
+	if dropped := c.ob.add(out.Seq, data, now, direct); dropped != 0 {
+		c.log.Warn("outbox full: dropped an unconfirmed message", "seq", dropped)
 	}
-	c.outbox = append(c.outbox, outEntry{seq: out.Seq, data: data})
 	if c.conn != nil {
 		c.queue = append(c.queue, qItem{seq: out.Seq, data: data})
 		c.wakeWriter()
 	}
 	return nil
+}
+
+// maxBuffered is how much a data channel may hold unsent before Send leaves
+// it to the relay (the channel is stalled).
+const maxBuffered = 64 << 10
+
+// activeLocked notes an application message at now; a session that was
+// idle gets its fast heartbeat back at once. c.mu is held.
+func (c *Client) activeLocked(now time.Time) {
+	idle := now.Sub(c.lastApp) >= idleAfter
+	c.lastApp = now
+	if idle {
+		select {
+		case c.hbWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // SendChord sends chord_change {chord}. See Send.
@@ -638,19 +835,10 @@ func (c *Client) sleep(d time.Duration) bool {
 	}
 }
 
-// backoff returns the delay before attempt n (0-based): exponential from
-// BackoffMin to BackoffMax, with jitter of +-25%.
+// backoff returns the delay before WebSocket reconnect attempt n
+// (0-based): backoffDelay from BackoffMin to BackoffMax.
 func (c *Client) backoff(n int) time.Duration {
-	d := c.cfg.BackoffMin
-	for i := 0; i < n && d < c.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.BackoffMax)
-	if d <= 0 {
-		return 0
-	}
-	j := time.Duration(randUint64() % uint64(d/2+1))
-	return d - d/4 + j
+	return backoffDelay(n, c.cfg.BackoffMin, c.cfg.BackoffMax, randFloat())
 }
 
 func nowMillis() float64 { return float64(time.Now().UnixMicro()) / 1000 }

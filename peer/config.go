@@ -20,14 +20,51 @@ const (
 	DefaultBackoffMin     = 250 * time.Millisecond
 	DefaultBackoffMax     = 10 * time.Second
 	DefaultPingInterval   = 2 * time.Second
+	DefaultHeartbeat      = 100 * time.Millisecond
 	DefaultOutbox         = 4096
 	DefaultRecvQueue      = 4096
 	DefaultControlQueue   = 512
-	DefaultReorderWindow  = 4096
-	DefaultConnectTimeout = 15 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
 	DefaultHandshake      = 10 * time.Second
 	// writeWait bounds one WebSocket write.
 	writeWait = 5 * time.Second
+)
+
+// Timings of the direct path (link.js uses the same).
+const (
+	// heartbeatIdle is the heartbeat interval of an idle session: no
+	// application message sent or received for idleAfter.
+	heartbeatIdle = time.Second
+	idleAfter     = time.Minute
+	// p2pBackoff*: the wait before the next attempt of a link that was up
+	// before in this session (a path known to work: retried fast, so that
+	// p2p is back within about a second of its return), and of one that
+	// never was (the path may be impossible: retried ever more slowly).
+	p2pBackoffKnownMin = 250 * time.Millisecond
+	p2pBackoffKnownMax = time.Second
+	p2pBackoffNewMin   = time.Second
+	p2pBackoffNewMax   = 30 * time.Second
+	// retryConnectTimeout bounds an attempt of a link that was up before.
+	retryConnectTimeout = 4 * time.Second
+	// restartAfter: a link down this long gets a fresh attempt beside the
+	// silent channel (which comes back by itself if the peer is heard again).
+	restartAfter = 500 * time.Millisecond
+	// noOfferWait: the answering side asks again (rtc_restart) when no offer
+	// came this long after it asked.
+	noOfferWait = 8 * time.Second
+	// sctpRTOMax caps SCTP's retransmission timeout (pion: 1 s, doubling up
+	// to 60 s), so the channel's control chunks (and the abandonment of lost
+	// chords) never wait long after the network returns.
+	sctpRTOMax = 200 * time.Millisecond
+	// iceCheckInterval is pion's connectivity check interval while connecting.
+	iceCheckInterval = 200 * time.Millisecond
+	// iceDisconnected and iceFailed are pion's ICE timeouts: no packet from
+	// the peer for iceDisconnected counts as down (the heartbeat usually says
+	// so first); after iceFailed more the connection is given up. Long, so a
+	// blackout of several seconds resumes on the same connection.
+	iceDisconnected = time.Second
+	iceFailed       = 25 * time.Second
+	iceKeepalive    = 500 * time.Millisecond
 )
 
 // Config configures a Client. The zero value of every field except SessionID,
@@ -70,12 +107,19 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the exponential backoff (with jitter) of
 	// WebSocket reconnects and data channel retries. Defaults 250ms and 10s.
 	BackoffMin, BackoffMax time.Duration
-	// PingInterval is how often the client pings over the WebSocket (and over
-	// each open data channel) to measure round-trip time and learn which of its
-	// messages the server holds. Default 2s. The WebSocket is considered dead
-	// after three intervals without a message.
+	// PingInterval is how often the client pings over the WebSocket to
+	// measure round-trip time and learn which of its messages the server
+	// holds. Default 2s. The WebSocket is considered dead after three
+	// intervals without a message.
 	PingInterval time.Duration
-	// ConnectTimeout bounds one attempt to open a data channel. Default 15s.
+	// Heartbeat is how often the client pings each peer over its data
+	// channel while the session is active (an idle session, no application
+	// message for a minute, pings every second). Two intervals without a word
+	// from the peer make the link suspect, four make it down. Default 100ms.
+	Heartbeat time.Duration
+	// ConnectTimeout bounds the first attempt to open a data channel to a
+	// peer. Default 10s. Later attempts of a link that was up are bounded by
+	// 4s (or ConnectTimeout if shorter).
 	ConnectTimeout time.Duration
 	// TLSConfig, when set, is used for wss:// connections (a private CA, a
 	// self-signed certificate in a test). nil means the system's roots.
@@ -87,7 +131,8 @@ type Config struct {
 	// client stops reading (backpressure) rather than drop. Default 4096.
 	RecvQueue int
 	// ReorderWindow bounds the messages per sender held back while an earlier
-	// one is missing. Default 4096.
+	// one is missing; an arrival beyond it is dropped (counted in Stats), to
+	// be delivered when the other path or a resend brings it. Default 1024.
 	ReorderWindow int
 }
 
@@ -110,6 +155,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
@@ -150,6 +198,8 @@ func (c Config) Validate() error {
 		return bad("BackoffMax %s is below BackoffMin %s", c.BackoffMax, c.BackoffMin)
 	case c.PingInterval < 10*time.Millisecond:
 		return bad("PingInterval must be at least 10ms")
+	case c.Heartbeat < 10*time.Millisecond || c.Heartbeat > heartbeatIdle:
+		return bad("Heartbeat must be between 10ms and %v", heartbeatIdle)
 	case c.ConnectTimeout < 0:
 		return bad("ConnectTimeout must not be negative")
 	case c.Outbox < 0:
@@ -210,6 +260,11 @@ func (c Config) wsURL() (string, error) {
 func (c Config) settingEngine() webrtc.SettingEngine {
 	var se webrtc.SettingEngine
 	se.LoggerFactory = slogFactory{log: c.Logger}
+	se.SetSCTPRTOMax(sctpRTOMax)
+	se.SetICETimeouts(iceDisconnected, iceFailed, iceKeepalive)
+	// an attempt keeps checking for as long as it may take, so one started
+	// during an outage finds the path the moment it returns
+	se.SetICEMaxBindingRequests(uint16(min(1000, c.ConnectTimeout/iceCheckInterval+1)))
 	if c.LoopbackOnly {
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 		se.SetIncludeLoopbackCandidate(true)
@@ -233,6 +288,9 @@ func randomID() string {
 	}
 	return "go-" + string(b)
 }
+
+// randFloat returns a random number in [0, 1).
+func randFloat() float64 { return float64(randUint64()>>11) / (1 << 53) }
 
 func randUint64() uint64 {
 	var b [8]byte

@@ -12,11 +12,11 @@ package peer
 func (c *Client) DropDirect(peer string) bool {
 	c.mu.Lock()
 	l := c.links[peer]
-	if l == nil || l.pc == nil {
+	if l == nil || l.cur == nil {
 		c.mu.Unlock()
 		return false
 	}
-	pc := l.pc
+	pc := l.cur.pc
 	c.mu.Unlock()
 	_ = pc.Close()
 	return true

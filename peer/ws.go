@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 	"github.com/virtutune/link/protocol"
 )
 
@@ -102,7 +102,8 @@ func (c *Client) run(conn *websocket.Conn, last uint64) {
 		c.emitLocked(Event{Kind: EventRelay, Up: false, Reason: err.Error()})
 		c.mu.Unlock()
 		if errors.Is(err, ErrTerminal) {
-			c.terminate(err)
+			var ce *websocket.CloseError
+			c.terminate(err, errors.As(err, &ce) && ce.Code == protocol.CloseReplaced)
 			return
 		}
 		c.log.Info("WebSocket dropped; reconnecting", "err", err)
@@ -120,7 +121,7 @@ func (c *Client) run(conn *websocket.Conn, last uint64) {
 				return
 			}
 			if errors.Is(err, ErrTerminal) || errors.Is(err, ErrRefused) {
-				c.terminate(fmt.Errorf("%w: %w", ErrTerminal, err))
+				c.terminate(fmt.Errorf("%w: %w", ErrTerminal, err), false)
 				return
 			}
 			c.log.Debug("reconnect failed", "attempt", attempt+1, "err", err)
@@ -144,17 +145,23 @@ func (c *Client) serve(conn *websocket.Conn, last uint64) error {
 	// channels, then every application message the server does not hold.
 	var hello [][]byte
 	if c.connected {
-		r := protocol.Resume{Since: c.offHigh, Seen: c.dd.seen(protocol.MaxSeen)}
+		present := make([]string, 0, len(c.members))
+		for id := range c.members {
+			if id != c.id {
+				present = append(present, id)
+			}
+		}
+		r := protocol.Resume{Since: c.offHigh, Seen: c.dd.seen(present, protocol.MaxSeen)}
 		hello = append(hello, protocol.Encode(protocol.MustMarshal(protocol.TypeResume, r)))
 	}
 	for _, l := range c.links {
-		if l.up {
+		if l.state.P2P() {
 			hello = append(hello, protocol.Encode(protocol.MustMarshal(protocol.TypeP2PState, protocol.P2PState{Peer: l.peer, Up: true})))
 		}
 	}
-	c.trimLocked(last)
+	c.ob.ackServer(last)
 	cursor := last
-	for _, e := range c.outbox {
+	for _, e := range c.ob.unconfirmed() {
 		if e.seq > cursor {
 			hello = append(hello, e.data)
 			cursor = e.seq
@@ -304,26 +311,16 @@ func (c *Client) notePingLocked(key string, cursor uint64) {
 // already delivered. Pongs of pings written before this batch do not queue
 // another one. c.mu is held.
 func (c *Client) resendLocked(last, upto uint64) {
-	if c.conn == nil || len(c.outbox) == 0 {
+	items := c.ob.unconfirmed()
+	if c.conn == nil || len(items) == 0 {
 		return // a reconnect resends the outbox anyway
 	}
 	c.resendQueued++
-	for _, e := range c.outbox {
+	for _, e := range items {
 		c.queue = append(c.queue, qItem{seq: e.seq, data: e.data, resend: true, batch: c.resendQueued})
 	}
-	c.log.Debug("resending what the server did not take", "held", last, "written", upto, "count", len(c.outbox))
+	c.log.Debug("resending what the server did not take", "held", last, "written", upto, "count", len(items))
 	c.wakeWriter()
-}
-
-// trimLocked forgets outbox entries the server holds (seq <= last). c.mu is held.
-func (c *Client) trimLocked(last uint64) {
-	if last > c.acked {
-		c.acked = last
-	}
-	i := sort.Search(len(c.outbox), func(i int) bool { return c.outbox[i].seq > c.acked })
-	if i > 0 {
-		c.outbox = append(c.outbox[:0], c.outbox[i:]...)
-	}
 }
 
 // handleWS handles one message from the server.
@@ -340,11 +337,11 @@ func (c *Client) handleWS(m *protocol.Message) {
 		w := c.pings[string(p.Timestamp)]
 		if w != nil {
 			delete(c.pings, string(p.Timestamp))
-			c.wsRTT = now.Sub(w.sent)
+			c.wsRTT.add(now.Sub(w.sent))
 			close(w.done)
 		}
 		if p.LastSeq != nil {
-			c.trimLocked(*p.LastSeq)
+			c.ob.ackServer(*p.LastSeq)
 			if w != nil && w.written && *p.LastSeq < w.upto && w.batch == c.resendQueued {
 				c.resendLocked(*p.LastSeq, w.upto)
 			}
@@ -359,6 +356,7 @@ func (c *Client) handleWS(m *protocol.Message) {
 	}
 
 	var offers []string
+	var closes []*webrtc.PeerConnection
 	c.deliverMu.Lock()
 	defer c.deliverMu.Unlock()
 	c.mu.Lock()
@@ -376,7 +374,8 @@ func (c *Client) handleWS(m *protocol.Message) {
 			}
 		default:
 			c.stats.RelayCopies++
-			ds = c.dd.accept(m, protocol.PathRelay, now, ds)
+			c.activeLocked(now)
+			ds = c.stampLocked(c.dd.accept(m, protocol.PathRelay, now, ds))
 		}
 	case protocol.TypeConnectionUpdate:
 		var cu protocol.ConnectionUpdate
@@ -385,10 +384,18 @@ func (c *Client) handleWS(m *protocol.Message) {
 				if cu.LastSeq != nil {
 					ds = c.dd.baseline(cu.ClientID, *cu.LastSeq, ds)
 				}
-				c.members[cu.ClientID] = protocol.Member{ClientID: cu.ClientID, UserID: cu.UserID, Role: cu.Role, Since: now}
+				c.members[cu.ClientID] = protocol.Member{ClientID: cu.ClientID, UserID: cu.UserID, Role: cu.Role, Since: now, NoP2P: cu.NoP2P}
+				if l := c.links[cu.ClientID]; l != nil && cu.NoP2P {
+					closes = append(closes, c.closeLinkLocked(l, "peer-no-p2p")...)
+				}
 				offers = append(offers, c.noteMemberLocked(cu.ClientID, cu.Role, cu.NoP2P)...)
 			} else {
+				// the member left: its link goes at once (a page must not
+				// show p2p to a phone that is gone)
 				delete(c.members, cu.ClientID)
+				if l := c.links[cu.ClientID]; l != nil {
+					closes = append(closes, c.closeLinkLocked(l, "peer-left")...)
+				}
 			}
 		}
 		ds = append(ds, Delivery{Msg: m, Path: protocol.PathRelay, At: now})
@@ -407,6 +414,11 @@ func (c *Client) handleWS(m *protocol.Message) {
 			}
 			if _, ok := c.members[c.id]; !ok && hasSelf {
 				c.members[c.id] = self
+			}
+			for id, l := range c.links {
+				if _, ok := c.members[id]; !ok {
+					closes = append(closes, c.closeLinkLocked(l, "peer-left")...)
+				}
 			}
 			first := false
 			select {
@@ -428,35 +440,33 @@ func (c *Client) handleWS(m *protocol.Message) {
 	}
 	c.mu.Unlock()
 	c.deliver(ds)
+	c.closePCs(closes)
 	for _, id := range offers {
 		c.startOfferAsync(id)
 	}
+	c.reportLatency(now)
 }
 
-// pingLoop pings every open data channel each PingInterval to measure the
-// direct round-trip time.
-func (c *Client) pingLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.mu.Lock()
-		var ls []*link
-		for _, l := range c.links {
-			if l.up && l.dc != nil {
-				ls = append(ls, l)
-			}
-		}
-		c.mu.Unlock()
-		for _, l := range ls {
-			c.pingLink(l)
+// reportLatencyEvery is how often the client reports its measured one-way
+// chord latency per path to the server (latency_report, for its metrics).
+const reportLatencyEvery = 5 * time.Second
+
+// reportLatency sends latency_report for each path with a measured one-way
+// latency, at most every reportLatencyEvery.
+func (c *Client) reportLatency(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil || now.Sub(c.lastReport) < reportLatencyEvery {
+		return
+	}
+	c.lastReport = now
+	for _, path := range []string{protocol.PathP2P, protocol.PathRelay} {
+		if d := c.chordLat[path].median(); d > 0 {
+			c.enqueueLocked(protocol.MustMarshal(protocol.TypeLatency, protocol.Latency{Path: path, Micros: float64(d.Microseconds())}))
 		}
 	}
 }
 
 func formatMillis(ms float64) string { return strconv.FormatFloat(ms, 'f', 3, 64) }
+
+func formatUint(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -272,15 +272,19 @@ func printLoop(ctx context.Context, c *peer.Client) {
 		case <-ctx.Done():
 			return
 		case ev := <-c.Events():
-			line := fmt.Sprintf("%s link  %-5s %s", stamp(ev.At), ev.Kind, upDown(ev.Up))
+			state := upDown(ev.Up)
+			if ev.Kind == peer.EventP2P {
+				state = ev.State.String()
+			}
+			line := fmt.Sprintf("%s link  %-5s %s", stamp(ev.At), ev.Kind, state)
 			if ev.Peer != "" {
 				line += fmt.Sprintf(" peer=%s gen=%d", ev.Peer, ev.Generation)
 			}
 			if ev.Reason != "" {
 				line += " reason=" + ev.Reason
 			}
-			if ev.Kind == peer.EventP2P && ev.Up {
-				line += " (chords now go direct)"
+			if ev.Kind == peer.EventP2P && ev.State == peer.LinkUp {
+				line += " (chords race over both paths)"
 			}
 			fmt.Println(line)
 		case d := <-c.Deliveries():

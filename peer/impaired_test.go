@@ -1,0 +1,628 @@
+package peer_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/logging"
+	"github.com/pion/transport/v5/vnet"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/virtutune/link/peer"
+	"github.com/virtutune/link/protocol"
+)
+
+// The impaired-network tests run two Go peers and a real server in one
+// process. The data channel crosses a pion vnet (SettingEngine.SetNet): a
+// virtual LAN that delays, loses or drops every packet between phone and PC.
+// The phone's WebSocket goes through wsProxy, a TCP proxy on loopback that
+// delays it, stalls it as a lost segment would, or holds every byte both
+// ways (a blackout: the bytes flow again when the network returns, as TCP
+// would resend them). Each test checks that nothing is lost, duplicated or
+// reordered, with time bounds generous enough for a loaded machine (the
+// figures themselves are logged, and measured end to end by
+// virtutune-bench's impaired mode).
+
+// impairment describes what the phone's network does.
+type impairment struct {
+	loss          float64       // each UDP packet, each way
+	delay, jitter time.Duration // UDP: vnet's minimum delay and jitter
+	wsDelay       time.Duration // the WebSocket: each chunk, each way, up to
+	wsLoss        float64       // the WebSocket: a chunk stalls as a lost TCP segment would
+}
+
+// vlan is the virtual LAN of the data channel.
+type vlan struct {
+	router      *vnet.Router
+	pc, phone   *vnet.Net
+	loss        atomic.Uint64 // probability * 1e6
+	udpDead     atomic.Bool
+	dropped     atomic.Int64
+	passed      atomic.Int64
+	lossEnabled atomic.Bool
+}
+
+func newVLAN(t testing.TB, im impairment) *vlan {
+	t.Helper()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	r, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.77.0.0/24", MinDelay: im.delay, MaxJitter: im.jitter, LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &vlan{router: r}
+	v.loss.Store(uint64(im.loss * 1e6))
+	r.AddChunkFilter(func(vnet.Chunk) bool {
+		if v.udpDead.Load() {
+			v.dropped.Add(1)
+			return false
+		}
+		if l := v.loss.Load(); l > 0 && rand.Uint64N(1e6) < l {
+			v.dropped.Add(1)
+			return false
+		}
+		v.passed.Add(1)
+		return true
+	})
+	for _, n := range []**vnet.Net{&v.pc, &v.phone} {
+		ip := "10.77.0.2"
+		if n == &v.phone {
+			ip = "10.77.0.3"
+		}
+		nn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.AddNet(nn); err != nil {
+			t.Fatal(err)
+		}
+		*n = nn
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (v *vlan) close() { _ = v.router.Stop() }
+
+// settings puts a client's pion on this LAN, with the client's own defaults
+// for everything else (SCTP, ICE timeouts).
+func (v *vlan) settings(n *vnet.Net) func(*webrtc.SettingEngine) {
+	return func(se *webrtc.SettingEngine) {
+		se.SetNet(n)
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+}
+
+// wsProxy is the phone's WebSocket path: a TCP proxy on loopback.
+type wsProxy struct {
+	ln     net.Listener
+	target string
+	im     impairment
+	mu     sync.Mutex
+	cond   *sync.Cond
+	black  bool // hold every byte
+	conns  []net.Conn
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func newWSProxy(t testing.TB, target string, im impairment) *wsProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &wsProxy{ln: ln, target: target, im: im}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Add(1)
+	go p.accept()
+	return p
+}
+
+func (p *wsProxy) url() string { return "http://" + p.ln.Addr().String() }
+
+func (p *wsProxy) setBlack(b bool) {
+	p.mu.Lock()
+	p.black = b
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *wsProxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.black = false
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	p.ln.Close()
+	p.wg.Wait()
+}
+
+func (p *wsProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			return
+		}
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(s, c)
+		go p.pipe(c, s)
+	}
+}
+
+// pipe copies src to dst chunk by chunk, in order: each chunk waits out the
+// blackout, its delay (uniform up to wsDelay) and, with probability wsLoss,
+// a TCP retransmission timeout (200 ms) as if its segment was lost.
+func (p *wsProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	type chunk struct {
+		b   []byte
+		due time.Time
+		eof bool
+	}
+	q := make(chan chunk, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ch := range q {
+			if d := time.Until(ch.due); d > 0 {
+				time.Sleep(d) // the pipe's own pacing, not a test's synchronisation
+			}
+			p.mu.Lock()
+			for p.black && !p.closed {
+				p.cond.Wait()
+			}
+			p.mu.Unlock()
+			if ch.eof {
+				return
+			}
+			if _, err := dst.Write(ch.b); err != nil {
+				return
+			}
+		}
+	}()
+	var last time.Time
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			due := time.Now()
+			if p.im.wsDelay > 0 {
+				due = due.Add(time.Duration(rand.Int64N(int64(p.im.wsDelay))))
+			}
+			if p.im.wsLoss > 0 && rand.Float64() < p.im.wsLoss {
+				due = due.Add(200 * time.Millisecond)
+			}
+			if due.Before(last) {
+				due = last
+			}
+			last = due
+			select {
+			case q <- chunk{b: append([]byte(nil), buf[:n]...), due: due}:
+			case <-done:
+				return
+			}
+		}
+		if err != nil {
+			select {
+			case q <- chunk{eof: true, due: last}:
+			case <-done:
+			}
+			close(q)
+			<-done
+			return
+		}
+	}
+}
+
+// impaired is a session whose phone has the impaired network.
+type impaired struct {
+	t           *testing.T
+	e           *env
+	lan         *vlan
+	proxy       *wsProxy
+	pc, phone   *peer.Client
+	atPC        *collector
+	pcEvents    *eventLog
+	phoneEvents *eventLog
+	stopRecv    context.CancelFunc
+}
+
+func newImpaired(ctx context.Context, t *testing.T, im impairment) *impaired {
+	t.Helper()
+	h := &impaired{t: t, e: newEnv(t)}
+	h.lan = newVLAN(t, im)
+	h.proxy = newWSProxy(t, strings.TrimPrefix(h.e.url, "http://"), im)
+	info, err := peer.CreateSession(ctx, h.e.url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, err := peer.Pair(ctx, info.PairingURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(role string, n *vnet.Net) peer.Config {
+		return peer.Config{Role: role, Logger: h.e.log.With("side", role), SettingEngine: h.lan.settings(n)}
+	}
+	pcCfg := cfg(protocol.RolePC, h.lan.pc)
+	pcCfg.ServerURL, pcCfg.SessionID, pcCfg.Token = h.e.url, info.SessionID, info.Token
+	if h.pc, err = peer.Dial(ctx, pcCfg); err != nil {
+		t.Fatal(err)
+	}
+	phCfg := cfg(protocol.RolePhone, h.lan.phone)
+	phCfg.ServerURL, phCfg.SessionID, phCfg.Token = h.proxy.url(), ph.SessionID, ph.Token
+	if h.phone, err = peer.Dial(ctx, phCfg); err != nil {
+		h.pc.Close()
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	h.stopRecv = stop
+	h.atPC = collect(rctx, h.pc, h.phone.ClientID())
+	h.pcEvents = logEvents(rctx, h.pc)
+	h.phoneEvents = logEvents(rctx, h.phone)
+	// drain what the phone receives
+	go func() {
+		for {
+			if _, err := h.phone.Recv(rctx); err != nil {
+				return
+			}
+		}
+	}()
+	return h
+}
+
+func (h *impaired) close() {
+	h.stopRecv()
+	<-h.atPC.done
+	<-h.pcEvents.done
+	<-h.phoneEvents.done
+	h.phone.Close()
+	h.pc.Close()
+	h.proxy.close()
+	h.lan.close()
+	h.e.close()
+}
+
+// eventLog records a client's link events.
+type eventLog struct {
+	mu   sync.Mutex
+	evs  []peer.Event
+	done chan struct{}
+}
+
+func logEvents(ctx context.Context, c *peer.Client) *eventLog {
+	l := &eventLog{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-c.Events():
+				l.mu.Lock()
+				l.evs = append(l.evs, e)
+				l.mu.Unlock()
+			}
+		}
+	}()
+	return l
+}
+
+// first returns the first P2P event after t whose state satisfies f.
+func (l *eventLog) first(after time.Time, f func(peer.LinkState) bool) (peer.Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.evs {
+		if e.Kind == peer.EventP2P && !e.At.Before(after) && f(e.State) {
+			return e, true
+		}
+	}
+	return peer.Event{}, false
+}
+
+func isDown(s peer.LinkState) bool { return !s.P2P() }
+
+// playChords sends chords from the phone every interval until stop, and
+// returns the send times by seq.
+type player struct {
+	mu    sync.Mutex
+	sent  []time.Time // index seq-1
+	done  chan struct{}
+	err   error
+	stopC chan struct{}
+}
+
+func play(ctx context.Context, c *peer.Client, interval time.Duration) *player {
+	p := &player{done: make(chan struct{}), stopC: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for seq := uint64(1); ; seq++ {
+			p.mu.Lock()
+			p.sent = append(p.sent, time.Now())
+			p.mu.Unlock()
+			if err := c.SendChord(ctx, chordFor(seq)); err != nil {
+				p.err = err
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-p.stopC:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *player) stop() int {
+	close(p.stopC)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sent)
+}
+
+func (p *player) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sent)
+}
+
+func (p *player) sentAt(seq uint64) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent[seq-1]
+}
+
+// latencies returns each delivery's one-way latency (one process, one clock).
+func latencies(ds []peer.Delivery) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		sent := time.UnixMicro(int64(d.Msg.At * 1000))
+		out[i] = d.At.Sub(sent)
+	}
+	return out
+}
+
+func pct(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	c := slices.Clone(ds)
+	sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
+	i := int(q * float64(len(c)-1))
+	return c[i]
+}
+
+func summary(ds []time.Duration) string {
+	return fmt.Sprintf("p50 %v p99 %v max %v", pct(ds, 0.5).Round(10*time.Microsecond),
+		pct(ds, 0.99).Round(10*time.Microsecond), pct(ds, 1).Round(10*time.Microsecond))
+}
+
+// finish stops the phone's chords, waits for every one at the PC, and
+// checks that each arrived once and in order.
+func (h *impaired) finish(ctx context.Context, p *player) []peer.Delivery {
+	h.t.Helper()
+	n := p.stop()
+	if p.err != nil {
+		h.t.Fatalf("send: %v", p.err)
+	}
+	waitFor(ctx, h.t, fmt.Sprintf("all %d chords at the PC", n), func() bool { return h.atPC.len() >= n })
+	if err := h.pc.Flush(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+	ds := h.atPC.snapshot()
+	checkExact(h.t, "phone->PC", ds, n)
+	return ds
+}
+
+func byPath(ds []peer.Delivery) map[string]int {
+	m := map[string]int{}
+	for _, d := range ds {
+		m[d.Path]++
+	}
+	return m
+}
+
+// Wi-Fi-like: 4 ± 3 ms and 2 % loss each way on both paths. Both paths race,
+// so a chord the data channel loses comes by the relay: only a chord both
+// lose waits for a retransmission. Today's behaviour (the relay's copy held
+// back while the channel is up, SCTP's 1 s retransmission timer) put p99 at
+// 220-267 ms; the bound here is far above the target (p99 < 60 ms) and far
+// below that.
+func TestImpairedLossyLink(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h := newImpaired(ctx, t, impairment{loss: 0.02, delay: time.Millisecond, jitter: 6 * time.Millisecond,
+		wsDelay: 7 * time.Millisecond, wsLoss: 0.02})
+	defer h.close()
+	waitP2P(ctx, t, h.pc, h.phone)
+	p := play(ctx, h.phone, 40*time.Millisecond)
+	waitFor(ctx, t, "400 chords sent", func() bool { return h.atPC.len() >= 400 })
+	ds := h.finish(ctx, p)
+	lat := latencies(ds)
+	late := 0
+	for _, l := range lat {
+		if l > 250*time.Millisecond {
+			late++
+		}
+	}
+	t.Logf("lossy link: %d chords, %s; first by %v; UDP dropped %d of %d; PC links %+v",
+		len(ds), summary(lat), byPath(ds), h.lan.dropped.Load(), h.lan.dropped.Load()+h.lan.passed.Load(), h.pc.Status())
+	if late > len(ds)/100 {
+		t.Fatalf("%d of %d chords later than 250 ms (%s)", late, len(ds), summary(lat))
+	}
+}
+
+// UDP between phone and PC dies silently while the WebSocket flows: no chord
+// waits (the relay's copy is delivered), both ends know within about half a
+// second that the direct path is down and say why, and when UDP returns the
+// direct path is back in about a second. Today every chord stalled for 30 s
+// and p2p came back 12.5 s after UDP did.
+func TestImpairedUDPDiesSilently(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h := newImpaired(ctx, t, impairment{})
+	defer h.close()
+	waitP2P(ctx, t, h.pc, h.phone)
+	p := play(ctx, h.phone, 50*time.Millisecond)
+	waitFor(ctx, t, "chords over p2p", func() bool { return h.atPC.len() >= 20 })
+
+	died := time.Now()
+	h.lan.udpDead.Store(true)
+	waitFor(ctx, t, "both links down", func() bool {
+		return h.pc.PathTo(h.phone.ClientID()) == protocol.PathRelay && h.phone.PathTo(h.pc.ClientID()) == protocol.PathRelay
+	})
+	pcDown, _ := h.pcEvents.first(died, isDown)
+	phDown, _ := h.phoneEvents.first(died, isDown)
+	st := h.pc.Status()
+	if st.Path != protocol.PathRelay || st.Reason == "" {
+		t.Fatalf("the PC's status during the outage: %+v; want relay and a reason", st)
+	}
+	// keep UDP dead for a while: fresh attempts run into it
+	mark := h.atPC.len()
+	waitFor(ctx, t, "chords by relay during the outage", func() bool { return h.atPC.len() >= mark+60 })
+
+	back := time.Now()
+	h.lan.udpDead.Store(false)
+	waitFor(ctx, t, "p2p again", func() bool {
+		return h.pc.PathTo(h.phone.ClientID()) == protocol.PathP2P && h.phone.PathTo(h.pc.ClientID()) == protocol.PathP2P
+	})
+	again := time.Since(back)
+	mark = h.atPC.len()
+	waitFor(ctx, t, "chords after the return", func() bool { return h.atPC.len() >= mark+20 })
+	ds := h.finish(ctx, p)
+	var during []time.Duration
+	lat := latencies(ds)
+	for i, d := range ds {
+		if s := p.sentAt(d.Msg.Seq); !s.Before(died) && s.Before(back) {
+			during = append(during, lat[i])
+		}
+	}
+	t.Logf("UDP dies: down known after PC %v phone %v (reason %q); chords during the outage (%d): %s; p2p again %v after UDP returned; all %d: %s, first by %v",
+		pcDown.At.Sub(died).Round(time.Millisecond), phDown.At.Sub(died).Round(time.Millisecond), st.Reason,
+		len(during), summary(during), again.Round(time.Millisecond), len(ds), summary(lat), byPath(ds))
+	if m := pct(during, 1); m > 2*time.Second {
+		t.Fatalf("a chord sent while UDP was dead arrived %v late", m)
+	}
+	if d := pcDown.At.Sub(died); pcDown.At.IsZero() || d > 3*time.Second {
+		t.Fatalf("the PC took %v to know the direct path was down", d)
+	}
+	if again > 8*time.Second {
+		t.Fatalf("p2p came back %v after UDP did (before ICE's failed timeout is the least)", again)
+	}
+}
+
+// Everything to and from the phone is gone for a while (UDP and its
+// WebSocket): every chord played meanwhile arrives soon after the network
+// returns, and chords played after it arrive promptly. Today: ~4 s after the
+// return for a 3 s blackout; chords after a 15 s one frozen ~15 s. In the
+// last case the WebSocket stays stalled 5 s longer than UDP (TCP backing
+// off its retransmissions, or a reconnect waiting out its backoff): the data
+// channel alone must bring what was played during the blackout (resent from
+// the outbox when the PC's heartbeat shows it lacks it) and what comes after.
+func TestImpairedBlackout(t *testing.T) {
+	for _, tc := range []struct{ udp, ws time.Duration }{
+		{3 * time.Second, 3 * time.Second},
+		{15 * time.Second, 15 * time.Second},
+		{15 * time.Second, 20 * time.Second},
+	} {
+		d := tc.udp
+		t.Run(fmt.Sprintf("udp=%v,ws=%v", tc.udp, tc.ws), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			h := newImpaired(ctx, t, impairment{})
+			defer h.close()
+			waitP2P(ctx, t, h.pc, h.phone)
+			p := play(ctx, h.phone, 100*time.Millisecond)
+			waitFor(ctx, t, "chords before", func() bool { return h.atPC.len() >= 10 })
+
+			start := time.Now()
+			h.lan.udpDead.Store(true)
+			h.proxy.setBlack(true)
+			end := start.Add(d)
+			waitFor(ctx, t, "the blackout's end", func() bool { return !time.Now().Before(end) })
+			h.lan.udpDead.Store(false)
+			back := time.Now()
+			wsBack := start.Add(tc.ws)
+			if tc.ws == tc.udp {
+				h.proxy.setBlack(false)
+			} else {
+				go func() {
+					time.Sleep(time.Until(wsBack)) // the WebSocket's own outage, not a synchronisation
+					h.proxy.setBlack(false)
+				}()
+			}
+			sentBefore := p.count()
+			waitFor(ctx, t, "chords sent during the blackout", func() bool { return h.atPC.len() >= sentBefore })
+			caughtUp := time.Since(back)
+			mark := h.atPC.len()
+			waitFor(ctx, t, "chords after the return", func() bool { return h.atPC.len() >= mark+30 })
+			waitFor(ctx, t, "the WebSocket back", func() bool { return time.Now().After(wsBack) })
+			ds := h.finish(ctx, p)
+			lat := latencies(ds)
+			var during, after []time.Duration
+			var lastDuring time.Time
+			for i, dl := range ds {
+				s := p.sentAt(dl.Msg.Seq)
+				switch {
+				case !s.Before(start) && s.Before(back):
+					during = append(during, lat[i])
+					if dl.At.After(lastDuring) {
+						lastDuring = dl.At
+					}
+				case !s.Before(back):
+					after = append(after, lat[i])
+				}
+			}
+			p2pBack, _ := h.pcEvents.first(back, func(s peer.LinkState) bool { return s == peer.LinkUp })
+			t.Logf("blackout %v (WebSocket %v): the last chord played during it arrived %v after the return (all at the PC %v after); chords after the return (%d): %s; p2p up again after %v; first by %v; phone reconnects %d",
+				d, tc.ws, lastDuring.Sub(back).Round(time.Millisecond), caughtUp.Round(time.Millisecond), len(after), summary(after),
+				p2pBack.At.Sub(back).Round(time.Millisecond), byPath(ds), h.phone.Stats().Reconnects)
+			if l := lastDuring.Sub(back); l > 4*time.Second {
+				t.Fatalf("chords played during the blackout arrived up to %v after the return", l)
+			}
+			if m := pct(after, 0.9); m > 3*time.Second {
+				t.Fatalf("chords played after the return arrived %v after they were played (p90)", m)
+			}
+			_ = during
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package peer
+
+import (
+	"slices"
+	"sort"
+	"time"
+)
+
+// Outbox defaults (link.js uses the same).
+const (
+	// resendAfter: an application message a peer has not acknowledged over
+	// the data channel is sent to it again over the channel this long after
+	// it last went; the heartbeat (every 100 ms) carries the acknowledgements.
+	resendAfter = 200 * time.Millisecond
+	// resendBatch bounds the messages resent to one peer at a time (a 15 s
+	// blackout at 10 chords per second is 150).
+	resendBatch = 256
+)
+
+// outItem is an application message kept until it is confirmed.
+type outItem struct {
+	seq  uint64
+	data []byte
+	sent time.Time // when it last went over a data channel (zero: never)
+}
+
+// outbox keeps the application messages this client sent until the server
+// confirmed them (the last_seq of a pong, or of the client's own
+// connection_update) and until every peer with a data channel has
+// acknowledged them over it (the last_seq of its heartbeat: the highest seq
+// it delivered from this client, by either path). It answers what to send
+// again: to the server after a reconnect or a pong that shows a gap
+// (unconfirmed), to a peer over its channel when the peer's heartbeat shows
+// it lacks something (resend). A pure type: no I/O, no clock of its own, not
+// safe for concurrent use (Client.mu guards it); link.js's Outbox is the same
+// type, and both are tested against protocol/testdata/delivery.json.
+//
+// Bounded by max messages: when full, add drops the oldest (counted in
+// dropped). The server's copy of a dropped message is then lost if the
+// server never had it; the peers' copies only if they lacked it too.
+type outbox struct {
+	max     int
+	items   []outItem // in seq order
+	server  uint64    // highest seq the server confirmed
+	peers   map[string]uint64
+	dropped uint64
+}
+
+func newOutbox(max int) *outbox {
+	return &outbox{max: max, peers: make(map[string]uint64)}
+}
+
+// add keeps message seq (data is its encoding). direct says it also went
+// over a data channel at now. It returns the seq of a message dropped
+// because the outbox was full, or 0.
+func (o *outbox) add(seq uint64, data []byte, now time.Time, direct bool) (dropped uint64) {
+	if len(o.items) >= o.max {
+		dropped = o.items[0].seq
+		o.items = slices.Delete(o.items, 0, 1)
+		o.dropped++
+	}
+	it := outItem{seq: seq, data: data}
+	if direct {
+		it.sent = now
+	}
+	o.items = append(o.items, it)
+	return dropped
+}
+
+// ackServer records that the server holds every seq up to last.
+func (o *outbox) ackServer(last uint64) {
+	if last > o.server {
+		o.server = last
+		o.trim()
+	}
+}
+
+// track starts keeping messages for peer until it acknowledges them over its
+// data channel (its channel opened); ack is what it acknowledged so far.
+func (o *outbox) track(peer string, ack uint64) {
+	if a, ok := o.peers[peer]; !ok || ack > a {
+		o.peers[peer] = ack
+	}
+	o.trim()
+}
+
+// ackPeer records peer's acknowledgement (the highest seq it delivered from
+// this client). A peer not tracked is ignored.
+func (o *outbox) ackPeer(peer string, last uint64) {
+	if a, ok := o.peers[peer]; ok && last > a {
+		o.peers[peer] = last
+		o.trim()
+	}
+}
+
+// peerAck is what peer acknowledged, and whether it is tracked.
+func (o *outbox) peerAck(peer string) (uint64, bool) {
+	a, ok := o.peers[peer]
+	return a, ok
+}
+
+// forget stops keeping messages for peer (it left, or its link closed).
+func (o *outbox) forget(peer string) {
+	if _, ok := o.peers[peer]; ok {
+		delete(o.peers, peer)
+		o.trim()
+	}
+}
+
+// trim drops what the server and every tracked peer confirmed.
+func (o *outbox) trim() {
+	floor := o.server
+	for _, a := range o.peers {
+		floor = min(floor, a)
+	}
+	i := sort.Search(len(o.items), func(i int) bool { return o.items[i].seq > floor })
+	if i > 0 {
+		o.items = append(o.items[:0], o.items[i:]...)
+	}
+}
+
+// unconfirmed returns, in order, the messages the server has not confirmed.
+func (o *outbox) unconfirmed() []outItem {
+	i := sort.Search(len(o.items), func(i int) bool { return o.items[i].seq > o.server })
+	return o.items[i:]
+}
+
+// resend returns, in order, at most resendBatch messages to send peer again
+// over its data channel at now: those after its acknowledgement that last
+// went over a channel resendAfter ago or more (or never did). It marks them
+// sent at now. Nothing for a peer that is not tracked.
+func (o *outbox) resend(peer string, now time.Time) []outItem {
+	a, ok := o.peers[peer]
+	if !ok {
+		return nil
+	}
+	var out []outItem
+	for i := range o.items {
+		it := &o.items[i]
+		if it.seq <= a || (!it.sent.IsZero() && now.Sub(it.sent) < resendAfter) {
+			continue
+		}
+		it.sent = now
+		out = append(out, *it)
+		if len(out) == resendBatch {
+			break
+		}
+	}
+	return out
+}
+
+// size is the number of messages kept.
+func (o *outbox) size() int { return len(o.items) }
+
+// lastServer is the highest seq the server confirmed.
+func (o *outbox) lastServer() uint64 { return o.server }
