@@ -8,7 +8,7 @@ FUZZTIME ?= 200000x
 FUZZTIME_TOKEN ?= 30000x
 # Debian packages the tests use: redis-server (broker tests), chromium (browser
 # tests), nginx (proxy test), iproute2 + util-linux (network namespaces),
-# nodejs (the browser client's unit tests) + npm (axe-core for the browser tests).
+# nodejs (the browser client's unit tests and the shared delivery vectors) + npm (axe-core for the browser tests).
 DEB_PKGS := redis-server chromium nginx-light iproute2 util-linux nodejs npm
 DEB_BINS := redis-server chromium nginx ip unshare node npm
 

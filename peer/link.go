@@ -13,17 +13,20 @@ import (
 // DataChannelLabel is the label of the one data channel between two members.
 const DataChannelLabel = "virtutune"
 
-// dataChannelInit is how the channel carries messages: unordered and without
-// retransmission, so a lost packet never holds back the ones after it (SCTP
-// neither waits for its retransmission nor stalls behind it after an
-// outage). The relay carries a copy of every application message, the
-// receiver's dedupe orders them, and what a peer lacks when the WebSocket is
-// down too is resent over the channel from the outbox (its heartbeat says
-// what it has). link.js opens the same channel.
+// dataChannelInit is how the channel carries messages: unordered, so a lost
+// packet never holds back the ones after it (the receiver's dedupe orders
+// them, and the heartbeat is never stuck behind a chord), and reliable, so
+// SCTP resends it at once (a fast retransmit: the heartbeat's traffic makes
+// the duplicate acknowledgements) or within its retransmission timeout,
+// capped at sctpRTOMax. Measured against the alternatives on a lossy vnet
+// and after a blackout by BenchmarkChannelModes (README, "How a chord
+// travels"). The relay carries a copy of every application message
+// meanwhile, and what a peer lacks after a channel died is resent over the
+// next one from the outbox (its heartbeat says what it has). link.js opens
+// the same channel.
 var dataChannelInit = func() *webrtc.DataChannelInit {
 	ordered := false
-	var none uint16
-	return &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &none}
+	return &webrtc.DataChannelInit{Ordered: &ordered}
 }
 
 // attempt is one generation of the direct path to a peer: a peer connection
@@ -61,6 +64,7 @@ type link struct {
 	retryAt time.Time // when the next attempt (offerer) or request (answerer) is due
 	fails   int       // attempts failed in a row (backoff exponent)
 	everUp  bool
+	acked   bool      // the peer's heartbeat on cur's channel said what it has
 	heard   time.Time // last message from the peer over cur's channel
 	pings   map[string]time.Time
 	rtt     samples // round trips over the channel
@@ -179,7 +183,9 @@ func (c *Client) noteMemberLocked(id, role string, noP2P bool) []string {
 		now := time.Now()
 		l = &link{peer: id, role: role, state: LinkIdle, since: now, pings: make(map[string]time.Time)}
 		c.links[id] = l
-		l.retryAt = now.Add(noOfferWait) // the answering side asks if no offer comes
+		if !protocol.Offers(c.cfg.Role, c.id, role, id) {
+			l.retryAt = now.Add(noOfferWait) // the answering side asks if no offer comes
+		}
 	}
 	if role != "" {
 		l.role = role
@@ -607,8 +613,12 @@ func (c *Client) channelOpen(l *link, a *attempt, dc *webrtc.DataChannel) {
 	}
 	a.dc = dc
 	now := time.Now()
-	l.heard, l.fails, l.everUp = now, 0, true
+	l.heard, l.fails, l.everUp, l.acked = now, 0, true, false
 	clear(l.pings)
+	// keep what we send for the peer until its heartbeat says it has it
+	if _, ok := c.ob.peerAck(l.peer); !ok {
+		c.ob.track(l.peer, 0)
+	}
 	c.setStateLocked(l, evOpen, "")
 	c.mu.Unlock()
 	c.closePCs(old)
@@ -771,6 +781,7 @@ func (c *Client) notePeerAckLocked(l *link, a *attempt, last *uint64, now time.T
 	if last == nil || c.links[l.peer] != l || l.cur != a || a.dc == nil {
 		return nil
 	}
+	l.acked = true // from now on the heartbeat loop resends what it lacks, too
 	if _, ok := c.ob.peerAck(l.peer); !ok {
 		c.ob.track(l.peer, *last)
 	} else {
@@ -874,7 +885,7 @@ func (c *Client) tick(now time.Time) time.Duration {
 					c.setStateLocked(l, evSilent, "silent")
 				}
 			}
-			if l.state.P2P() {
+			if l.state.P2P() && l.acked {
 				if items := c.ob.resend(l.peer, now); len(items) > 0 {
 					resends = append(resends, resend{l.cur.dc, items})
 				}
@@ -898,11 +909,17 @@ func (c *Client) tick(now time.Time) time.Duration {
 				offerTo = append(offerTo, l.peer)
 				break
 			}
+			reason := l.reason
+			if reason == "" {
+				reason = "no-offer"
+			}
 			c.enqueueLocked(&protocol.Message{Type: protocol.TypeRTCRestart, To: l.peer,
-				Data: mustJSON(protocol.RTCRestart{Reason: l.reason})})
+				Data: mustJSON(protocol.RTCRestart{Reason: reason})})
 			if l.state == LinkBackoff {
 				c.setStateLocked(l, evAsk, "")
-				l.retryAt = now.Add(noOfferWait)
+			}
+			if l.state == LinkIdle {
+				l.retryAt = now.Add(noOfferWait) // asked: wait for the offer
 			}
 		}
 	}

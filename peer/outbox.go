@@ -8,10 +8,12 @@ import (
 
 // Outbox defaults (link.js uses the same).
 const (
-	// resendAfter: an application message a peer has not acknowledged over
-	// the data channel is sent to it again over the channel this long after
-	// it last went; the heartbeat (every 100 ms) carries the acknowledgements.
-	resendAfter = 200 * time.Millisecond
+	// resendAfter: an application message a peer has not acknowledged is
+	// sent to it again over the data channel this long after it last went
+	// there (the heartbeat, every 100 ms, carries the acknowledgements):
+	// longer than SCTP's own retransmission (at most 200 ms), so it resends
+	// what a channel that died, or the WebSocket, did not bring.
+	resendAfter = 500 * time.Millisecond
 	// resendBatch bounds the messages resent to one peer at a time (a 15 s
 	// blackout at 10 chords per second is 150).
 	resendBatch = 256

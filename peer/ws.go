@@ -96,14 +96,15 @@ func (c *Client) run(conn *websocket.Conn, last uint64) {
 		if c.ctx.Err() != nil {
 			return
 		}
+		var ce *websocket.CloseError
+		replaced := errors.As(err, &ce) && ce.Code == protocol.CloseReplaced
 		err = closeErr(err)
 		c.mu.Lock()
 		c.state = StateReconnecting
 		c.emitLocked(Event{Kind: EventRelay, Up: false, Reason: err.Error()})
 		c.mu.Unlock()
 		if errors.Is(err, ErrTerminal) {
-			var ce *websocket.CloseError
-			c.terminate(err, errors.As(err, &ce) && ce.Code == protocol.CloseReplaced)
+			c.terminate(err, replaced)
 			return
 		}
 		c.log.Info("WebSocket dropped; reconnecting", "err", err)

@@ -197,7 +197,8 @@ func TestEveryFileReferenced(t *testing.T) {
 // when node is installed (under CI=true it must be). The modules are copied
 // next to a package.json that marks them as ES modules, so any Node from 18
 // on runs them unchanged, with protocol's list of error codes
-// (protocol/testdata/api_codes.json) beside the tests.
+// (protocol/testdata/api_codes.json) and the shared delivery vectors
+// (protocol/testdata/delivery.json) beside the tests.
 func TestJavaScript(t *testing.T) {
 	node := testkit.Need(t, "node")
 	dir := t.TempDir()
@@ -227,8 +228,10 @@ func TestJavaScript(t *testing.T) {
 	}
 	copyGlob("static/*.js", "static")
 	tests := copyGlob("testdata/*.test.mjs", "testdata")
-	if len(copyGlob("../protocol/testdata/api_codes.json", "testdata")) != 1 {
-		t.Fatal("no ../protocol/testdata/api_codes.json")
+	for _, f := range []string{"api_codes.json", "delivery.json"} {
+		if len(copyGlob("../protocol/testdata/"+f, "testdata")) != 1 {
+			t.Fatal("no ../protocol/testdata/" + f)
+		}
 	}
 	if len(tests) == 0 {
 		t.Fatal("no testdata/*.test.mjs")

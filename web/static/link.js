@@ -4,17 +4,31 @@
 // (the relay and the signaling channel) and, per other member of the session,
 // a WebRTC data channel labelled "virtutune" when the browser and the network
 // allow one. Application messages (chord_change, practice_start, practice_end)
-// carry a per-client seq; a receiver delivers each (from, seq) once and in
-// order, whichever path brought it first. See protocol/doc.go for the wire
-// protocol, signaling/doc.go for the HTTP contract.
+// carry a per-client seq and go over both paths at once: the paths race, and a
+// receiver delivers each (from, seq) once and in order, whichever path brought
+// it first. See protocol/doc.go for the wire protocol and the delivery rules,
+// signaling/doc.go for the HTTP contract.
 //
-// The pure logic (Inbox, Outbox, offers, backoffDelay, closeAction, validChord,
-// ...) is exported and touches no DOM, so Node's test runner can import this
-// module (web/testdata/*.test.mjs). WebSocket, RTCPeerConnection, fetch and
-// window are only used inside Link's methods and the two API helpers.
+// The pure logic (delivery.js's Inbox, Outbox, link state machine, heartbeat
+// verdict and backoff; offers, closeAction, validChord, ...) is exported and
+// touches no DOM, so Node's test runner can import this module
+// (web/testdata/*.test.mjs), and the shared vectors of
+// protocol/testdata/delivery.json keep it in agreement with the Go client.
+// WebSocket, RTCPeerConnection, fetch and window are only used inside Link's
+// methods and the API helpers.
 //
 // Works on plain http:// (not a secure context): it uses crypto.getRandomValues
 // (available everywhere), never crypto.subtle or a service worker.
+
+import {
+  Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P,
+  HEARTBEAT_MS, HEARTBEAT_IDLE_MS, IDLE_AFTER_MS, WS_RETRY, P2P_RETRY_KNOWN, P2P_RETRY_NEW, MAX_SEEN,
+} from './delivery.js';
+
+export {
+  Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, LINK_STATES, LINK_EVENTS,
+  REORDER_WINDOW, OUTBOX_MAX, GAP_WAIT_MS, UNKNOWN_SENDER_HOLD_MS, HEARTBEAT_MS,
+} from './delivery.js';
 
 // ---------------------------------------------------------------- constants
 
@@ -22,23 +36,27 @@
 export const APP_TYPES = Object.freeze(['chord_change', 'practice_start', 'practice_end']);
 /** Label of the one data channel between two members. */
 export const DC_LABEL = 'virtutune';
-/** Bound of the outbox: application messages kept until the server confirms them. */
-export const OUTBOX_MAX = 1024;
-/** Bound of the reorder buffer, per sender. */
-export const INBOX_MAX_BUFFERED = 256;
-/** A gap in a sender's seq older than this is skipped (the server failed to fill it). */
-export const INBOX_GAP_MS = 10000;
+/**
+ * How the data channel carries messages, as the Go client's (see
+ * peer/link.go): unordered, so a lost packet never holds back the ones after
+ * it (the Inbox orders), and reliable, so SCTP resends it at once (a fast
+ * retransmit, the heartbeat's traffic making the duplicate
+ * acknowledgements). The relay carries a copy of everything meanwhile, and
+ * what a peer lacks after a channel died is resent over the new one from
+ * the Outbox (its heartbeat says what it has).
+ */
+export const DC_INIT = Object.freeze({ ordered: false });
 
 const WS_PING_MS = 5000; // relay RTT probe and liveness
 const WS_STALE_MS = 12000; // nothing received for this long: the socket is dead (sleep, Wi-Fi change)
 const WS_WAKE_CHECK_MS = 4000; // after a wake-up event, an answer must come this fast
-const DC_PING_MS = 2000; // direct RTT probe
 const LATENCY_REPORT_EVERY = 3; // ws ping ticks between latency_report messages
-const P2P_CONNECT_MS = 15000; // a data channel must open within this time
-const P2P_DISCONNECTED_MS = 6000; // ICE "disconnected" for this long counts as failed
-const P2P_NO_OFFER_MS = 8000; // an answerer without an offer this long asks with rtc_restart
-const P2P_RETRY = { min: 1000, max: 30000 };
-const WS_RETRY = { min: 250, max: 10000 };
+const P2P_CONNECT_MS = 10000; // a first attempt's data channel must open within this time
+const P2P_RETRY_CONNECT_MS = 4000; // and a later attempt's, of a link that was up
+const P2P_NO_OFFER_MS = 8000; // an answerer without an offer this long asks (again) with rtc_restart
+const RESTART_AFTER_MS = 500; // a link down this long gets a fresh attempt beside the silent channel
+const MAX_BUFFERED = 64 * 1024; // a channel holding more unsent is stalled: the relay carries the chord
+const SAMPLES = 16; // recent measurements a median is taken of
 
 // ---------------------------------------------------------------- pure logic
 
@@ -68,15 +86,6 @@ export function randomClientId(n = 16, cryptoObj = globalThis.crypto) {
 export function offers(selfRole, selfId, peerRole, peerId) {
   if (selfRole !== peerRole) return selfRole === 'pc';
   return selfId < peerId;
-}
-
-/**
- * backoffDelay returns the wait in ms before retry number attempt (0-based):
- * exponential from min up to max, with "equal jitter" (half fixed, half random).
- */
-export function backoffDelay(attempt, { min = WS_RETRY.min, max = WS_RETRY.max, random = Math.random } = {}) {
-  const cap = Math.min(max, min * 2 ** Math.min(Math.max(attempt, 0), 30));
-  return Math.round(cap / 2 + random() * (cap / 2));
 }
 
 /**
@@ -116,6 +125,11 @@ export function explainP2P(reason, info = {}) {
     case 'timeout': return 'the direct connection did not come up in time (different networks, client isolation or a firewall?); using the relay.';
     case 'ice-disconnected': return 'the direct connection dropped (network change or sleep) — retrying; using the relay meanwhile.';
     case 'closed': return 'the direct connection closed — retrying; using the relay meanwhile.';
+    case 'silent': return 'the direct connection went silent (Wi-Fi trouble, a firewall, or the other device asleep) — chords go through the server meanwhile.';
+    case 'late-heartbeat': return '';
+    case 'connecting': return 'connecting directly…';
+    case 'no-peer': return '';
+    case 'relay-ended': return '';
     case 'peer-left': return '';
     case 'peer-no-p2p': return 'the other device has the direct connection turned off or no WebRTC — using the relay through the server.';
     default: return `direct connection unavailable (${reason}); using the relay.`;
@@ -183,147 +197,6 @@ export function wsURL(loc, sessionId, token, clientId, noP2P = false) {
   const q = new URLSearchParams({ token, client_id: clientId });
   if (noP2P) q.set('p2p', '0'); // tells the others not to offer a data channel
   return `${scheme}//${loc.host}/ws/guitar/${encodeURIComponent(sessionId)}/?${q}`;
-}
-
-/**
- * Inbox delivers each sender's application messages once and in seq order.
- * Per sender (from): seq == last+1 is delivered (with whatever it unblocks
- * from the buffer), seq <= last is a duplicate and dropped, seq > last+1 waits
- * in a bounded buffer. Where a sender's count starts comes from the server:
- * each member's last_seq in session_state and in a newcomer's connected
- * notice (baseline). Until then a data channel message waits (an earlier
- * message of the same sender may still be on the relay); a relayed one,
- * which the server orders after that word, sets the baseline itself.
- * Messages without from or seq (the server's own) are delivered as they come.
- */
-export class Inbox {
-  constructor({ maxBuffered = INBOX_MAX_BUFFERED } = {}) {
-    this.maxBuffered = maxBuffered;
-    this.last = new Map(); // from -> last delivered seq
-    this.buf = new Map(); // from -> Map(seq -> {msg, t})
-    this.gaps = 0; // gaps skipped (buffer overflow or expiry)
-    this.paths = new WeakMap(); // buffered msg -> the path that brought it
-  }
-
-  /** pathOf tells which path brought a message that was held back. */
-  pathOf(msg, dflt) { return this.paths.get(msg) || dflt; }
-
-  /** baseline sets where an unknown sender's count stands and returns what that releases. */
-  baseline(from, last) {
-    if (!from || !Number.isInteger(last) || last < 0 || this.last.has(from)) return [];
-    this.last.set(from, last);
-    return this._drain(from);
-  }
-
-  /** lastSeq is the highest seq delivered from a sender (0 if none). */
-  lastSeq(from) { return this.last.get(from) || 0; }
-
-  /** seen maps each known sender (but exclude) to its last delivered seq: resume's "seen". */
-  seen(exclude) {
-    const out = {};
-    for (const [k, v] of this.last) if (k !== exclude) out[k] = v;
-    return out;
-  }
-
-  /** push takes one received message and returns the messages to deliver now, in order. */
-  push(msg, now = Date.now(), path = 'relay') {
-    const from = msg && msg.from;
-    const seq = msg && msg.seq;
-    if (!from || !Number.isInteger(seq) || seq <= 0) return [msg];
-    if (!this.last.has(from)) {
-      if (path === 'p2p' && seq > 1) {
-        let b = this.buf.get(from);
-        if (!b) this.buf.set(from, (b = new Map()));
-        if (!b.has(seq)) { b.set(seq, { msg, t: now }); this.paths.set(msg, path); }
-        if (b.size > this.maxBuffered) return this.flush(from);
-        return [];
-      }
-      this.last.set(from, seq);
-      return [msg, ...this._drain(from)];
-    }
-    const last = this.last.get(from);
-    if (seq <= last) return [];
-    if (seq === last + 1) {
-      this.last.set(from, seq);
-      return [msg, ...this._drain(from)];
-    }
-    let b = this.buf.get(from);
-    if (!b) this.buf.set(from, (b = new Map()));
-    if (!b.has(seq)) { b.set(seq, { msg, t: now }); this.paths.set(msg, path); }
-    if (b.size > this.maxBuffered) return this.flush(from);
-    return [];
-  }
-
-  _drain(from) {
-    const b = this.buf.get(from);
-    const out = [];
-    if (!b) return out;
-    let last = this.last.get(from);
-    for (const s of [...b.keys()]) if (s <= last) b.delete(s);
-    while (b.has(last + 1)) {
-      out.push(b.get(last + 1).msg);
-      b.delete(last + 1);
-      last++;
-    }
-    this.last.set(from, last);
-    if (b.size === 0) this.buf.delete(from);
-    return out;
-  }
-
-  /** flush gives up waiting for a sender's gap: delivers its buffer in order. */
-  flush(from) {
-    const b = this.buf.get(from);
-    if (!b || b.size === 0) return [];
-    this.gaps++;
-    const seqs = [...b.keys()].sort((a, c) => a - c);
-    const out = seqs.map((s) => b.get(s).msg);
-    this.last.set(from, seqs[seqs.length - 1]);
-    this.buf.delete(from);
-    return out;
-  }
-
-  /** expire flushes every sender whose oldest buffered message waited longer than maxAge ms. */
-  expire(now = Date.now(), maxAge = INBOX_GAP_MS) {
-    const out = [];
-    for (const [from, b] of [...this.buf]) {
-      let oldest = Infinity;
-      for (const e of b.values()) oldest = Math.min(oldest, e.t);
-      if (now - oldest > maxAge) out.push(...this.flush(from));
-    }
-    return out;
-  }
-
-  /** buffered counts the messages waiting for a gap to fill. */
-  buffered() {
-    let n = 0;
-    for (const b of this.buf.values()) n += b.size;
-    return n;
-  }
-
-  /** rebase forgets every sender: a fresh snapshot replaced the history. */
-  rebase() { this.last.clear(); this.buf.clear(); }
-}
-
-/**
- * Outbox keeps the application messages a client sent until the server
- * confirms them (pong's last_seq, the own connection_update's last_seq), so a
- * reconnect can resend what the server never got. Bounded: when full, the
- * oldest message is dropped (and returned by add).
- */
-export class Outbox {
-  constructor(max = OUTBOX_MAX) { this.max = max; this.items = []; }
-  get size() { return this.items.length; }
-  add(msg) {
-    this.items.push(msg);
-    return this.items.length > this.max ? this.items.shift() : null;
-  }
-  ack(lastSeq) {
-    if (!Number.isFinite(lastSeq)) return;
-    let i = 0;
-    while (i < this.items.length && this.items[i].seq <= lastSeq) i++;
-    if (i) this.items.splice(0, i);
-  }
-  after(lastSeq) { return this.items.filter((m) => m.seq > lastSeq); }
 }
 
 // ---------------------------------------------------------------- HTTP API
@@ -414,6 +287,32 @@ const now = () => Date.now();
 const preciseNow = () => (globalThis.performance && performance.timeOrigin
   ? performance.timeOrigin + performance.now() : Date.now());
 
+/** Samples keeps the last few measurements; median smooths them (null if none). */
+export class Samples {
+  constructor(n = SAMPLES) { this.n = n; this.v = []; }
+  add(x) { if (Number.isFinite(x)) { this.v.push(x); if (this.v.length > this.n) this.v.shift(); } }
+  median() {
+    if (!this.v.length) return null;
+    const c = [...this.v].sort((a, b) => a - b);
+    return c[Math.floor(c.length / 2)];
+  }
+}
+
+/**
+ * Offsets estimates a peer's clock offset (its clock minus ours, ms) from
+ * ping/pong exchanges: the one with the shortest round trip among the recent.
+ */
+export class Offsets {
+  constructor(n = SAMPLES) { this.n = n; this.v = []; }
+  add(rtt, off) { this.v.push([rtt, off]); if (this.v.length > this.n) this.v.shift(); }
+  get() {
+    if (!this.v.length) return null;
+    let best = this.v[0];
+    for (const x of this.v) if (x[0] < best[0]) best = x;
+    return best[1];
+  }
+}
+
 /**
  * Link is one member's connection to a session: the WebSocket relay, the
  * data channels to the other members, dedupe, resend and resume.
@@ -423,9 +322,16 @@ const preciseNow = () => (globalThis.performance && performance.timeOrigin
  *   link.sendChord('Am');
  *
  * Callbacks (constructor options or assigned properties): onChord(chord,
- * {from, path, latencyMs}), onPractice(status, timestamp), onMembers(list),
- * onState(snapshot), onLinkState({ws, path, rttP2P, rttRelay, reason}),
+ * {from, path, latencyMs, measured, seq, at}), onPractice(status, timestamp),
+ * onMembers(list), onState(snapshot), onLinkState(linkState()),
  * onError(message). All are called from the page's event loop.
+ *
+ * Each data channel link is in one state at a time (idle, connecting, up,
+ * suspect, down, backoff, closed; delivery.js's nextLinkState is the one
+ * rule that moves it): a heartbeat every 100 ms over the channel (every
+ * second in an idle session) makes it suspect after two silent intervals and
+ * down after four; a down link gets a fresh attempt beside it after 0.5 s
+ * and comes back by itself if the peer is heard again.
  */
 export class Link {
   constructor(opts = {}) {
@@ -451,8 +357,9 @@ export class Link {
     this.outbox = new Outbox();
     // Copies of the others' application messages received per path
     // (duplicates included: both paths race), deliveries per path that won,
-    // and the last chord that arrived by each path.
-    this.counts = { copies: { p2p: 0, relay: 0 }, first: { p2p: 0, relay: 0 }, lastChord: { p2p: '', relay: '' } };
+    // the last chord that arrived by each path, and data channel messages
+    // refused (no seq, another sender's from, an invalid chord).
+    this.counts = { copies: { p2p: 0, relay: 0 }, first: { p2p: 0, relay: 0 }, lastChord: { p2p: '', relay: '' }, refused: 0 };
     this.nextSeq = 1;
     this.selfEchoSeq = 0; // highest own practice_update seq applied
     this.highestOff = 0;
@@ -466,15 +373,23 @@ export class Link {
     this.reconnectTimer = null;
     this.pingTimer = null;
     this.wakeTimer = null;
+    this.hbTimer = null;
+    this.lastHb = 0;
     this.ticks = 0;
     this.lastRx = 0;
-    this.rttRelay = null;
-    this.terminal = '';
+    this.wsRtt = new Samples();
+    this.chordLat = { p2p: new Samples(), relay: new Samples() };
+    this.terminal = ''; // why the server ended the relay for good
+    this.relayGone = false;
     this.closed = false;
     this.reason = '';
+    this.lastApp = now();
+    this.hbIdle = false;
+    // generations of our offers: unique across this page's links
+    this.genNext = 1 + Math.floor(Math.random() * 0xffff);
 
-    this.members = new Map(); // client_id -> {client_id, user_id, role, since}
-    this.peers = new Map(); // client_id -> peer record (WebRTC)
+    this.members = new Map(); // client_id -> {client_id, user_id, role, since, no_p2p}
+    this.peers = new Map(); // client_id -> data channel link record
     this.state = { sessionId: this.sessionId, chord: '', chordFrom: '', practice: { status: '', timestamp: null }, offset: 0 };
     this._onWake = this._onWake.bind(this);
   }
@@ -491,6 +406,7 @@ export class Link {
       if (globalThis.document) document.addEventListener('visibilitychange', this._onWake);
     }
     this._open();
+    if (!this.hbTimer) this.hbTimer = setTimeout(() => this._hb(), HEARTBEAT_MS);
   }
 
   /** close ends the link for good: WebSocket, data channels and timers. */
@@ -499,20 +415,22 @@ export class Link {
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
     clearTimeout(this.wakeTimer);
+    clearTimeout(this.hbTimer);
+    this.hbTimer = null;
     if (globalThis.removeEventListener) {
       removeEventListener('online', this._onWake);
       removeEventListener('pageshow', this._onWake);
       removeEventListener('focus', this._onWake);
       if (globalThis.document) document.removeEventListener('visibilitychange', this._onWake);
     }
-    for (const p of [...this.peers.values()]) this._dropPeer(p);
+    for (const p of [...this.peers.values()]) this._closePeer(p, 'closed');
     const ws = this.ws;
     this.ws = null;
     if (ws) try { ws.close(1000, 'bye'); } catch { /* already closed */ }
     this._setWS('closed', '');
   }
 
-  /** sendChord sends chord_change; it returns the seq, or 0 when the chord is invalid or the link is over. */
+  /** sendChord sends chord_change; it returns the seq, or 0 when the chord is invalid or no path is left. */
   sendChord(chord) {
     if (!validChord(chord)) { this.onError(`"${String(chord).slice(0, 24)}" is not a chord name.`); return 0; }
     const seq = this._sendApp('chord_change', { chord });
@@ -532,11 +450,8 @@ export class Link {
   /** practiceEnd sends practice_end with Date.now() as its timestamp (applied locally at once). */
   practiceEnd() { return this._practice('practice_end', 'ended'); }
 
-  /** path is 'p2p' while a data channel to some member is open, else 'relay'. */
-  get path() {
-    for (const p of this.peers.values()) if (p.up) return 'p2p';
-    return 'relay';
-  }
+  /** path is 'p2p' while every other member is reached over a channel that is up or suspect, else 'relay'. */
+  get path() { return this._path()[0]; }
 
   /** snapshot is the session state as this client knows it. */
   snapshot() {
@@ -548,37 +463,79 @@ export class Link {
     };
   }
 
-  /** memberList lists the connected members, self first-class with self:true. */
+  /** memberList lists the connected members, self first-class with self:true; link is the data channel's state. */
   memberList() {
     return [...this.members.values()].map((m) => {
       const p = this.peers.get(m.client_id);
-      return { ...m, self: m.client_id === this.clientId, path: p && p.up ? 'p2p' : 'relay' };
+      return { ...m, self: m.client_id === this.clientId, path: p && linkP2P(p.state) ? 'p2p' : 'relay', link: p ? p.state : '' };
     });
   }
 
   /**
    * stats counts what arrived: copies of the others' application messages
    * per path (duplicates included), deliveries per path that brought them
-   * first, and the last chord that came by each path.
+   * first, the last chord that came by each path, refused channel messages,
+   * and the receive side's counters.
    */
   stats() {
     const c = this.counts;
-    return { copies: { ...c.copies }, first: { ...c.first }, lastChord: { ...c.lastChord } };
+    return {
+      copies: { ...c.copies }, first: { ...c.first }, lastChord: { ...c.lastChord }, refused: c.refused,
+      duplicates: this.inbox.dropped, overrun: this.inbox.overrun, skipped: this.inbox.skipped,
+      unconfirmed: this.outbox.unconfirmed().length, outboxDropped: this.outbox.dropped,
+    };
   }
 
-  /** linkState is what onLinkState reports. */
+  /**
+   * linkState is what onLinkState reports (the Go client's Status has the
+   * same fields): ws ('connecting', 'open', 'closed'); path ('p2p' or
+   * 'relay') and, on the relay, why: reasonCode (a code: 'disabled',
+   * 'no-peer', 'peer-no-p2p', 'connecting', 'silent', 'ice-failed', ...) and
+   * reason (words for the user); rttP2P and rttRelay (ms, medians of recent
+   * round trips: heartbeats over the channel, pings to the server);
+   * chordP2P and chordRelay (ms, medians of the measured one-way latencies of
+   * what each path delivered first); p2p (WebRTC allowed here); peers (each
+   * data channel link: id, role, state, reason, rttMs, generation, since).
+   */
   linkState() {
-    let rttP2P = null;
+    const [path, code] = this._path();
     let reason = this.reason;
-    for (const p of this.peers.values()) {
-      if (p.up && p.rtt != null) rttP2P = rttP2P == null ? p.rtt : Math.min(rttP2P, p.rtt);
-      if (!p.up && p.reason && !reason) reason = explainP2P(p.reason, { mdns: p.local.mdns > 0 || p.remote.mdns > 0 });
+    if (!reason && path !== 'p2p') {
+      const p = code && [...this.peers.values()].find((x) => x.reason === code);
+      reason = explainP2P(code, { mdns: !!(p && p.mdns) });
     }
-    if (!reason && this.p2pOff) reason = explainP2P(this.p2pOff);
-    if (!reason && rttP2P == null) {
-      for (const m of this.members.values()) if (m.client_id !== this.clientId && m.no_p2p) reason = explainP2P('peer-no-p2p');
+    const rttP2P = this._rttP2P();
+    return {
+      ws: this.wsState, path, reason, reasonCode: path === 'p2p' ? '' : code,
+      rttP2P, rttRelay: this.wsRtt.median(),
+      chordP2P: this.chordLat.p2p.median(), chordRelay: this.chordLat.relay.median(),
+      p2p: !this.p2pOff,
+      peers: [...this.peers.values()].map((p) => ({
+        id: p.id, role: p.role, state: p.state, reason: p.reason, rttMs: p.rtt.median(),
+        generation: p.cur ? p.cur.gen : (p.next ? p.next.gen : 0), since: p.since,
+      })),
+    };
+  }
+
+  _path() {
+    if (this.p2pOff) return ['relay', this.p2pOff];
+    let n = 0;
+    for (const m of [...this.members.values()].sort((a, b) => (a.client_id < b.client_id ? -1 : 1))) {
+      if (m.client_id === this.clientId) continue;
+      n++;
+      const p = this.peers.get(m.client_id);
+      if (!p) return ['relay', m.no_p2p ? 'peer-no-p2p' : 'connecting'];
+      if (!linkP2P(p.state)) return ['relay', (p.state === 'connecting' && !p.everUp) || !p.reason ? p.state : p.reason];
     }
-    return { ws: this.wsState, path: this.path, rttP2P, rttRelay: this.rttRelay, reason, p2p: !this.p2pOff };
+    return n ? ['p2p', ''] : ['relay', 'no-peer'];
+  }
+
+  _rttP2P() {
+    for (const id of [...this.peers.keys()].sort()) {
+      const p = this.peers.get(id);
+      if (linkP2P(p.state)) return p.rtt.median();
+    }
+    return null;
   }
 
   // ------------------------------------------------------------ sending
@@ -594,24 +551,46 @@ export class Link {
     return seq;
   }
 
+  _openChannels() {
+    const out = [];
+    for (const p of this.peers.values()) {
+      const dc = p.cur && p.cur.dc;
+      if (linkP2P(p.state) && dc && dc.readyState === 'open') out.push(dc);
+    }
+    return out;
+  }
+
+  // _sendApp sends an application message over every channel that is up and
+  // over the WebSocket, and keeps it in the outbox. After the server ended
+  // the relay for good, it still goes over the channels that are open.
   _sendApp(type, data) {
-    if (this.closed || this.terminal) {
+    const dcs = this._openChannels();
+    if (this.closed || (this.relayGone && dcs.length === 0)) {
       this.onError(this.terminal || 'The link is closed.');
       return 0;
     }
-    const msg = { type, data, from: this.clientId, seq: this.nextSeq++, at: Date.now() };
+    const msg = { type, data, from: this.clientId, seq: this.nextSeq++, at: preciseNow() };
     const text = JSON.stringify(msg);
-    // Both paths race: the WebSocket copy goes whether or not a data channel
-    // took one, and the receiver keeps whichever arrives first.
-    for (const p of this.peers.values()) {
-      if (p.up && p.dc && p.dc.readyState === 'open') {
-        try { p.dc.send(text); } catch (e) { this.log('dc send', e); }
-      }
+    let direct = false;
+    for (const dc of dcs) {
+      if (dc.bufferedAmount > MAX_BUFFERED) continue; // stalled: the relay's copy carries it
+      try { dc.send(text); direct = true; } catch (e) { this.log('dc send', e); }
     }
-    const dropped = this.outbox.add(msg);
-    if (dropped) this.log('outbox full: dropped seq', dropped.seq);
+    const dropped = this.outbox.add(msg.seq, msg, now(), direct);
+    if (dropped) this.log('outbox full: dropped seq', dropped);
     if (this.hello) this._send(msg);
+    this._active();
     return msg.seq;
+  }
+
+  // _active notes an application message: an idle session gets its fast heartbeat back at once.
+  _active() {
+    const idle = now() - this.lastApp >= IDLE_AFTER_MS;
+    this.lastApp = now();
+    if (idle && this.hbTimer && !this.closed) {
+      clearTimeout(this.hbTimer);
+      this.hbTimer = setTimeout(() => this._hb(), 0);
+    }
   }
 
   _send(obj) {
@@ -635,7 +614,7 @@ export class Link {
   _open() {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
-    if (this.closed || this.terminal || this.ws) return;
+    if (this.closed || this.relayGone || this.ws) return;
     const WS = globalThis.WebSocket;
     this.hello = false;
     this._setWS('connecting', this.everConnected ? 'Reconnecting…' : '');
@@ -662,10 +641,7 @@ export class Link {
     if (this.closed) return;
     const action = closeAction(code);
     if (action === 'terminal') {
-      this.terminal = closeText(code, reason);
-      for (const p of [...this.peers.values()]) this._dropPeer(p);
-      this._setWS('closed', this.terminal);
-      this.onError(this.terminal);
+      this._relayEnded(closeText(code, reason), code === 4100);
       return;
     }
     if (!ws.opened) {
@@ -675,8 +651,26 @@ export class Link {
     this._scheduleReconnect(action);
   }
 
+  // _relayEnded: the server ended the relay for good (a terminal close, or
+  // it refuses the token or knows no such session). No reconnect; the data
+  // channels that are open carry on, both ways, until they end — except
+  // after 4100 (replaced by a newer connection of this client id, which
+  // takes over): then they close at once.
+  _relayEnded(why, replaced) {
+    this.terminal = why;
+    this.relayGone = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    for (const p of [...this.peers.values()]) {
+      if (replaced || !p.cur) this._closePeer(p, 'relay-ended');
+      else if (p.next) { this._closeAttempt(p.next); p.next = null; }
+    }
+    this._setWS('closed', why);
+    this.onError(why);
+  }
+
   _scheduleReconnect(action) {
-    if (this.closed || this.terminal || this.reconnectTimer) return;
+    if (this.closed || this.relayGone || this.reconnectTimer) return;
     const delay = action === 'now' ? Math.round(Math.random() * 200) : backoffDelay(this.attempt++, WS_RETRY);
     this._setWS('connecting', `Connection lost — reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
     this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this._open(); }, delay);
@@ -702,18 +696,12 @@ export class Link {
       let msg = '';
       if (res.status === 401) msg = 'Your access to this session is no longer valid (expired or revoked) — reload the PC page and scan the new QR code.';
       if (res.status === 404) msg = 'This session has ended or does not exist — reload the PC page and scan its new QR code.';
-      if (msg && !this.closed && !this.hello) {
-        this.terminal = msg;
-        clearTimeout(this.reconnectTimer);
-        this.reconnectTimer = null;
-        this._setWS('closed', msg);
-        this.onError(msg);
-      }
+      if (msg && !this.closed && !this.hello && !this.relayGone) this._relayEnded(msg, false);
     } catch { /* offline: keep retrying */ }
   }
 
   _onWake(ev) {
-    if (this.closed || this.terminal) return;
+    if (this.closed || this.relayGone) return;
     if (ev && ev.type === 'visibilitychange' && globalThis.document && document.visibilityState !== 'visible') return;
     if (!this.ws) {
       this.attempt = 0;
@@ -728,7 +716,7 @@ export class Link {
     this.wakeTimer = setTimeout(() => {
       if (this.ws && this.lastRx === before) this._drop('no answer after wake-up');
     }, WS_WAKE_CHECK_MS);
-    for (const p of this.peers.values()) if (p.offerer && !p.pc && p.timer) this._retryNow(p);
+    for (const p of this.peers.values()) if (p.state === 'backoff') p.retryAt = 0; // retry at the next heartbeat
   }
 
   _ping() {
@@ -746,14 +734,17 @@ export class Link {
     if (!this.ws) return;
     if (now() - this.lastRx > WS_STALE_MS) { this._drop('nothing received for ' + WS_STALE_MS / 1000 + ' s'); return; }
     this._ping();
-    for (const m of this.inbox.expire()) this._apply(m, 'relay');
     if (++this.ticks % LATENCY_REPORT_EVERY === 0) this._reportLatency();
   }
 
+  // _reportLatency sends the server the one-way latency per path: the
+  // measured median where there is one, else half the round trip.
   _reportLatency() {
     const st = this.linkState();
-    if (st.rttRelay != null) this._send({ type: 'latency_report', data: { path: 'relay', us: Math.min(60e6, st.rttRelay * 500) } });
-    if (st.rttP2P != null) this._send({ type: 'latency_report', data: { path: 'p2p', us: Math.min(60e6, st.rttP2P * 500) } });
+    const p2p = st.chordP2P ?? (st.rttP2P == null ? null : st.rttP2P / 2);
+    const relay = st.chordRelay ?? (st.rttRelay == null ? null : st.rttRelay / 2);
+    if (relay != null) this._send({ type: 'latency_report', data: { path: 'relay', us: Math.min(60e6, relay * 1000) } });
+    if (p2p != null) this._send({ type: 'latency_report', data: { path: 'p2p', us: Math.min(60e6, p2p * 1000) } });
   }
 
   _onWSMessage(text) {
@@ -773,14 +764,14 @@ export class Link {
         this._receive(msg, 'relay');
         break;
       case 'pong':
-        if (typeof d.timestamp === 'number') this.rttRelay = Math.max(0, preciseNow() - d.timestamp);
+        if (typeof d.timestamp === 'number') this.wsRtt.add(Math.max(0, preciseNow() - d.timestamp));
         if (Number.isFinite(d.last_seq)) {
-          this.outbox.ack(d.last_seq);
+          this.outbox.ackServer(d.last_seq);
           const upto = this.pingUpto && this.pingUpto.get(d.timestamp);
           if (this.pingUpto) this.pingUpto.delete(d.timestamp);
           if (Number.isFinite(upto) && d.last_seq < upto && now() - (this.lastResend || 0) > 1000) {
             this.lastResend = now();
-            for (const m of this.outbox.after(d.last_seq)) this._send(m);
+            for (const it of this.outbox.unconfirmed()) this._send(it.data);
           }
         }
         this._emitLink();
@@ -807,15 +798,17 @@ export class Link {
     }
     if (!d.client_id || d.client_id === this.clientId) return;
     if (d.status === 'connected') {
-      for (const m of this.inbox.baseline(d.client_id, d.last_seq)) this._apply(m, this.inbox.pathOf(m, 'relay'));
+      for (const m of this.inbox.baseline(d.client_id, d.last_seq)) this._deliver(m);
       const old = this.members.get(d.client_id);
       this.members.set(d.client_id, { client_id: d.client_id, user_id: d.user_id, role: d.role || (old && old.role) || '', since: (old && old.since) || new Date().toISOString(), no_p2p: !!d.no_p2p });
+      const p = this.peers.get(d.client_id);
+      if (p && d.no_p2p) this._closePeer(p, 'peer-no-p2p');
       this._ensurePeer(this.members.get(d.client_id));
     } else if (d.status === 'disconnected') {
+      // The member left: its link goes at once (the page must not show p2p to a phone that is gone).
       this.members.delete(d.client_id);
       const p = this.peers.get(d.client_id);
-      // A data channel that is still open outlives the peer's WebSocket (it may be reconnecting).
-      if (p && !p.up) this._dropPeer(p);
+      if (p) this._closePeer(p, 'peer-left');
     }
     this._emitMembers();
     this._emitState();
@@ -831,14 +824,15 @@ export class Link {
     this.failedOpens = 0;
     const lastSeq = Number.isFinite(d.last_seq) ? d.last_seq : 0;
     if (lastSeq >= this.nextSeq) this.nextSeq = lastSeq + 1;
-    this.outbox.ack(lastSeq);
+    this.outbox.ackServer(lastSeq);
     const me = this.members.get(this.clientId);
     this.members.set(this.clientId, { client_id: this.clientId, user_id: this.userId, role: this.role, since: (me && me.since) || new Date().toISOString() });
-    for (const p of this.peers.values()) if (p.up) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
-    for (const m of this.outbox.after(lastSeq)) this._send(m);
+    for (const p of this.peers.values()) if (linkP2P(p.state)) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
+    for (const it of this.outbox.unconfirmed()) this._send(it.data);
     if (this.everConnected) {
       this.resuming = true;
-      this._send({ type: 'resume', data: { since: this.highestOff, seen: this.inbox.seen(this.clientId) } });
+      const present = [...this.members.keys()].filter((id) => id !== this.clientId);
+      this._send({ type: 'resume', data: { since: this.highestOff, seen: this.inbox.seen(present, MAX_SEEN) } });
     }
     this.everConnected = true;
     clearInterval(this.pingTimer);
@@ -859,14 +853,14 @@ export class Link {
       for (const m of d.members) {
         if (!m || !m.client_id) continue;
         if (m.client_id !== this.clientId && Number.isInteger(m.last_seq)) {
-          for (const r of this.inbox.baseline(m.client_id, m.last_seq)) this._apply(r, this.inbox.pathOf(r, 'relay'));
+          for (const r of this.inbox.baseline(m.client_id, m.last_seq)) this._deliver(r);
         }
         const old = this.members.get(m.client_id);
         next.set(m.client_id, { client_id: m.client_id, user_id: m.user_id, role: m.role || '', since: m.since || (old && old.since) || new Date().toISOString(), no_p2p: !!m.no_p2p });
       }
       if (!next.has(this.clientId)) next.set(this.clientId, this.members.get(this.clientId) || { client_id: this.clientId, user_id: this.userId, role: this.role, since: new Date().toISOString() });
       this.members = next;
-      for (const p of [...this.peers.values()]) if (!next.has(p.id) && !p.up) this._dropPeer(p);
+      for (const p of [...this.peers.values()]) if (!next.has(p.id)) this._closePeer(p, 'peer-left');
     }
     if (replace) {
       // A first snapshot, or one that replaces history we can no longer get.
@@ -901,11 +895,28 @@ export class Link {
       this.counts.copies[path]++;
       if (msg.type === 'chord_change' && msg.data) this.counts.lastChord[path] = String(msg.data.chord);
     }
-    for (const m of this.inbox.push(msg, Date.now(), path)) {
-      const p = this.inbox.pathOf(m, path);
-      if (p in this.counts.first) this.counts.first[p]++;
-      this._apply(m, p);
+    this._active();
+    for (const m of this.inbox.push(msg, now(), path)) this._deliver(m);
+  }
+
+  _deliver({ msg, path }) {
+    if (path in this.counts.first) this.counts.first[path]++;
+    this._apply(msg, path);
+  }
+
+  // _latency is a delivery's one-way latency in ms: from the sender's at and
+  // its clock offset measured over the channel (measured), or else an
+  // estimate from the round trips (half the channel's, or the relay's).
+  _latency(msg, path) {
+    const p = msg.from && this.peers.get(msg.from);
+    const off = p ? p.offset.get() : null;
+    if (off != null && Number.isFinite(msg.at)) {
+      const ms = Math.max(0, preciseNow() - (msg.at - off));
+      this.chordLat[path === 'p2p' ? 'p2p' : 'relay'].add(ms);
+      return { latencyMs: ms, measured: true };
     }
+    const rtt = path === 'p2p' ? (p ? p.rtt.median() : null) : this.wsRtt.median();
+    return { latencyMs: rtt == null ? null : (path === 'p2p' ? rtt / 2 : rtt), measured: false };
   }
 
   _apply(msg, path, own = false) {
@@ -915,10 +926,8 @@ export class Link {
       if (typeof d.chord !== 'string') return;
       this.state.chord = d.chord;
       this.state.chordFrom = msg.from || '';
-      const p = msg.from && this.peers.get(msg.from);
-      const rtt = path === 'p2p' ? (p && p.rtt) : this.rttRelay;
-      const latencyMs = rtt == null ? null : (path === 'p2p' ? rtt / 2 : rtt);
-      try { this.onChord(d.chord, { from: msg.from || '', path, latencyMs, seq: msg.seq, at: msg.at }); } catch (e) { this.log('onChord', e); }
+      const lat = own ? { latencyMs: null, measured: false } : this._latency(msg, path);
+      try { this.onChord(d.chord, { from: msg.from || '', path, ...lat, seq: msg.seq, at: msg.at }); } catch (e) { this.log('onChord', e); }
     } else {
       let status = d.status;
       if (msg.type === 'practice_start') status = 'started';
@@ -935,187 +944,223 @@ export class Link {
 
   // ------------------------------------------------------------ WebRTC
 
-  _newPeerRecord(id, role, offerer) {
+  // A link record: the state machine's state, and at most two attempts: cur,
+  // whose channel opened (up, suspect or down), and next, one under way.
+  _newPeer(id, role, offerer) {
     const p = {
-      id, role, offerer, gen: 0, pc: null, dc: null, up: false, rtt: null,
-      attempt: 0, timer: null, connectTimer: null, discTimer: null, pingTimer: null,
-      remoteSet: false, pending: [], local: {}, remote: {}, reason: '', startedAt: 0,
-      lastMid: '0', lastIndex: 0,
+      id, role, offerer, state: 'idle', since: now(), reason: '', cur: null, next: null, making: false,
+      retryAt: offerer ? 0 : now() + P2P_NO_OFFER_MS, fails: 0, everUp: false, heard: 0, mdns: false, acked: false,
+      pings: new Map(), rtt: new Samples(), offset: new Offsets(), lastGen: 0,
     };
     this.peers.set(id, p);
     return p;
   }
 
+  // _setState applies event to p (through nextLinkState, the one rule) and
+  // does what entering the new state means: p2p_state to the server when the
+  // direct path comes or goes, the pages told.
+  _setState(p, event, reason = '') {
+    const to = nextLinkState(p.state, event);
+    if (to === null) { this.log('link event ignored:', event, 'in', p.state, p.id); return false; }
+    const from = p.state;
+    if (to === from) return true;
+    p.state = to;
+    p.since = now();
+    if (linkP2P(to)) p.reason = '';
+    else if (reason) p.reason = reason;
+    if (linkP2P(to) && !linkP2P(from)) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
+    if (linkP2P(from) && !linkP2P(to)) {
+      this._send({ type: 'p2p_state', data: { peer: p.id, up: false, last_seq: this.inbox.lastSeq(p.id), reason: p.reason } });
+      this.log('p2p down:', p.id, p.reason);
+    }
+    this._emitLink();
+    this._emitMembers();
+    return true;
+  }
+
   _ensurePeer(m) {
-    if (this.p2pOff || !m || !m.client_id || m.client_id === this.clientId || !this.hello) return;
+    if (this.p2pOff || this.relayGone || !m || !m.client_id || m.client_id === this.clientId || !this.hello) return;
     if (m.no_p2p) return; // it said it cannot take part: no futile offers
     let p = this.peers.get(m.client_id);
     const offerer = offers(this.role, this.clientId, m.role || '', m.client_id);
-    if (!p) p = this._newPeerRecord(m.client_id, m.role || '', offerer);
+    if (!p) p = this._newPeer(m.client_id, m.role || '', offerer);
     else if (m.role && p.role !== m.role) { p.role = m.role; p.offerer = offerer; }
-    if (p.pc || p.timer) return;
-    if (p.offerer) this._startOffer(p);
-    else p.timer = setTimeout(() => { p.timer = null; if (!p.pc) this._askRestart(p, 'no-offer'); }, P2P_NO_OFFER_MS);
+    if (p.offerer && p.state === 'idle' && !p.next && !p.making) this._startOffer(p);
   }
 
-  _askRestart(p, reason) {
-    if (this.peers.get(p.id) !== p || !this.members.has(p.id)) return;
-    this._send({ type: 'rtc_restart', to: p.id, data: { reason } });
+  _closePeer(p, reason) {
+    for (const a of [p.cur, p.next]) if (a) this._closeAttempt(a);
+    p.cur = null;
+    p.next = null;
+    if (p.state !== 'closed') this._setState(p, 'close', reason);
+    this.outbox.forget(p.id);
+    if (this.peers.get(p.id) === p) this.peers.delete(p.id);
+    this._emitLink();
+  }
+
+  _closeAttempt(a) {
+    a.closed = true;
+    if (a.dc) try { a.dc.close(); } catch { /* ignore */ }
+    if (a.pc) try { a.pc.close(); } catch { /* ignore */ }
   }
 
   _signal(type, p, data) { return this._send({ type, to: p.id, data }); }
 
-  _newPC(p, gen) {
+  _attemptOf(p, gen) {
+    for (const a of [p.next, p.cur]) if (a && a.gen === gen) return a;
+    return null;
+  }
+
+  _p2pBackoff(p) { return backoffDelay(p.fails, p.everUp ? P2P_RETRY_KNOWN : P2P_RETRY_NEW); }
+
+  // _newAttempt creates the peer connection of generation gen and wires its events.
+  _newAttempt(p, gen) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    p.pc = pc;
-    p.gen = gen;
-    p.remoteSet = false;
-    p.pending = [];
-    p.local = { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 };
-    p.remote = { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 };
-    p.startedAt = now();
-    p.endSent = false;
+    const a = {
+      gen, pc, dc: null, remoteSet: false, pending: [], startedAt: now(), closed: false,
+      timeout: p.everUp ? P2P_RETRY_CONNECT_MS : P2P_CONNECT_MS,
+      local: { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 }, remote: { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 },
+      endSent: false, remoteEnded: false, lastMid: '0', lastIndex: 0,
+    };
+    const live = () => !a.closed && (p.cur === a || p.next === a);
     pc.onicecandidate = (e) => {
-      if (p.pc !== pc) return;
+      if (!live()) return;
       const c = e.candidate;
       if (c && c.candidate) {
         const k = candidateKind(c.candidate);
-        p.local.total++;
-        if (k in p.local) p.local[k]++;
-        if (c.sdpMid != null) p.lastMid = c.sdpMid;
-        if (c.sdpMLineIndex != null) p.lastIndex = c.sdpMLineIndex;
+        a.local.total++;
+        if (k in a.local) a.local[k]++;
+        if (c.sdpMid != null) a.lastMid = c.sdpMid;
+        if (c.sdpMLineIndex != null) a.lastIndex = c.sdpMLineIndex;
         this._signal('rtc_candidate', p, {
           candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex,
           usernameFragment: c.usernameFragment, generation: gen,
         });
-      } else if (!p.endSent) {
-        p.endSent = true;
-        this._signal('rtc_candidate', p, { candidate: '', sdpMid: p.lastMid, sdpMLineIndex: p.lastIndex, generation: gen });
+      } else if (!a.endSent) {
+        a.endSent = true;
+        this._signal('rtc_candidate', p, { candidate: '', sdpMid: a.lastMid, sdpMLineIndex: a.lastIndex, generation: gen });
       }
     };
     pc.oniceconnectionstatechange = () => {
-      if (p.pc !== pc) return;
+      if (!live()) return;
       const s = pc.iceConnectionState;
-      if (s === 'failed') this._fail(p, gen, this._failReason(p));
-      else if (s === 'disconnected') {
-        clearTimeout(p.discTimer);
-        p.discTimer = setTimeout(() => {
-          if (p.pc === pc && pc.iceConnectionState === 'disconnected') this._fail(p, gen, 'ice-disconnected');
-        }, P2P_DISCONNECTED_MS);
-      }
+      if (s === 'failed') this._attemptEnded(p, a, this._failReason(a, 'ice-failed'));
+      else if (s === 'disconnected' && p.cur === a && linkP2P(p.state)) this._setState(p, 'silent', 'ice-disconnected');
     };
     pc.onconnectionstatechange = () => {
-      if (p.pc === pc && pc.connectionState === 'failed') this._fail(p, gen, this._failReason(p));
+      if (live() && pc.connectionState === 'failed') this._attemptEnded(p, a, this._failReason(a, 'ice-failed'));
     };
-    pc.ondatachannel = (e) => { if (p.pc === pc && e.channel.label === DC_LABEL) this._wireDC(p, e.channel); };
-    clearTimeout(p.connectTimer);
-    p.connectTimer = setTimeout(() => { if (p.pc === pc && !p.up) this._fail(p, gen, this._failReason(p, 'timeout')); }, P2P_CONNECT_MS);
-    return pc;
+    pc.ondatachannel = (e) => { if (live() && e.channel.label === DC_LABEL) this._wireDC(p, a, e.channel); };
+    return a;
   }
 
-  _failReason(p, fallback = 'ice-failed') {
-    if (p.local.total === 0) return 'no-candidates';
-    if (p.remoteSet && p.remote.total === 0 && p.remoteEnded) return 'no-remote-candidates';
+  _failReason(a, fallback) {
+    if (a.local.total === 0) return 'no-candidates';
+    if (a.remoteSet && a.remote.total === 0 && a.remoteEnded) return 'no-remote-candidates';
     return fallback;
   }
 
   async _startOffer(p) {
-    clearTimeout(p.timer);
-    p.timer = null;
-    if (!this.hello || this.peers.get(p.id) !== p) return;
-    this._closePC(p);
-    const gen = p.gen + 1;
-    let pc;
+    if (!this.hello || this.relayGone || this.peers.get(p.id) !== p || p.next || p.making) return;
+    p.making = true;
+    const gen = this.genNext++;
+    let a;
     try {
-      pc = this._newPC(p, gen);
-      this._wireDC(p, pc.createDataChannel(DC_LABEL, { ordered: true }));
-      const offer = await pc.createOffer();
-      if (p.pc !== pc) return;
-      await pc.setLocalDescription(offer);
-      if (p.pc !== pc) return;
-      this._signal('rtc_offer', p, { sdp: pc.localDescription.sdp, generation: gen });
+      a = this._newAttempt(p, gen);
+      this._wireDC(p, a, a.pc.createDataChannel(DC_LABEL, { ...DC_INIT }));
+      p.next = a;
+      this._setState(p, 'attempt');
+      const offer = await a.pc.createOffer();
+      if (p.next !== a) return;
+      await a.pc.setLocalDescription(offer);
+      if (p.next !== a) return;
+      this._signal('rtc_offer', p, { sdp: a.pc.localDescription.sdp, generation: gen });
     } catch (e) {
       this.log('offer failed', e);
-      if (pc && p.pc === pc) this._fail(p, gen, 'error');
+      if (a) this._attemptEnded(p, a, 'error');
+      else { p.retryAt = now() + this._p2pBackoff(p); p.fails++; }
+    } finally {
+      p.making = false;
     }
   }
 
   async _onSignal(msg, d) {
     const from = msg.from;
-    if (this.p2pOff || !from || from === this.clientId) return;
+    if (this.p2pOff || this.relayGone || !from || from === this.clientId) return;
     let p = this.peers.get(from);
     if (!p) {
       const m = this.members.get(from);
       const offerer = m ? offers(this.role, this.clientId, m.role || '', from) : msg.type !== 'rtc_offer';
-      p = this._newPeerRecord(from, (m && m.role) || '', offerer);
+      p = this._newPeer(from, (m && m.role) || '', offerer);
     }
     const gen = Number.isInteger(d.generation) ? d.generation : 0;
+    let a = null;
     try {
       switch (msg.type) {
         case 'rtc_offer': {
           if (p.offerer || typeof d.sdp !== 'string') return;
-          if (gen < p.gen) return; // an older connection's offer
-          clearTimeout(p.timer);
-          p.timer = null;
-          let pc = p.pc;
-          if (!(d.restart && pc && gen === p.gen)) {
-            this._closePC(p);
-            pc = this._newPC(p, gen);
+          if (d.restart && p.cur && gen === p.cur.gen) a = p.cur; // an ICE restart of the open channel
+          else if ((p.cur && gen === p.cur.gen) || (p.next && gen === p.next.gen)) return; // a duplicate
+          else {
+            if (p.next) this._closeAttempt(p.next);
+            a = this._newAttempt(p, gen);
+            p.next = a;
+            this._setState(p, 'attempt');
           }
-          await pc.setRemoteDescription({ type: 'offer', sdp: d.sdp });
-          if (p.pc !== pc) return;
-          p.remoteSet = true;
-          await this._flushCandidates(p, pc);
-          const answer = await pc.createAnswer();
-          if (p.pc !== pc) return;
-          await pc.setLocalDescription(answer);
-          if (p.pc !== pc) return;
-          this._signal('rtc_answer', p, { sdp: pc.localDescription.sdp, generation: gen });
+          await a.pc.setRemoteDescription({ type: 'offer', sdp: d.sdp });
+          if (a.closed) return;
+          a.remoteSet = true;
+          await this._flushCandidates(a);
+          const answer = await a.pc.createAnswer();
+          if (a.closed) return;
+          await a.pc.setLocalDescription(answer);
+          if (a.closed) return;
+          this._signal('rtc_answer', p, { sdp: a.pc.localDescription.sdp, generation: gen });
           break;
         }
         case 'rtc_answer': {
-          const pc = p.pc;
-          if (!p.offerer || !pc || gen !== p.gen || typeof d.sdp !== 'string') return;
-          if (pc.signalingState !== 'have-local-offer') return;
-          await pc.setRemoteDescription({ type: 'answer', sdp: d.sdp });
-          if (p.pc !== pc) return;
-          p.remoteSet = true;
-          await this._flushCandidates(p, pc);
+          a = this._attemptOf(p, gen);
+          if (!p.offerer || !a || typeof d.sdp !== 'string' || a.pc.signalingState !== 'have-local-offer') return;
+          await a.pc.setRemoteDescription({ type: 'answer', sdp: d.sdp });
+          if (a.closed) return;
+          a.remoteSet = true;
+          await this._flushCandidates(a);
           break;
         }
         case 'rtc_candidate': {
-          if (!p.pc || gen !== p.gen) return; // older generation (or no connection yet)
+          a = this._attemptOf(p, gen);
+          if (!a) return; // another generation's (or no connection yet)
           const cand = normalizeCandidate(d.candidate);
           if (cand) {
             const k = candidateKind(cand);
-            p.remote.total++;
-            if (k in p.remote) p.remote[k]++;
-          } else p.remoteEnded = true;
+            a.remote.total++;
+            if (k in a.remote) a.remote[k]++;
+            if (k === 'mdns') p.mdns = true;
+          } else a.remoteEnded = true;
           const init = { candidate: cand, sdpMid: d.sdpMid ?? null, sdpMLineIndex: d.sdpMLineIndex ?? null };
           if (init.sdpMid == null && init.sdpMLineIndex == null) init.sdpMLineIndex = 0;
           if (d.usernameFragment) init.usernameFragment = d.usernameFragment;
-          if (!p.remoteSet) p.pending.push(init);
-          else await this._addCandidate(p.pc, init);
+          if (!a.remoteSet) a.pending.push(init);
+          else await this._addCandidate(a.pc, init);
           break;
         }
         case 'rtc_restart': {
-          if (!p.offerer) return;
-          if (p.timer || (p.pc && !p.up && now() - p.startedAt < 2000)) return; // already on it
-          this._retryNow(p);
+          // the answering side asks for a new attempt; one under way covers it
+          if (p.offerer && !p.next && !p.making) this._startOffer(p);
           break;
         }
         default: break;
       }
     } catch (e) {
       this.log(msg.type, 'failed', e);
-      if (p.pc) this._fail(p, p.gen, 'error');
+      if (a) this._attemptEnded(p, a, 'error');
     }
   }
 
-  async _flushCandidates(p, pc) {
-    const list = p.pending;
-    p.pending = [];
-    for (const c of list) if (p.pc === pc) await this._addCandidate(pc, c);
+  async _flushCandidates(a) {
+    const list = a.pending;
+    a.pending = [];
+    for (const c of list) if (!a.closed) await this._addCandidate(a.pc, c);
   }
 
   async _addCandidate(pc, init) {
@@ -1127,102 +1172,151 @@ export class Link {
     }
   }
 
-  _wireDC(p, dc) {
-    p.dc = dc;
-    dc.onopen = () => {
-      if (p.dc !== dc) return;
-      p.up = true;
-      p.attempt = 0;
-      p.reason = '';
-      clearTimeout(p.connectTimer);
-      this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
-      clearInterval(p.pingTimer);
-      p.pingTimer = setInterval(() => this._dcSend(p, { type: 'ping', from: this.clientId, data: { timestamp: preciseNow() } }), DC_PING_MS);
-      this._dcSend(p, { type: 'ping', from: this.clientId, data: { timestamp: preciseNow() } });
-      this._emitLink();
-      this._emitMembers();
-    };
-    dc.onclose = () => { if (p.dc === dc) this._fail(p, p.gen, 'closed'); };
+  _wireDC(p, a, dc) {
+    dc.onopen = () => this._channelOpen(p, a, dc);
+    dc.onclose = () => this._attemptEnded(p, a, 'closed');
     dc.onerror = (e) => this.log('data channel error', e && e.error && e.error.message);
-    dc.onmessage = (e) => { if (p.dc === dc && typeof e.data === 'string') this._onDCMessage(p, e.data); };
+    dc.onmessage = (e) => { if (typeof e.data === 'string') this._onDCMessage(p, a, e.data); };
   }
 
-  _dcSend(p, obj) {
-    if (!p.dc || p.dc.readyState !== 'open') return false;
-    try { p.dc.send(JSON.stringify(obj)); return true; } catch { return false; }
+  // _channelOpen: attempt a's channel opened: it becomes the link's (the one
+  // it replaces is closed) and the link is up.
+  _channelOpen(p, a, dc) {
+    if (a.closed || this.closed || this.peers.get(p.id) !== p || (p.next !== a && p.cur !== a)) { this._closeAttempt(a); return; }
+    if (p.next === a) {
+      if (p.cur) this._closeAttempt(p.cur);
+      p.cur = a;
+      p.next = null;
+    }
+    a.dc = dc;
+    p.heard = now();
+    p.fails = 0;
+    p.everUp = true;
+    p.acked = false;
+    p.pings.clear();
+    // keep what we send for the peer until its heartbeat says it has it
+    if (!this.outbox.tracked(p.id)) this.outbox.track(p.id, 0);
+    this._setState(p, 'open');
+    this._hbPing(p); // the first heartbeat at once: it carries what we have of the peer
   }
 
-  _onDCMessage(p, text) {
+  // _attemptEnded: attempt a's channel closed or its connection failed. If
+  // it was the link's channel the link is lost (an attempt under way carries
+  // on); if it was the attempt under way, the link retries after backoff.
+  _attemptEnded(p, a, reason) {
+    if (a.closed) return;
+    this._closeAttempt(a);
+    if (this.peers.get(p.id) !== p || p.state === 'closed') return;
+    if (p.cur === a) {
+      p.cur = null;
+      this._setState(p, 'lost', reason);
+      if (p.next) { this._setState(p, 'attempt'); return; }
+    } else if (p.next === a) {
+      p.next = null;
+      if (p.state === 'connecting') this._setState(p, 'fail', reason);
+      else if (!p.cur) return;
+    } else return;
+    p.retryAt = now() + this._p2pBackoff(p);
+    p.fails++;
+  }
+
+  _dcSend(dc, obj) {
+    if (!dc || dc.readyState !== 'open') return false;
+    try { dc.send(typeof obj === 'string' ? obj : JSON.stringify(obj)); return true; } catch { return false; }
+  }
+
+  _onDCMessage(p, a, text) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
     if (!msg || typeof msg !== 'object') return;
-    if (msg.from && msg.from !== p.id) return; // a peer speaks only for itself
-    msg.from = p.id;
+    if (p.cur === a) {
+      p.heard = now();
+      if (p.state === 'suspect' || p.state === 'down') this._setState(p, 'heard');
+    }
     const d = msg.data && typeof msg.data === 'object' ? msg.data : {};
-    if (msg.type === 'ping') this._dcSend(p, { type: 'pong', from: this.clientId, data: { timestamp: d.timestamp } });
-    else if (msg.type === 'pong') {
-      if (typeof d.timestamp === 'number') {
-        p.rtt = Math.max(0, preciseNow() - d.timestamp);
+    if (msg.type === 'ping') {
+      this._dcSend(a.dc, { type: 'pong', from: this.clientId, at: preciseNow(), data: { timestamp: d.timestamp, last_seq: this.inbox.lastSeq(p.id) } });
+      this._peerAck(p, a, d.last_seq);
+    } else if (msg.type === 'pong') {
+      const sent = p.pings.get(d.timestamp);
+      if (sent !== undefined) {
+        p.pings.delete(d.timestamp);
+        const t = preciseNow();
+        const rtt = Math.max(0, t - sent);
+        p.rtt.add(rtt);
+        if (Number.isFinite(msg.at)) p.offset.add(rtt, msg.at - (sent + rtt / 2));
         this._emitLink();
       }
+      this._peerAck(p, a, d.last_seq);
     } else if (APP_TYPES.includes(msg.type)) {
-      if (msg.type === 'chord_change' && !validChord(d.chord)) return;
+      // from and seq are required on a channel's copy: without them it
+      // cannot be told from the relay's, which will bring it
+      if (msg.from !== p.id || !Number.isInteger(msg.seq) || msg.seq <= 0 ||
+        (msg.type === 'chord_change' && !validChord(d.chord))) { this.counts.refused++; return; }
       this._receive(msg, 'p2p');
     }
   }
 
-  // _fail ends the current attempt of a pair and schedules the next one.
-  _fail(p, gen, reason) {
-    if (p.gen !== gen || (!p.pc && !p.dc)) return;
-    const wasUp = p.up;
-    const mdns = p.local.mdns > 0 || p.remote.mdns > 0;
-    this._closePC(p);
-    p.reason = reason;
-    this.log('p2p down:', p.id, reason, wasUp ? '(was up)' : '');
-    this._send({ type: 'p2p_state', data: { peer: p.id, up: false, last_seq: this.inbox.lastSeq(p.id), reason } });
-    if (this.peers.get(p.id) === p && this.members.has(p.id) && !this.closed && !this.terminal) {
-      const delay = backoffDelay(p.attempt++, P2P_RETRY);
-      clearTimeout(p.timer);
-      p.timer = setTimeout(() => {
-        p.timer = null;
+  // _peerAck takes the peer's acknowledgement (the last_seq of its
+  // heartbeat: the highest seq it delivered from us, by either path) and
+  // resends over the channel what it lacks.
+  _peerAck(p, a, last) {
+    if (!Number.isFinite(last) || p.cur !== a || !a.dc) return;
+    p.acked = true; // from now on the tick resends what it lacks, too
+    if (!this.outbox.tracked(p.id)) this.outbox.track(p.id, last);
+    else this.outbox.ackPeer(p.id, last);
+    for (const it of this.outbox.resend(p.id, now())) this._dcSend(a.dc, it.data);
+  }
+
+  _hbPing(p) {
+    const dc = p.cur && p.cur.dc;
+    if (!dc || dc.readyState !== 'open') return;
+    const ts = preciseNow();
+    if (p.pings.size > 64) p.pings.clear();
+    p.pings.set(ts, ts);
+    this._dcSend(dc, { type: 'ping', from: this.clientId, data: { timestamp: ts, last_seq: this.inbox.lastSeq(p.id) } });
+  }
+
+  // _hb drives every link's timers from one timer: the heartbeat over each
+  // open channel, the verdict on silence (suspect, down), a fresh attempt
+  // beside a down channel, attempt timeouts, retries after backoff, resends a
+  // peer lacks, and the Inbox's expiry. The interval is HEARTBEAT_MS while
+  // the session is active, HEARTBEAT_IDLE_MS after IDLE_AFTER_MS without an
+  // application message; the verdict uses the interval the timer really
+  // kept (a hidden page's timers run at most once a second).
+  _hb() {
+    this.hbTimer = null;
+    if (this.closed) return;
+    const t = now();
+    const idle = t - this.lastApp >= IDLE_AFTER_MS;
+    const interval = idle ? HEARTBEAT_IDLE_MS : HEARTBEAT_MS;
+    if (this.hbIdle && !idle) for (const p of this.peers.values()) p.heard = t; // back from the idle rate
+    this.hbIdle = idle;
+    const kept = this.lastHb ? Math.max(interval, t - this.lastHb) : interval;
+    this.lastHb = t;
+    for (const m of this.inbox.expire(t)) this._deliver(m);
+    for (const p of [...this.peers.values()]) {
+      if (p.state === 'closed') continue;
+      const dc = p.cur && p.cur.dc;
+      if (dc && dc.readyState === 'open') {
+        this._hbPing(p);
+        const v = heartbeatVerdict(t - p.heard, kept);
+        if (v === 'quiet' && p.state === 'up') this._setState(p, 'quiet', 'late-heartbeat');
+        else if (v === 'silent' && linkP2P(p.state)) this._setState(p, 'silent', 'silent');
+        if (linkP2P(p.state) && p.acked) for (const it of this.outbox.resend(p.id, t)) this._dcSend(dc, it.data);
+      }
+      if (p.next && t - p.next.startedAt >= p.next.timeout) this._attemptEnded(p, p.next, this._failReason(p.next, 'timeout'));
+      if (this.relayGone || !this.hello || !this.members.has(p.id) || p.next || p.making || t < p.retryAt) continue;
+      if (p.state === 'backoff' || p.state === 'idle' || (p.state === 'down' && t - p.since >= RESTART_AFTER_MS)) {
+        p.retryAt = t + Math.max(this._p2pBackoff(p), RESTART_AFTER_MS);
         if (p.offerer) this._startOffer(p);
-        else this._askRestart(p, reason);
-      }, delay);
-    } else if (!this.members.has(p.id)) {
-      this._dropPeer(p);
+        else {
+          this._signal('rtc_restart', p, { reason: p.reason || 'no-offer' });
+          if (p.state === 'backoff') this._setState(p, 'ask');
+          if (p.state === 'idle') p.retryAt = t + P2P_NO_OFFER_MS; // asked: wait for the offer
+        }
+      }
     }
-    this.reason = '';
-    const st = this.linkState();
-    if (!st.reason) st.reason = explainP2P(reason, { mdns });
-    try { this.onLinkState(st); } catch (e) { this.log('onLinkState', e); }
-    this._emitMembers();
-  }
-
-  _retryNow(p) {
-    clearTimeout(p.timer);
-    p.timer = null;
-    if (p.offerer) this._startOffer(p);
-    else this._askRestart(p, 'retry');
-  }
-
-  // _closePC closes a pair's connection without letting its handlers react.
-  _closePC(p) {
-    const { pc, dc } = p;
-    p.pc = null;
-    p.dc = null;
-    p.up = false;
-    clearInterval(p.pingTimer);
-    clearTimeout(p.connectTimer);
-    clearTimeout(p.discTimer);
-    p.rtt = null;
-    if (dc) try { dc.close(); } catch { /* ignore */ }
-    if (pc) try { pc.close(); } catch { /* ignore */ }
-  }
-
-  _dropPeer(p) {
-    clearTimeout(p.timer);
-    p.timer = null;
-    this._closePC(p);
-    if (this.peers.get(p.id) === p) this.peers.delete(p.id);
+    this.hbTimer = setTimeout(() => this._hb(), interval);
   }
 }

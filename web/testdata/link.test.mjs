@@ -3,70 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Inbox, Outbox, offers, backoffDelay, closeAction, closeText, randomClientId, validChord,
+  offers, closeAction, closeText, randomClientId, validChord,
   normalizeCandidate, candidateKind, explainP2P, wsURL, Link,
 } from '../static/link.js';
-
-const m = (from, seq, chord = 'C') => ({ type: 'chord_change', from, seq, data: { chord } });
-const seqs = (list) => list.map((x) => x.seq);
-
-test('inbox delivers in order, drops duplicates, buffers gaps', () => {
-  const ib = new Inbox();
-  assert.deepEqual(seqs(ib.push(m('a', 1))), [1]);
-  assert.deepEqual(seqs(ib.push(m('a', 1))), [], 'duplicate dropped');
-  assert.deepEqual(seqs(ib.push(m('a', 3))), [], 'gap buffered');
-  assert.deepEqual(seqs(ib.push(m('a', 3))), [], 'duplicate in buffer');
-  assert.deepEqual(seqs(ib.push(m('a', 4))), []);
-  assert.equal(ib.buffered(), 2);
-  assert.deepEqual(seqs(ib.push(m('a', 2))), [2, 3, 4], 'gap filled releases the buffer');
-  assert.equal(ib.lastSeq('a'), 4);
-  assert.deepEqual(seqs(ib.push(m('a', 2))), []);
-  assert.equal(ib.buffered(), 0);
-});
-
-test('inbox keeps senders apart and passes server messages through', () => {
-  const ib = new Inbox();
-  assert.deepEqual(seqs(ib.push(m('a', 1))), [1]);
-  assert.deepEqual(seqs(ib.push(m('b', 1))), [1]);
-  const srv = { type: 'connection_update', data: {} };
-  assert.deepEqual(ib.push(srv), [srv]);
-  assert.deepEqual(ib.seen('b'), { a: 1 });
-});
-
-test('inbox baselines an unknown sender at its first seq', () => {
-  const ib = new Inbox();
-  assert.deepEqual(seqs(ib.push(m('a', 11))), [11]);
-  assert.deepEqual(seqs(ib.push(m('a', 12))), [12]);
-  ib.rebase();
-  assert.deepEqual(seqs(ib.push(m('a', 40))), [40]);
-});
-
-test('inbox bounds its buffer and expires old gaps', () => {
-  const ib = new Inbox({ maxBuffered: 3 });
-  ib.push(m('a', 1));
-  assert.deepEqual(seqs(ib.push(m('a', 3))), []);
-  assert.deepEqual(seqs(ib.push(m('a', 4))), []);
-  assert.deepEqual(seqs(ib.push(m('a', 5))), []);
-  assert.deepEqual(seqs(ib.push(m('a', 6))), [3, 4, 5, 6], 'overflow skips the gap');
-  assert.equal(ib.gaps, 1);
-  const ib2 = new Inbox();
-  ib2.push(m('a', 1), 0);
-  ib2.push(m('a', 5), 1000);
-  assert.deepEqual(ib2.expire(5000, 10000), []);
-  assert.deepEqual(seqs(ib2.expire(12000, 10000)), [5]);
-  assert.deepEqual(seqs(ib2.push(m('a', 6))), [6]);
-});
-
-test('outbox acks, resends after, and stays bounded', () => {
-  const ob = new Outbox(3);
-  for (let i = 1; i <= 3; i++) assert.equal(ob.add({ seq: i }), null);
-  assert.equal(ob.add({ seq: 4 }).seq, 1, 'oldest dropped when full');
-  assert.deepEqual(seqs(ob.after(2)), [3, 4]);
-  ob.ack(3);
-  assert.deepEqual(seqs(ob.items), [4]);
-  ob.ack(NaN);
-  assert.equal(ob.size, 1);
-});
 
 test('offerer rule mirrors protocol.Offers', () => {
   assert.equal(offers('pc', 'zz', 'phone', 'aa'), true);
@@ -77,20 +16,6 @@ test('offerer rule mirrors protocol.Offers', () => {
   // Exactly one of each pair offers.
   for (const [r1, r2] of [['pc', 'phone'], ['pc', 'pc'], ['phone', 'phone']]) {
     assert.notEqual(offers(r1, 'x1', r2, 'x2'), offers(r2, 'x2', r1, 'x1'));
-  }
-});
-
-test('backoff grows, is capped and jittered', () => {
-  const lo = { random: () => 0 }, hi = { random: () => 0.999999 };
-  assert.equal(backoffDelay(0, lo), 125);
-  assert.equal(backoffDelay(0, hi), 250);
-  assert.equal(backoffDelay(3, hi), 2000);
-  assert.equal(backoffDelay(20, hi), 10000);
-  assert.equal(backoffDelay(20, lo), 5000);
-  assert.equal(backoffDelay(1000, hi), 10000);
-  for (let a = 0; a < 12; a++) {
-    const d = backoffDelay(a);
-    assert.ok(d >= 125 && d <= 10000, `attempt ${a}: ${d}`);
   }
 });
 
@@ -263,17 +188,6 @@ test('Link: own practice is applied at once and its echo only once', withFakes(a
   link.close();
 }));
 
-test('Inbox: a data channel message waits for the server\'s baseline', () => {
-  const ib = new Inbox();
-  const m = (seq) => ({ type: 'chord_change', from: 'x', seq, data: { chord: 'C' } });
-  assert.deepEqual(ib.push(m(6), 0, 'p2p'), [], 'held: the count of x is unknown');
-  assert.deepEqual(ib.baseline('x', 4), [], 'seq 5 is still missing');
-  const out = ib.push(m(5), 1, 'relay');
-  assert.deepEqual(out.map((x) => x.seq), [5, 6]);
-  assert.equal(ib.pathOf(out[1], 'relay'), 'p2p');
-  assert.deepEqual(ib.push(m(6), 2, 'relay'), [], 'duplicate');
-});
-
 test('Link: what the server processed but did not take is resent after a pong', withFakes(async () => {
   const link = new Link({ sessionId: 'S2', token: 'T', role: 'phone', clientId: 'phphphphphphphph' });
   link.connect();
@@ -292,4 +206,190 @@ test('Link: what the server processed but did not take is resent after a pong', 
   assert.deepEqual(resent, [[2, 'G'], [3, 'Am']]);
   assert.equal(link.outbox.size, 2);
   link.close();
+}));
+
+// ---------------------------------------------------------------- Link's data channels over fake WebRTC
+
+class FakeDC {
+  constructor(label, init) { this.label = label; this.init = init; this.readyState = 'connecting'; this.sent = []; this.bufferedAmount = 0; }
+  send(s) { if (this.readyState !== 'open') throw new Error('not open'); this.sent.push(JSON.parse(s)); }
+  close() { this.readyState = 'closed'; }
+  open() { this.readyState = 'open'; this.onopen && this.onopen(); }
+  recv(obj) { this.onmessage && this.onmessage({ data: JSON.stringify(obj) }); }
+  types() { return this.sent.map((x) => x.type); }
+}
+
+class FakePC {
+  static all = [];
+  constructor(cfg) { this.cfg = cfg; this.dcs = []; this.signalingState = 'stable'; this.iceConnectionState = 'new'; this.connectionState = 'new'; FakePC.all.push(this); }
+  createDataChannel(label, init) { const dc = new FakeDC(label, init); this.dcs.push(dc); return dc; }
+  async createOffer() { return { type: 'offer', sdp: 'offer-sdp' }; }
+  async createAnswer() { return { type: 'answer', sdp: 'answer-sdp' }; }
+  async setLocalDescription(d) { this.localDescription = d; if (d.type === 'offer') this.signalingState = 'have-local-offer'; }
+  async setRemoteDescription(d) { this.remoteDescription = d; this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable'; }
+  async addIceCandidate() {}
+  close() { this.closed = true; this.connectionState = 'closed'; }
+}
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+// advance moves the mocked clock by ms in 10 ms steps (a tick runs each due
+// timer once, not the ones it schedules).
+function advance(t, ms) { for (let i = 0; i < ms; i += 10) t.mock.timers.tick(10); }
+
+// withRTC runs fn with fake WebSocket and RTCPeerConnection and mocked timers
+// (setTimeout, setInterval, Date), so the heartbeat's 100 ms steps are exact.
+function withRTC(fn) {
+  return async (t) => {
+    const saved = { WebSocket: globalThis.WebSocket, location: globalThis.location, RTC: globalThis.RTCPeerConnection };
+    globalThis.WebSocket = FakeWS;
+    globalThis.location = { protocol: 'http:', host: 'test:8000', search: '', hash: '' };
+    globalThis.RTCPeerConnection = FakePC;
+    FakeWS.all = [];
+    FakePC.all = [];
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
+    try { await fn(t); } finally {
+      t.mock.timers.reset();
+      globalThis.WebSocket = saved.WebSocket;
+      globalThis.location = saved.location;
+      if (saved.RTC) globalThis.RTCPeerConnection = saved.RTC; else delete globalThis.RTCPeerConnection;
+    }
+  };
+}
+
+// pcWithPhone: a PC link joined to a session with a phone; the offer made
+// and answered, the channel open.
+async function pcWithPhone(t, opts = {}) {
+  const link = new Link({ sessionId: 'S', token: 'T', role: 'pc', clientId: 'pcpcpcpcpcpcpcpc', ...opts });
+  link.connect();
+  const ws = FakeWS.all[0];
+  ws.open();
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 7, client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', last_seq: 0 } });
+  ws.recv({ type: 'session_state', data: { session_id: 'S', offset: 0, practice: { status: '' },
+    members: [{ client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', user_id: 7, last_seq: 0 }, { client_id: 'phone1', role: 'phone', user_id: 7, last_seq: 0 }] } });
+  await flush();
+  assert.equal(FakePC.all.length, 1, 'the PC offers to the phone');
+  const offer = ws.sent.find((m) => m.type === 'rtc_offer');
+  assert.ok(offer && offer.to === 'phone1' && Number.isInteger(offer.data.generation));
+  ws.recv({ type: 'rtc_answer', from: 'phone1', data: { sdp: 'answer', generation: offer.data.generation } });
+  await flush();
+  const dc = FakePC.all[0].dcs[0];
+  dc.open();
+  return { link, ws, dc, gen: offer.data.generation };
+}
+
+test('Link: the channel is unordered and reliable, heartbeats every 100 ms, suspect then down when silent, up when heard', withRTC(async (t) => {
+  const { link, ws, dc } = await pcWithPhone(t);
+  assert.deepEqual(dc.init, { ordered: false });
+  assert.equal(link.linkState().peers[0].state, 'up');
+  assert.equal(link.path, 'p2p');
+  assert.ok(ws.sent.some((m) => m.type === 'p2p_state' && m.data.up === true));
+  const pings = () => dc.sent.filter((m) => m.type === 'ping').length;
+  const p0 = pings();
+  advance(t, 100);
+  assert.equal(pings(), p0 + 1, 'a heartbeat each 100 ms');
+  assert.equal(dc.sent.at(-1).data.last_seq, 0, 'the heartbeat carries what we have of the peer');
+  advance(t, 100);
+  assert.equal(link.linkState().peers[0].state, 'suspect', 'two silent intervals');
+  assert.equal(link.path, 'p2p', 'suspect still carries');
+  advance(t, 200);
+  assert.equal(link.linkState().peers[0].state, 'down', 'four silent intervals');
+  const st = link.linkState();
+  assert.equal(st.path, 'relay');
+  assert.equal(st.reasonCode, 'silent');
+  assert.match(st.reason, /went silent/);
+  assert.ok(ws.sent.some((m) => m.type === 'p2p_state' && m.data.up === false && m.data.reason === 'silent'));
+  // the peer is heard again: up at once, and its ping answered
+  dc.recv({ type: 'ping', from: 'phone1', data: { timestamp: 5, last_seq: 0 } });
+  assert.equal(link.linkState().peers[0].state, 'up');
+  assert.deepEqual(dc.sent.at(-1), { type: 'pong', from: 'pcpcpcpcpcpcpcpc', at: dc.sent.at(-1).at, data: { timestamp: 5, last_seq: 0 } });
+  link.close();
+}));
+
+test('Link: a down channel gets a fresh attempt beside it; the new channel replaces the old', withRTC(async (t) => {
+  const { link, ws, dc, gen } = await pcWithPhone(t);
+  advance(t, 400);
+  assert.equal(link.linkState().peers[0].state, 'down');
+  advance(t, 500);
+  await flush();
+  assert.equal(FakePC.all.length, 2, 'a fresh attempt 0.5 s after down');
+  const offers = ws.sent.filter((m) => m.type === 'rtc_offer');
+  assert.equal(offers.length, 2);
+  assert.notEqual(offers[1].data.generation, gen);
+  assert.ok(!FakePC.all[0].closed, 'the silent channel is kept meanwhile');
+  ws.recv({ type: 'rtc_answer', from: 'phone1', data: { sdp: 'a2', generation: offers[1].data.generation } });
+  await flush();
+  FakePC.all[1].dcs[0].open();
+  assert.equal(link.linkState().peers[0].state, 'up');
+  assert.equal(link.linkState().peers[0].generation, offers[1].data.generation);
+  assert.ok(FakePC.all[0].closed && dc.readyState === 'closed', 'the old channel is closed');
+  link.close();
+}));
+
+test('Link: a member that left takes its link with it at once', withRTC(async (t) => {
+  const { link, ws } = await pcWithPhone(t);
+  assert.equal(link.path, 'p2p');
+  ws.recv({ type: 'connection_update', data: { status: 'disconnected', user_id: 7, client_id: 'phone1' } });
+  assert.equal(link.peers.size, 0);
+  assert.ok(FakePC.all[0].closed);
+  assert.equal(link.path, 'relay');
+  assert.equal(link.linkState().reasonCode, 'no-peer');
+  assert.equal(link.memberList().filter((m) => !m.self).length, 0);
+  link.close();
+}));
+
+test('Link: chords go over both paths; what the peer lacks is resent over the channel when its heartbeat says so', withRTC(async (t) => {
+  const { link, ws, dc } = await pcWithPhone(t);
+  assert.equal(link.sendChord('Am'), 1);
+  assert.equal(dc.sent.filter((m) => m.type === 'chord_change').length, 1, 'over the channel');
+  assert.equal(ws.sent.filter((m) => m.type === 'chord_change').length, 1, 'and over the WebSocket');
+  assert.equal(ws.sent.find((m) => m.type === 'chord_change').direct, undefined, 'no direct: the server relays it');
+  // the channel goes down; a chord meanwhile goes by the relay only
+  advance(t, 400);
+  assert.equal(link.linkState().peers[0].state, 'down');
+  assert.equal(link.sendChord('G'), 2);
+  assert.equal(dc.sent.filter((m) => m.type === 'chord_change').length, 1);
+  ws.recv({ type: 'pong', data: { timestamp: 0, last_seq: 2 } }); // the server has both
+  // the peer is heard again, and has only seq 1: seq 2 goes again over the channel
+  dc.recv({ type: 'ping', from: 'phone1', data: { timestamp: 9, last_seq: 1 } });
+  const resent = dc.sent.filter((m) => m.type === 'chord_change').map((m) => [m.seq, m.data.chord]);
+  assert.deepEqual(resent, [[1, 'Am'], [2, 'G']]);
+  assert.equal(link.outbox.size, 1, 'kept until the peer has it');
+  dc.recv({ type: 'pong', from: 'phone1', data: { timestamp: -1, last_seq: 2 } });
+  assert.equal(link.outbox.size, 0);
+  link.close();
+}));
+
+test('Link: a channel copy without seq, or from someone else, is refused; the relay\'s copy is delivered once', withRTC(async (t) => {
+  const chords = [];
+  const { link, ws, dc } = await pcWithPhone(t, { onChord: (c, meta) => chords.push([c, meta.path]) });
+  dc.recv({ type: 'chord_change', from: 'phone1', data: { chord: 'C' } });
+  dc.recv({ type: 'chord_change', from: 'intruder', seq: 1, data: { chord: 'D' } });
+  assert.equal(link.stats().refused, 2);
+  assert.deepEqual(chords, []);
+  ws.recv({ type: 'chord_change', from: 'phone1', seq: 1, off: 3, data: { chord: 'C' } });
+  dc.recv({ type: 'chord_change', from: 'phone1', seq: 1, at: Date.now(), data: { chord: 'C' } });
+  assert.deepEqual(chords, [['C', 'relay']]);
+  assert.deepEqual(link.stats().copies, { p2p: 1, relay: 1 });
+  link.close();
+}));
+
+test('Link: after a terminal close the open channel still carries chords; 4100 closes it', withRTC(async (t) => {
+  const { link, ws, dc } = await pcWithPhone(t);
+  ws.drop(4101);
+  assert.equal(link.linkState().ws, 'closed');
+  assert.match(link.linkState().reason, /session has ended/);
+  assert.equal(link.sendChord('E'), 1, 'sent over the channel');
+  assert.equal(dc.sent.filter((m) => m.type === 'chord_change').length, 1);
+  advance(t, 1000);
+  assert.equal(FakeWS.all.length, 1, 'no reconnect');
+  link.close();
+
+  FakePC.all = [];
+  FakeWS.all = [];
+  const second = await pcWithPhone(t);
+  second.ws.drop(4100);
+  assert.ok(FakePC.all[0].closed, 'replaced: the newer connection takes over');
+  assert.equal(second.link.sendChord('E'), 0, 'no path left');
+  second.link.close();
 }));

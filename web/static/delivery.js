@@ -1,0 +1,310 @@
+// delivery.js: the delivery rules of VirtuTune Link's browser client, as
+// pure types (no DOM, no network, no clock of their own): the receiver's
+// Inbox (dedupe and order), the sender's Outbox (confirmation and resend),
+// the data channel link's state machine, the heartbeat's verdict and the
+// backoff. The Go client (package peer) implements the same rules, and both
+// are tested against one set of vectors, protocol/testdata/delivery.json;
+// protocol/doc.go states them in words. link.js builds on these types and
+// re-exports them.
+
+/** The rules' constants (the same as the Go client's; the vectors hold them too). */
+export const REORDER_WINDOW = 1024;
+export const UNKNOWN_SENDER_HOLD_MS = 2000;
+export const GAP_WAIT_MS = 10000;
+export const MAX_SEEN = 32;
+export const OUTBOX_MAX = 4096;
+export const RESEND_AFTER_MS = 500;
+export const RESEND_BATCH = 256;
+export const HEARTBEAT_MS = 100;
+export const HEARTBEAT_IDLE_MS = 1000;
+export const IDLE_AFTER_MS = 60000;
+export const QUIET_AFTER = 2;
+export const SILENT_AFTER = 4;
+export const WS_RETRY = Object.freeze({ min: 250, max: 10000 });
+export const P2P_RETRY_KNOWN = Object.freeze({ min: 250, max: 1000 });
+export const P2P_RETRY_NEW = Object.freeze({ min: 1000, max: 30000 });
+
+/**
+ * backoffDelay returns the wait in ms before retry number attempt (0-based):
+ * exponential from min up to max, with "equal jitter" (half fixed, half
+ * random).
+ */
+export function backoffDelay(attempt, { min = WS_RETRY.min, max = WS_RETRY.max, random = Math.random } = {}) {
+  if (min <= 0) return 0;
+  const cap = Math.min(max, min * 2 ** Math.min(Math.max(attempt, 0), 30));
+  return Math.round(cap / 2 + random() * (cap / 2));
+}
+
+/**
+ * heartbeatVerdict says what a silence of silentMs means for a link whose
+ * heartbeat interval is intervalMs: 'ok', 'quiet' (suspect) or 'silent' (down).
+ */
+export function heartbeatVerdict(silentMs, intervalMs) {
+  if (silentMs >= SILENT_AFTER * intervalMs) return 'silent';
+  if (silentMs >= QUIET_AFTER * intervalMs) return 'quiet';
+  return 'ok';
+}
+
+/** The states of a data channel link and the events that move it. */
+export const LINK_STATES = Object.freeze(['idle', 'connecting', 'up', 'suspect', 'down', 'backoff', 'closed']);
+export const LINK_EVENTS = Object.freeze(['attempt', 'open', 'quiet', 'silent', 'heard', 'lost', 'fail', 'ask', 'close']);
+
+/** linkP2P tells whether a link in state carries messages directly (up or suspect). */
+export const linkP2P = (state) => state === 'up' || state === 'suspect';
+
+/**
+ * nextLinkState returns the state after event in state, or null when the
+ * event cannot happen there (the one transition rule; the Go client's
+ * LinkState.next is the same):
+ *
+ *   attempt  idle, backoff, connecting -> connecting; up, suspect, down stay
+ *   open     connecting, up, suspect, down -> up
+ *   quiet    up -> suspect
+ *   silent   up, suspect -> down
+ *   heard    up, suspect, down -> up
+ *   lost     up, suspect, down -> backoff
+ *   fail     connecting -> backoff
+ *   ask      backoff, idle -> idle
+ *   close    any state but closed -> closed
+ */
+export function nextLinkState(state, event) {
+  const open = state === 'up' || state === 'suspect' || state === 'down';
+  switch (event) {
+    case 'attempt':
+      if (state === 'idle' || state === 'backoff' || state === 'connecting') return 'connecting';
+      return open ? state : null;
+    case 'open': return state === 'connecting' || open ? 'up' : null;
+    case 'quiet': return state === 'up' ? 'suspect' : null;
+    case 'silent': return state === 'up' || state === 'suspect' ? 'down' : null;
+    case 'heard': return open ? 'up' : null;
+    case 'lost': return open ? 'backoff' : null;
+    case 'fail': return state === 'connecting' ? 'backoff' : null;
+    case 'ask': return state === 'backoff' || state === 'idle' ? 'idle' : null;
+    case 'close': return LINK_STATES.includes(state) && state !== 'closed' ? 'closed' : null;
+    default: return null;
+  }
+}
+
+/**
+ * Inbox delivers each sender's application messages once and in seq order,
+ * whichever path brings them first. push returns what may be delivered now,
+ * as [{msg, path}] in order:
+ *
+ *   - seq == last+1 is delivered, with whatever held messages follow it;
+ *   - seq <= last, or a seq already held, is a duplicate: dropped;
+ *   - seq > last+1 is held back, up to window messages per sender; beyond
+ *     that the arrival is dropped (overrun): both paths carry every message
+ *     and the sender resends what is not acknowledged, so it comes again.
+ *
+ * Where a sender's count starts comes from the server: each member's
+ * last_seq in session_state and in a newcomer's connected notice
+ * (baseline). Until then a data channel message is held back; a relayed
+ * one, which the server orders after that word, starts the count itself.
+ * expire(now) starts it at the lowest held seq after UNKNOWN_SENDER_HOLD_MS,
+ * and gives up on a gap nothing filled within GAP_WAIT_MS (the held
+ * messages are delivered, the missing seqs counted in skipped).
+ * Messages without from or seq (the server's own) are delivered as they come.
+ */
+export class Inbox {
+  constructor({ window = REORDER_WINDOW } = {}) {
+    this.window = window;
+    this.senders = new Map(); // from -> {known, last, held: Map(seq -> {msg, path, t})}
+    this.dropped = 0;
+    this.overrun = 0;
+    this.skipped = 0;
+  }
+
+  _sender(from) {
+    let s = this.senders.get(from);
+    if (!s) this.senders.set(from, (s = { known: false, last: 0, held: new Map() }));
+    return s;
+  }
+
+  _hold(s, msg, path, t) {
+    if (s.held.has(msg.seq)) this.dropped++;
+    else if (s.held.size >= this.window) this.overrun++;
+    else s.held.set(msg.seq, { msg, path, t });
+  }
+
+  _dropHeldUpTo(s, last) {
+    for (const q of [...s.held.keys()]) if (q <= last) { s.held.delete(q); this.dropped++; }
+  }
+
+  _release(s, out) {
+    for (;;) {
+      const p = s.held.get(s.last + 1);
+      if (!p) return out;
+      s.held.delete(s.last + 1);
+      s.last++;
+      out.push({ msg: p.msg, path: p.path });
+    }
+  }
+
+  /** push takes one message that arrived at now by path, and returns what to deliver now, in order. */
+  push(msg, now, path = 'relay') {
+    const from = msg && msg.from;
+    const seq = msg && msg.seq;
+    if (!from || !Number.isInteger(seq) || seq <= 0) return [{ msg, path }];
+    const s = this._sender(from);
+    if (!s.known) {
+      if (path === 'p2p' && seq > 1) { this._hold(s, msg, path, now); return []; }
+      s.known = true;
+      s.last = seq - 1;
+      this._dropHeldUpTo(s, s.last);
+    }
+    if (seq <= s.last) { this.dropped++; return []; }
+    if (seq > s.last + 1) { this._hold(s, msg, path, now); return []; }
+    s.last = seq;
+    return this._release(s, [{ msg, path }]);
+  }
+
+  /** baseline sets where an unknown sender's count stands and returns what that releases. */
+  baseline(from, last) {
+    if (!from || !Number.isInteger(last) || last < 0) return [];
+    const s = this._sender(from);
+    if (s.known) return [];
+    s.known = true;
+    s.last = last;
+    this._dropHeldUpTo(s, last);
+    return this._release(s, []);
+  }
+
+  /** expire returns, in order, what waited too long at now (see the class comment); senders in id order. */
+  expire(now) {
+    const out = [];
+    const ids = [...this.senders.keys()].filter((id) => this.senders.get(id).held.size > 0).sort();
+    for (const id of ids) {
+      const s = this.senders.get(id);
+      let oldest = now;
+      let low = 0;
+      for (const [q, p] of s.held) {
+        if (p.t < oldest) oldest = p.t;
+        if (low === 0 || q < low) low = q;
+      }
+      if (!s.known && now - oldest >= UNKNOWN_SENDER_HOLD_MS) out.push(...this.baseline(id, low - 1));
+      else if (s.known && now - oldest >= GAP_WAIT_MS) {
+        for (const q of [...s.held.keys()].sort((a, b) => a - b)) {
+          this.skipped += q - s.last - 1;
+          out.push({ msg: s.held.get(q).msg, path: s.held.get(q).path });
+          s.held.delete(q);
+          s.last = q;
+        }
+      }
+    }
+    return out;
+  }
+
+  /** lastSeq is the highest seq delivered from a sender (0 if none). */
+  lastSeq(from) {
+    const s = this.senders.get(from);
+    return s ? s.last : 0;
+  }
+
+  /**
+   * seen is resume's seen: for each of present (the other members still in
+   * the session) whose count is known and above 0, its last delivered seq;
+   * at most max of them, the smallest ids first.
+   */
+  seen(present, max = MAX_SEEN) {
+    const out = {};
+    let n = 0;
+    for (const id of [...present].sort()) {
+      if (n >= max) break;
+      const s = this.senders.get(id);
+      if (s && s.known && s.last > 0) { out[id] = s.last; n++; }
+    }
+    return out;
+  }
+
+  /** held counts the messages waiting for a gap to fill (or a baseline). */
+  held() {
+    let n = 0;
+    for (const s of this.senders.values()) n += s.held.size;
+    return n;
+  }
+
+  /** rebase forgets every sender: a fresh snapshot replaced the history. */
+  rebase() { this.senders.clear(); }
+}
+
+/**
+ * Outbox keeps the application messages a client sent until the server
+ * confirmed them (pong's last_seq, the own connection_update's last_seq) and
+ * until every peer with a data channel acknowledged them over it (the
+ * last_seq of its heartbeat: the highest seq it delivered from this client,
+ * by either path). unconfirmed() is what to send the server again after a
+ * reconnect or a pong that shows a gap; resend(peer, now) what to send a
+ * peer again over its channel: what it lacks that last went there
+ * RESEND_AFTER_MS ago or more (or never), at most RESEND_BATCH. Bounded by
+ * max: when full, add drops the oldest and returns its seq.
+ */
+export class Outbox {
+  constructor(max = OUTBOX_MAX) {
+    this.max = max;
+    this.items = []; // {seq, data, sent (ms, or null: never over a channel)}, in seq order
+    this.server = 0;
+    this.peers = new Map(); // peer -> acknowledged seq
+    this.dropped = 0;
+  }
+
+  get size() { return this.items.length; }
+
+  /** add keeps message seq (data: what to send again); direct: it also went over a channel at now. */
+  add(seq, data, now, direct) {
+    let dropped = 0;
+    if (this.items.length >= this.max) { dropped = this.items.shift().seq; this.dropped++; }
+    this.items.push({ seq, data, sent: direct ? now : null });
+    return dropped;
+  }
+
+  _trim() {
+    let floor = this.server;
+    for (const a of this.peers.values()) floor = Math.min(floor, a);
+    let i = 0;
+    while (i < this.items.length && this.items[i].seq <= floor) i++;
+    if (i) this.items.splice(0, i);
+  }
+
+  /** ackServer records that the server holds every seq up to last. */
+  ackServer(last) {
+    if (Number.isFinite(last) && last > this.server) { this.server = last; this._trim(); }
+  }
+
+  /** track keeps messages for peer until it acknowledges them (its channel opened); ack: what it has. */
+  track(peer, ack) {
+    const a = this.peers.get(peer);
+    if (a === undefined || ack > a) this.peers.set(peer, ack);
+    this._trim();
+  }
+
+  /** ackPeer records a tracked peer's acknowledgement (others are ignored). */
+  ackPeer(peer, last) {
+    const a = this.peers.get(peer);
+    if (a !== undefined && Number.isFinite(last) && last > a) { this.peers.set(peer, last); this._trim(); }
+  }
+
+  /** tracked tells whether the outbox keeps messages for peer. */
+  tracked(peer) { return this.peers.has(peer); }
+
+  /** forget stops keeping messages for peer (it left). */
+  forget(peer) {
+    if (this.peers.delete(peer)) this._trim();
+  }
+
+  /** unconfirmed returns, in order, the messages the server has not confirmed. */
+  unconfirmed() { return this.items.filter((it) => it.seq > this.server); }
+
+  /** resend returns (and marks sent at now) what to send peer again over its channel. */
+  resend(peer, now) {
+    const a = this.peers.get(peer);
+    if (a === undefined) return [];
+    const out = [];
+    for (const it of this.items) {
+      if (it.seq <= a || (it.sent !== null && now - it.sent < RESEND_AFTER_MS)) continue;
+      it.sent = now;
+      out.push(it);
+      if (out.length === RESEND_BATCH) break;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,106 @@
+// The shared delivery vectors (protocol/testdata/delivery.json) against
+// delivery.js: the same cases peer/vectors_test.go runs against the Go client.
+// Run: node --test web/testdata/  (web_test.go runs it with the vectors
+// copied beside it).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as d from '../static/delivery.js';
+
+const beside = fileURLToPath(new URL('./delivery.json', import.meta.url));
+const file = existsSync(beside) ? beside : fileURLToPath(new URL('../../protocol/testdata/delivery.json', import.meta.url));
+const v = JSON.parse(readFileSync(file, 'utf8'));
+
+test('the constants are delivery.js\'s', () => {
+  const c = v.constants;
+  assert.equal(d.REORDER_WINDOW, c.reorder_window);
+  assert.equal(d.UNKNOWN_SENDER_HOLD_MS, c.unknown_sender_hold_ms);
+  assert.equal(d.GAP_WAIT_MS, c.gap_wait_ms);
+  assert.equal(d.MAX_SEEN, c.max_seen);
+  assert.equal(d.OUTBOX_MAX, c.outbox_max);
+  assert.equal(d.RESEND_AFTER_MS, c.resend_after_ms);
+  assert.equal(d.RESEND_BATCH, c.resend_batch);
+  assert.equal(d.HEARTBEAT_MS, c.heartbeat_ms);
+  assert.equal(d.HEARTBEAT_IDLE_MS, c.heartbeat_idle_ms);
+  assert.equal(d.IDLE_AFTER_MS, c.idle_after_ms);
+  assert.equal(d.QUIET_AFTER, c.quiet_after);
+  assert.equal(d.SILENT_AFTER, c.silent_after);
+  assert.deepEqual({ ...d.WS_RETRY }, c.backoff.ws);
+  assert.deepEqual({ ...d.P2P_RETRY_KNOWN }, c.backoff.p2p_known);
+  assert.deepEqual({ ...d.P2P_RETRY_NEW }, c.backoff.p2p_new);
+});
+
+for (const tc of v.inbox) {
+  test(`inbox: ${tc.name}`, () => {
+    const ib = new d.Inbox({ window: tc.window });
+    tc.steps.forEach((st, i) => {
+      let got;
+      switch (st.op) {
+        case 'arrive': got = ib.push({ type: 'chord_change', from: st.from, seq: st.seq, data: { chord: 'C' } }, st.t, st.path); break;
+        case 'baseline': got = ib.baseline(st.from, st.last); break;
+        case 'expire': got = ib.expire(st.t); break;
+        case 'rebase': ib.rebase(); return;
+        default: assert.fail(`step ${i}: unknown op ${st.op}`);
+      }
+      assert.deepEqual(got.map((x) => [x.msg.from, x.msg.seq, x.path]), st.deliver, `step ${i} (${st.op} ${st.from || ''} ${st.seq || ''} ${st.path || ''} t=${st.t})`);
+    });
+    assert.deepEqual([ib.dropped, ib.overrun, ib.skipped, ib.held()], [tc.dropped, tc.overrun, tc.skipped, tc.held], 'dropped, overrun, skipped, held');
+  });
+}
+
+for (const tc of v.seen) {
+  test(`seen: ${tc.name}`, () => {
+    const ib = new d.Inbox();
+    for (const [id, last] of Object.entries(tc.delivered)) ib.baseline(id, last);
+    assert.deepEqual(ib.seen(tc.present, d.MAX_SEEN), tc.want);
+  });
+}
+
+for (const tc of v.outbox) {
+  test(`outbox: ${tc.name}`, () => {
+    const ob = new d.Outbox(tc.max);
+    const seqs = (items) => items.map((x) => x.seq);
+    tc.steps.forEach((st, i) => {
+      const at = `step ${i} (${st.op})`;
+      switch (st.op) {
+        case 'add': assert.equal(ob.add(st.seq, 'x', st.t, st.direct), st.dropped, at); break;
+        case 'add_range': for (let s = st.from; s <= st.to; s++) ob.add(s, 'x', st.t, st.direct); break;
+        case 'ack_server': ob.ackServer(st.last); break;
+        case 'track': ob.track(st.peer, st.ack); break;
+        case 'ack_peer': ob.ackPeer(st.peer, st.last); break;
+        case 'forget': ob.forget(st.peer); break;
+        case 'size': assert.equal(ob.size, st.want, at); break;
+        case 'unconfirmed': assert.deepEqual(seqs(ob.unconfirmed()), st.want, at); break;
+        case 'resend': assert.deepEqual(seqs(ob.resend(st.peer, st.t)), st.want, at); break;
+        case 'resend_count': {
+          const got = seqs(ob.resend(st.peer, st.t));
+          assert.deepEqual([got.length, got[0], got.at(-1)], [st.want, st.first, st.final], at);
+          break;
+        }
+        default: assert.fail(`step ${i}: unknown op ${st.op}`);
+      }
+    });
+  });
+}
+
+test('backoff', () => {
+  for (const tc of v.backoff) {
+    assert.equal(d.backoffDelay(tc.attempt, { min: tc.min, max: tc.max, random: () => tc.random }), tc.want, JSON.stringify(tc));
+  }
+});
+
+test('heartbeat verdict', () => {
+  for (const tc of v.heartbeat) assert.equal(d.heartbeatVerdict(tc.silent_ms, tc.interval_ms), tc.want, JSON.stringify(tc));
+});
+
+test('link state machine: every transition, allowed and refused', () => {
+  const ls = v.link_state;
+  assert.deepEqual([...d.LINK_STATES], ls.states);
+  assert.deepEqual([...d.LINK_EVENTS], ls.events);
+  for (const s of ls.states) {
+    for (const e of ls.events) assert.equal(d.nextLinkState(s, e), ls.table[s][e], `${s} + ${e}`);
+  }
+  assert.equal(d.nextLinkState('unknown', 'attempt'), null);
+  assert.equal(d.nextLinkState('up', 'nonsense'), null);
+});
