@@ -124,8 +124,9 @@ type Config struct {
 	// TLSConfig, when set, is used for wss:// connections (a private CA, a
 	// self-signed certificate in a test). nil means the system's roots.
 	TLSConfig *tls.Config
-	// Outbox bounds the application messages kept until the server confirms
-	// them. When exceeded, the oldest is dropped and counted (Stats). Default 4096.
+	// Outbox bounds the application messages kept until the server and every
+	// peer with a data channel confirmed them. When exceeded, the oldest is
+	// dropped and counted (Stats). Default 4096.
 	Outbox int
 	// RecvQueue bounds the deliveries waiting for Recv. When it is full, the
 	// client stops reading (backpressure) rather than drop. Default 4096.

@@ -14,59 +14,66 @@
 //	c.SendChord(ctx, "Am")
 //	d, err := c.Recv(ctx) // d.Msg, d.Path ("p2p" or "relay"), d.At
 //
-// # Paths, fallback and dedupe
+// # Paths, both racing
 //
 // Dial joins the session's WebSocket (/ws/guitar/<session>/, token in the
 // Authorization header, the client id in the query). For each other member
 // the offering side of the pair (protocol.Offers: the PC offers to a phone)
-// creates a peer connection with one ordered, reliable data channel
-// "virtutune", and the two trickle candidates over the WebSocket. Every
-// attempt is a generation; answers and candidates of an older one are
-// ignored. When the channel opens the client tells the server (p2p_state up).
+// creates a peer connection with one data channel "virtutune", unordered
+// and reliable (SCTP's retransmission timeout capped at 200 ms), and the two
+// trickle candidates over the WebSocket. Every attempt is a generation.
 //
 // Send gives each application message the next seq of this client (1, 2, 3,
-// ...), from and at, writes it to every open data channel and then queues it
-// for the WebSocket with direct naming the peers reached directly, so the
-// server stores it (state, history) without relaying it a second time to
-// them. The message stays in an outbox until the server confirms it (the
-// last_seq of a pong or of the client's own connection_update) and is resent
-// after a reconnect — without direct, so the server relays the resent copy
-// even to a peer whose (newer) data channel is up: the channel that carried
-// the first copy may have lost it, and the receiver drops a copy it has. It is also resent, without a reconnect, when a pong
-// shows that the server processed it but did not take it: while Redis is
-// down (the server delivered it on its own instance only and answered
-// unavailable), over the rate limit (rate_limited), or after such a gap
-// (invalid_sequence). The server ignores copies it holds; receivers drop
-// copies they delivered.
+// ...), from and at, writes it to every data channel that is up and — always
+// — to the WebSocket: both paths race, the server relays every message, and
+// the receiver keeps the first copy. The message stays in the outbox until
+// the server confirmed it (the last_seq of a pong or of the client's own
+// connection_update) and every peer with a data channel acknowledged it (the
+// last_seq of its heartbeat); it is resent to the server after a reconnect,
+// or when a pong shows the server processed it but did not take it (Redis
+// down, the rate limit), and to a peer over its channel when the peer's
+// heartbeat shows it lacks it (a channel that died, a blackout).
 //
 // On receipt, each sender's application messages are delivered once and in
-// seq order, whichever path brought them first: a message right after the
-// last delivered one is delivered (with any held back behind it), a later one
-// is held back (up to Config.ReorderWindow per sender), an earlier one is a
-// duplicate and dropped. The first message seen from a sender starts its
-// count (a client that joins late never gets what came before it).
+// seq order, whichever path brought them first: protocol/doc.go ("Delivery")
+// states the rules, protocol/testdata/delivery.json holds them as vectors
+// (run by this package's tests and by link.js's).
 //
-// When a data channel closes or fails, the client tells the server
-// (p2p_state down with the last seq delivered from that peer), so the server
-// replays what the channel may have lost and relays everything again; the
-// dedupe drops what arrives twice. The offering side retries with a fresh
-// peer connection after backoff; the answering side asks for that with
-// rtc_restart. An attempt that has not opened within Config.ConnectTimeout
-// counts as failed.
+// # The link to a peer
+//
+// Each link is in one LinkState (idle, connecting, up, suspect, down,
+// backoff, closed), changed only by LinkState.next. A heartbeat (ping, pong)
+// goes over each open channel every Config.Heartbeat (100 ms; 1 s in a
+// session idle for a minute): two intervals without a word from the peer
+// make the link suspect, four (or ICE disconnected) down — within half a
+// second of the direct path dying. A down link keeps its channel (it is up
+// again the moment the peer is heard) and gets a fresh attempt beside it
+// after 500 ms; whichever opens first is kept. Attempts are retried after
+// backoff (250 ms to 1 s for a link that was up before, 1 s to 30 s for one
+// that never was), each bounded (4 s, or Config.ConnectTimeout for a first),
+// and pion keeps checking candidates for as long, so an attempt started
+// during an outage finds the path the moment it returns. The peer leaving
+// (connection_update disconnected) closes its link at once. Status, Links
+// and Events report the states, why the path is the relay, and the smoothed
+// round trips and one-way latencies per path.
 //
 // When the WebSocket drops, the client reconnects with exponential backoff
-// and jitter (close codes 4100-4199 and refusals of the token are terminal),
-// then sends resume {since: highest off seen, seen: last seq per sender},
-// declares its open channels again, and resends its unconfirmed messages.
-// Data channels are independent of the WebSocket: while it is down, chord
-// changes keep flowing directly.
+// and jitter, then sends resume {since: highest off seen, seen: last seq per
+// present member}, declares its open channels again, and resends its
+// unconfirmed messages. Data channels are independent of the WebSocket:
+// while it is down, chord changes keep flowing directly. Close codes
+// 4100-4199 and refusals of the token end the relay for good (Err, State
+// closed) but not the open channels, which carry on until they end (Done
+// then closes); 4100 (replaced by a newer connection of the same id) closes
+// them at once.
 //
 // # Concurrency
 //
 // A Client is safe for concurrent use. It owns one reader goroutine (which
 // also reconnects) and one writer goroutine per WebSocket connection
-// (gorilla allows one writer), a pinger for the data channels, and short-lived
-// goroutines for data channel retries; pion runs its own. Close stops them
+// (gorilla allows one writer), one heartbeat goroutine that drives every
+// link's timers, and short-lived goroutines that make offers and close peer
+// connections; pion runs its own. Close stops them
 // all and waits. Delivery to Recv is ordered and bounded by Config.RecvQueue:
 // when the queue is full the client stops reading both paths until Recv
 // catches up (the server may then drop this client as a slow consumer, and it

@@ -44,13 +44,12 @@ type impairment struct {
 
 // vlan is the virtual LAN of the data channel.
 type vlan struct {
-	router      *vnet.Router
-	pc, phone   *vnet.Net
-	loss        atomic.Uint64 // probability * 1e6
-	udpDead     atomic.Bool
-	dropped     atomic.Int64
-	passed      atomic.Int64
-	lossEnabled atomic.Bool
+	router    *vnet.Router
+	pc, phone *vnet.Net
+	loss      atomic.Uint64 // probability * 1e6
+	udpDead   atomic.Bool
+	dropped   atomic.Int64
+	passed    atomic.Int64
 }
 
 func newVLAN(t testing.TB, im impairment) *vlan {

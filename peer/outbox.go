@@ -153,6 +153,3 @@ func (o *outbox) resend(peer string, now time.Time) []outItem {
 
 // size is the number of messages kept.
 func (o *outbox) size() int { return len(o.items) }
-
-// lastServer is the highest seq the server confirmed.
-func (o *outbox) lastServer() uint64 { return o.server }

@@ -66,6 +66,37 @@
 //	p2p_state       client  {"peer":ID,"up":bool,"last_seq":N,"reason"}   (server only)
 //	latency_report  client  {"path":"p2p"|"relay","us":F}                 (server only: metrics)
 //
+// # Joining: HTTP and the WebSocket URL
+//
+// (Served by package signaling; stated here so that a client can be written
+// from this file and the README alone.)
+//
+//	POST /api/sessions      201 {"session_id", "user_id", "role":"pc", "token", "ws_url",
+//	                        "expires_at", "pairing_url", "pairing_expires_at", "pairing_qr"}
+//	POST /api/pair          body {"pairing_token": P}
+//	                        200 {"session_id", "user_id", "role":"phone", "token", "ws_url", "expires_at"}
+//	                        401 invalid_token (expired or not a pairing token), 410 pairing_used,
+//	                        404 session_not_found, 400 invalid_json, 413 too_large, 503 unavailable
+//
+// Times are RFC 3339; a refusal's body is {"error": "...", "code": "..."}.
+// pairing_url is BASE/phone/#s=SESSION&p=P (P in the fragment, so it never
+// reaches a server log); BASE is the configured public URL, else the
+// request's scheme and host with this machine's LAN address in place of a
+// loopback name: localhost, *.localhost, 127.0.0.0/8, ::1 and the
+// unspecified addresses are all replaced alike. pairing_qr is a data: URL
+// of a PNG of pairing_url.
+//
+// The WebSocket is ws_url (ws(s)://host/ws/guitar/SESSION/) with query
+// parameters: token (or an Authorization: Bearer header instead), client_id
+// (optional, see below) and p2p=0 (optional: this client takes no part in
+// data channels).
+//
+// A member, in session_state's members and as connection_update describes
+// one: {"client_id", "user_id", "role": "pc"|"phone", "since": RFC 3339
+// time it joined, "instance": the server instance it is on (absent with one
+// instance), "last_seq": its last accepted seq as of the snapshot's offset,
+// "no_p2p": true when it joined with p2p=0 (absent otherwise)}.
+//
 // # Identity, dedupe and resume
 //
 // A client id names one client (one page load, one Go peer) across its
@@ -81,7 +112,7 @@
 // that skips ahead is invalid_sequence. from is always the sender's own client
 // id (anything else is invalid_sequence). The server stamps from, seq and off on
 // what it relays; a receiver delivers each (from, seq) once and in seq order,
-// whichever path brought it first, and drops the other copy.
+// whichever path brought it first, and drops the other copy (see Delivery).
 //
 // Every message that enters a session's history (application messages,
 // practice_update, connection_update) gets the next session offset, off. A
@@ -89,7 +120,100 @@
 // replays every later message (and, for each peer in seen, that peer's
 // application messages after the given seq), then sends resumed. When history
 // no longer reaches back that far, the server sends session_state with
-// recovered:false instead, then resumed with recovered:false.
+// recovered:false instead, then resumed with recovered:false. seen lists
+// only members still present (a sender that left sends no more, and what it
+// sent is replayed by offset anyway), those with a count above 0, at most
+// MaxSeen (32) of them, the smallest client ids first: a session holds at
+// most 8 members, so the cap never bites, and a resume is never too_large.
+//
+// # Delivery: both paths race
+//
+// A sender sends each application message over every data channel that is
+// up and, always, over the WebSocket: the server relays every message (the
+// obsolete direct field no longer holds a copy back). A receiver delivers,
+// per sender:
+//
+//   - seq == last+1 at once, with whatever held messages follow it;
+//   - seq <= last, or a seq it already holds: a duplicate, dropped;
+//   - seq > last+1 held back, at most 1024 per sender; an arrival beyond
+//     that is dropped, to be delivered when the other path or a resend brings
+//     it again (every message travels both paths, and the sender resends what
+//     is not acknowledged);
+//   - a gap that nothing fills within 10 s of the oldest message held behind
+//     it is given up: the held messages are delivered (the missing seqs are
+//     gone everywhere).
+//
+// Where a sender's count starts comes from the server: each member's
+// last_seq in session_state and in a newcomer's connected notice. A relayed
+// message of a sender whose count is unknown starts it (the server orders
+// it after that word); a data channel message with seq > 1 waits for the
+// word, at most 2 s, then the count starts below the lowest held. A snapshot
+// with recovered:false forgets every count.
+//
+// A sender keeps each application message until the server confirmed it (the
+// last_seq of a pong, or of its own connected notice) and every peer with a
+// data channel acknowledged it (the last_seq of the peer's heartbeat, below),
+// at most 4096: when full, the oldest is dropped. It resends the server what
+// the server has not confirmed after a reconnect, and at once when a pong's
+// last_seq shows the server processed messages it did not take. It resends a
+// peer, over the channel, what the peer's heartbeat shows it lacks and last
+// went there 500 ms ago or more (at most 256 at a time).
+//
+// protocol/testdata/delivery.json holds these rules as test vectors; the Go
+// client (package peer) and the browser's (web/static/link.js) both run them.
+//
+// # The data channel link
+//
+// A data channel copy of an application message must carry from (the
+// sender's client id: the channel's peer) and seq, as the WebSocket copy
+// does; one without them, or with another from, is refused (counted, not
+// delivered): it cannot be matched with the relayed copy, which is
+// delivered. practice_start and practice_end over a channel are delivered as
+// the practice_update the server would have made.
+//
+// The channel ("virtutune") is unordered and reliable: a lost packet never
+// holds back the ones after it (the receiver orders), and SCTP resends it
+// at once. Over it each side sends a heartbeat every 100 ms while the
+// session is active (every second after a minute without an application
+// message):
+//
+//	{"type":"ping","from":ID,"data":{"timestamp":T,"last_seq":N}}
+//	{"type":"pong","from":ID,"at":MS,"data":{"timestamp":T,"last_seq":N}}
+//
+// A ping is answered with a pong at once; T is the pinger's clock (echoed),
+// at the ponger's (ms since the epoch, for the clock offset that turns a
+// message's at into a one-way latency); last_seq on both is the highest seq
+// the sender of the ping or pong delivered from the other, by either path
+// (its acknowledgement). Whatever arrives over the channel counts as the
+// peer heard. Each link is in one state:
+//
+//	idle        no attempt; the answering side waits for an offer
+//	connecting  an attempt (offer, answer, ICE, DTLS, SCTP) is under way
+//	up          the channel is open and the peer is heard
+//	suspect     open, nothing heard for 2 heartbeat intervals (still p2p)
+//	down        open, nothing heard for 4 intervals, or ICE disconnected
+//	backoff     the attempt or the channel ended; the next waits for the backoff
+//	closed      the peer left (connection_update disconnected: at once), takes
+//	            no part (no_p2p), or the client closed
+//
+// The path is p2p while every other member's link is up or suspect. A link
+// down for 500 ms gets a fresh attempt beside the silent channel, which comes
+// back by itself if the peer is heard again; whichever works first is kept.
+// A failed attempt is retried after backoff (a link that was up before: 250
+// ms to 1 s, equal jitter; one that never was: 1 s to 30 s); an attempt of a
+// link that was up before gives up after 4 s, a first one after 10 s. Each
+// side tells the server p2p_state up or down (with the reason) when its path
+// changes, for the metrics.
+//
+// # When the relay ends
+//
+// A terminal close (4100-4199) or a reconnect refused before the upgrade
+// (401, 404: the token or the session is gone) ends the relay for good: no
+// reconnect, and the client says why. It does not end the data channels: the
+// ones open carry messages both ways until they close (the other side closes
+// its link when the server tells it this member left), and sending fails
+// only when no channel is left. Except 4100: a newer connection of the same
+// client id took over, so the replaced one closes its channels at once.
 //
 // # Peer-to-peer flow (sequence in words)
 //
@@ -100,26 +224,27 @@
 //     a channel, and the others can say why the path is the relay.
 //  2. The offerer of the pair (Offers: the PC offers to a phone; between equal
 //     roles the smaller client id) creates a peer connection with one data
-//     channel labelled "virtutune" (ordered, reliable) and sends rtc_offer to
-//     the other; each side trickles rtc_candidate as it gathers (an empty
+//     channel labelled "virtutune" (unordered, reliable) and sends rtc_offer
+//     to the other; each side trickles rtc_candidate as it gathers (an empty
 //     candidate ends the list). The answerer never offers, so glare cannot
 //     happen; pion needs no rollback.
 //  3. The answerer replies rtc_answer. Both apply the remote candidates. A
 //     candidate with an "a=" prefix or a ".local" host name is accepted.
 //  4. When the channel opens, each side sends p2p_state {peer, up:true} to the
-//     server, then sends each application message over the channel AND over
-//     the WebSocket: both paths race, and the receiver delivers whichever
-//     copy comes first and drops the other. (direct is obsolete: it is still
-//     accepted and validated, and ignored.) Messages of the original protocol travel over the
-//     channel unchanged (ping is answered with pong by the peer, which gives
-//     the direct round-trip time).
-//  5. When a channel closes or fails, the receiver sends p2p_state {peer,
+//     server, the heartbeat starts, and application messages race over the
+//     channel and the WebSocket (see Delivery). Messages of the original
+//     protocol travel over the channel unchanged.
+//  5. When a channel goes down or ends, each side sends p2p_state {peer,
 //     up:false, last_seq, reason} (for the server's metrics); the relay has
 //     been carrying every message all along, so nothing needs replaying.
-//  6. To bring the direct path back, the offerer sends a new rtc_offer (restart:
-//     true for an ICE restart, or a higher generation for a new connection);
-//     the answerer asks for it with rtc_restart. Answers and candidates of an
-//     older generation are ignored.
+//  6. Every attempt is a generation, numbered by the offerer (a number unique
+//     among its attempts). An offer whose generation is that of the
+//     answerer's open channel or of its attempt under way is a duplicate; any
+//     other starts a new attempt beside the open channel, which the new one
+//     replaces when it opens (restart:true with the open channel's generation
+//     is an ICE restart of it). Answers and candidates of any other generation
+//     are ignored. The answerer asks for an attempt with rtc_restart (its
+//     link is down, its attempt failed, or no offer came within 8 s).
 //
 // # Error codes
 //
