@@ -231,6 +231,8 @@ type Client struct {
 	// resendWritten the batches the writer has written.
 	resendQueued  uint64
 	resendWritten uint64
+	lastResend    time.Time // the last resend after a pong
+	resendFloor   uint64    // what the server held then
 	lastTS        float64
 	wsRTT         samples
 	chordLat      map[string]*samples // one-way latency of deliveries by path

@@ -303,6 +303,11 @@ func (c *Client) notePingLocked(key string, cursor uint64) {
 	}
 }
 
+// resendEvery bounds how often a pong makes the client resend what the
+// server did not take, when the previous resend made no progress (link.js:
+// the same).
+const resendEvery = time.Second
+
 // resendLocked queues again every unconfirmed application message, in seq
 // order, after a pong showed that the server processed messages up to upto
 // but holds only those up to last: it did not take the others (its broker
@@ -316,6 +321,15 @@ func (c *Client) resendLocked(last, upto uint64) {
 	if c.conn == nil || len(items) == 0 {
 		return // a reconnect resends the outbox anyway
 	}
+	// again at once while resends make progress (the rate limit lets some
+	// through each time), else at most once per resendEvery: while the
+	// server cannot take them (its broker down), resending at every pong
+	// only multiplies the copies it delivers on its own instance
+	now := time.Now()
+	if last <= c.resendFloor && now.Sub(c.lastResend) < resendEvery {
+		return
+	}
+	c.lastResend, c.resendFloor = now, last
 	c.resendQueued++
 	for _, e := range items {
 		c.queue = append(c.queue, qItem{seq: e.seq, data: e.data, resend: true, batch: c.resendQueued})

@@ -154,8 +154,10 @@
 // last_seq of a pong, or of its own connected notice) and every peer with a
 // data channel acknowledged it (the last_seq of the peer's heartbeat, below),
 // at most 4096: when full, the oldest is dropped. It resends the server what
-// the server has not confirmed after a reconnect, and at once when a pong's
-// last_seq shows the server processed messages it did not take. It resends a
+// the server has not confirmed after a reconnect, and when a pong's last_seq
+// shows the server processed messages it did not take (at once while such
+// resends make progress, else at most once a second: while its broker is
+// down the server delivers each copy on its own instance). It resends a
 // peer, over the channel, what the peer's heartbeat shows it lacks and last
 // went there 500 ms ago or more (at most 256 at a time).
 //

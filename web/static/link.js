@@ -769,8 +769,13 @@ export class Link {
           this.outbox.ackServer(d.last_seq);
           const upto = this.pingUpto && this.pingUpto.get(d.timestamp);
           if (this.pingUpto) this.pingUpto.delete(d.timestamp);
-          if (Number.isFinite(upto) && d.last_seq < upto && now() - (this.lastResend || 0) > 1000) {
+          // again at once while resends make progress, else at most once a
+          // second (while the server cannot take them, resending at every
+          // pong only multiplies the copies it delivers on its own instance)
+          const progress = d.last_seq > (this.resendFloor ?? -1);
+          if (Number.isFinite(upto) && d.last_seq < upto && (progress || now() - (this.lastResend || 0) >= 1000)) {
             this.lastResend = now();
+            this.resendFloor = d.last_seq;
             for (const it of this.outbox.unconfirmed()) this._send(it.data);
           }
         }
