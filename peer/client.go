@@ -221,6 +221,7 @@ type Client struct {
 	relayGone bool
 	lastApp   time.Time // last application message sent or received
 	hbIdle    bool      // the heartbeat runs at the idle rate
+	lastTick  time.Time // the heartbeat loop's last tick
 	members   map[string]protocol.Member
 	links     map[string]*link
 	dd        *dedupe

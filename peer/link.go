@@ -867,6 +867,13 @@ func (c *Client) tick(now time.Time) time.Duration {
 		}
 	}
 	c.hbIdle = idle
+	// judge silence by the interval the loop really kept: a late tick (a
+	// loaded machine) must not make every link look silent
+	kept := interval
+	if !c.lastTick.IsZero() {
+		kept = max(kept, now.Sub(c.lastTick))
+	}
+	c.lastTick = now
 	present := func(id string) bool { _, ok := c.members[id]; return ok }
 	for _, l := range c.links {
 		if l.state == LinkClosed {
@@ -875,7 +882,7 @@ func (c *Client) tick(now time.Time) time.Duration {
 		// the channel: heartbeat, silence, resends
 		if l.cur != nil && l.cur.dc != nil {
 			pingL = append(pingL, l)
-			switch hbVerdict(now.Sub(l.heard), interval) {
+			switch hbVerdict(now.Sub(l.heard), kept) {
 			case evQuiet:
 				if l.state == LinkUp {
 					c.setStateLocked(l, evQuiet, "late-heartbeat")

@@ -84,10 +84,8 @@ func TestRelayEndsChannelCarriesOn(t *testing.T) {
 	if !errors.Is(phone.Err(), peer.ErrTerminal) || phone.State() != peer.StateClosed {
 		t.Fatalf("phone: err %v state %v; want ErrTerminal, closed", phone.Err(), phone.State())
 	}
-	select {
-	case <-phone.Done():
+	if isDone(phone) {
 		t.Fatal("the phone is done while its data channel is up")
-	default:
 	}
 	for seq := uint64(2); seq <= 20; seq++ {
 		if err := phone.SendChord(ctx, chordFor(seq)); err != nil {
@@ -102,14 +100,7 @@ func TestRelayEndsChannelCarriesOn(t *testing.T) {
 
 	// the PC leaves: the phone's channel ends, and with it the client
 	pc.Close()
-	waitFor(ctx, t, "the phone done", func() bool {
-		select {
-		case <-phone.Done():
-			return true
-		default:
-			return false
-		}
-	})
+	waitFor(ctx, t, "the phone done", func() bool { return isDone(phone) })
 	if err := phone.SendChord(ctx, "C"); !errors.Is(err, peer.ErrTerminal) {
 		t.Fatalf("send with no path left: %v, want ErrTerminal", err)
 	}
@@ -155,18 +146,21 @@ func TestReplacedClosesChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer newer.Close()
-	waitFor(ctx, t, "the old one done", func() bool {
-		select {
-		case <-old.Done():
-			return true
-		default:
-			return false
-		}
-	})
+	waitFor(ctx, t, "the old one done", func() bool { return isDone(old) })
 	if len(old.Links()) != 0 {
 		t.Fatalf("the replaced client keeps links %+v", old.Links())
 	}
 	waitFor(ctx, t, "a channel between the PC and the newer phone", func() bool {
 		return pc.PathTo(phCfg.ClientID) == protocol.PathP2P && newer.PathTo(pc.ClientID()) == protocol.PathP2P
 	})
+}
+
+// isDone reports whether c has ended.
+func isDone(c *peer.Client) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
 }
