@@ -24,7 +24,7 @@ const (
 	DefaultOutbox         = 4096
 	DefaultRecvQueue      = 4096
 	DefaultControlQueue   = 512
-	DefaultConnectTimeout = 10 * time.Second
+	DefaultConnectTimeout = maxConnectTimeout
 	DefaultHandshake      = 10 * time.Second
 	// writeWait bounds one WebSocket write.
 	writeWait = 5 * time.Second
@@ -44,8 +44,12 @@ const (
 	p2pBackoffKnownMax = time.Second
 	p2pBackoffNewMin   = time.Second
 	p2pBackoffNewMax   = 30 * time.Second
-	// retryConnectTimeout bounds an attempt of a link that was up before.
-	retryConnectTimeout = 4 * time.Second
+	// maxConnectTimeout bounds every attempt: SCTP gives up its handshake
+	// after nine retransmission timeouts (4.5 s with sctpRTOMax), and pion
+	// leaks the association of a handshake it gave up on when the peer's
+	// answer comes later, so an attempt must end (and close its connection)
+	// before that.
+	maxConnectTimeout = 4 * time.Second
 	// restartAfter: a link down this long gets a fresh attempt beside the
 	// silent channel (which comes back by itself if the peer is heard again).
 	restartAfter = 500 * time.Millisecond
@@ -53,9 +57,11 @@ const (
 	// came this long after it asked.
 	noOfferWait = 8 * time.Second
 	// sctpRTOMax caps SCTP's retransmission timeout (pion: 1 s, doubling up
-	// to 60 s), so the channel's control chunks (and the abandonment of lost
-	// chords) never wait long after the network returns.
-	sctpRTOMax = 200 * time.Millisecond
+	// to 60 s), so a channel resumes within half a second of the network's
+	// return. Lower would do more (BenchmarkChannelModes measured 200 ms),
+	// but the cap also paces the handshake's retransmissions, and SCTP gives
+	// a handshake up after nine of them (see maxConnectTimeout).
+	sctpRTOMax = 500 * time.Millisecond
 	// iceCheckInterval is pion's connectivity check interval while connecting.
 	iceCheckInterval = 200 * time.Millisecond
 	// iceDisconnected and iceFailed are pion's ICE timeouts: no packet from
@@ -105,7 +111,9 @@ type Config struct {
 	// Debug). Default: discard.
 	Logger *slog.Logger
 	// BackoffMin and BackoffMax bound the exponential backoff (with jitter) of
-	// WebSocket reconnects and data channel retries. Defaults 250ms and 10s.
+	// WebSocket reconnects. Defaults 250ms and 10s. (Data channel attempts
+	// have their own: 250ms to 1s for a link that was up before, 1s to 30s
+	// for one that never was.)
 	BackoffMin, BackoffMax time.Duration
 	// PingInterval is how often the client pings over the WebSocket to
 	// measure round-trip time and learn which of its messages the server
@@ -117,9 +125,10 @@ type Config struct {
 	// message for a minute, pings every second). Two intervals without a word
 	// from the peer make the link suspect, four make it down. Default 100ms.
 	Heartbeat time.Duration
-	// ConnectTimeout bounds the first attempt to open a data channel to a
-	// peer. Default 10s. Later attempts of a link that was up are bounded by
-	// 4s (or ConnectTimeout if shorter).
+	// ConnectTimeout bounds one attempt to open a data channel to a peer
+	// (one generation); a failed attempt is retried after backoff. Default
+	// and at most 4s (a longer one is cut to 4s: SCTP's handshake gives up
+	// after 4.5s).
 	ConnectTimeout time.Duration
 	// TLSConfig, when set, is used for wss:// connections (a private CA, a
 	// self-signed certificate in a test). nil means the system's roots.
@@ -160,7 +169,7 @@ func (c Config) withDefaults() Config {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
-	if c.ConnectTimeout == 0 {
+	if c.ConnectTimeout == 0 || c.ConnectTimeout > maxConnectTimeout {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
 	if c.Outbox == 0 {

@@ -28,14 +28,6 @@ const (
 	// DefaultReorderWindow bounds the messages held back per sender while an
 	// earlier one is missing.
 	DefaultReorderWindow = 1024
-	// unknownHold: data channel messages of a sender whose count is unknown
-	// wait this long for the server's word (or a relayed copy) before the
-	// count starts at the lowest of them.
-	unknownHold = 2 * time.Second
-	// gapWait: a gap that no path and no resend filled this long after the
-	// oldest message held behind it arrived never will be (the message is
-	// gone everywhere): the held messages are delivered and the gap counted.
-	gapWait = 10 * time.Second
 )
 
 // pending is a message held back until the ones before it arrive.
@@ -53,14 +45,21 @@ type sender struct {
 }
 
 // dedupe delivers each (from, seq) once, in seq order, whichever path brings
-// it first. A pure type: no I/O, no clock of its own (expire is called with
-// the time), not safe for concurrent use; the Client's mutex guards it.
+// it first. A pure type: no I/O, no clock, not safe for concurrent use; the
+// Client's mutex guards it.
+//
+// Nothing is released by a timer: every message of a sender still present
+// arrives in the end (both paths carry it, the sender resends what is not
+// confirmed, a reconnect resumes), so a gap always fills, however late — a
+// Redis outage delays relayed copies by many seconds — and skipping it
+// would turn that delay into a loss. A gap is given up only when its sender
+// has left (left).
 type dedupe struct {
 	window  int
 	senders map[string]*sender
 	dropped uint64 // duplicates dropped
 	overrun uint64 // arrivals refused because the reorder window was full
-	skipped uint64 // seqs given up on by expire (gone everywhere)
+	skipped uint64 // seqs given up on when their sender left (gone everywhere)
 }
 
 func newDedupe(window int) *dedupe {
@@ -81,8 +80,8 @@ func newDedupe(window int) *dedupe {
 // notice (baseline). Until then a data channel message is held back (the
 // server's word may still be on its way, and an earlier message of the same
 // sender on the relay); a relayed one, which the server sends in session
-// order after that word, starts the count itself. expire starts it at the
-// lowest held seq after unknownHold.
+// order after that word, starts the count itself (both paths race, so it
+// always comes).
 func (d *dedupe) accept(m *protocol.Message, path string, at time.Time, out []Delivery) []Delivery {
 	s := d.sender(m.From)
 	if !s.known {
@@ -160,48 +159,32 @@ func (d *dedupe) baseline(id string, last uint64, out []Delivery) []Delivery {
 	return s.release(out)
 }
 
-// expire appends, in order, what waited too long at now: the held messages
-// of a sender whose count is still unknown unknownHold after the oldest
-// arrived (the count starts below the lowest), and those behind a gap that
-// nothing filled within gapWait (the missing seqs are counted in skipped).
-// Senders are taken in id order.
-func (d *dedupe) expire(now time.Time, out []Delivery) []Delivery {
-	var ids []string
-	for id, s := range d.senders {
-		if len(s.held) > 0 {
-			ids = append(ids, id)
-		}
+// left appends, in order, what id's messages held behind a gap hold when
+// id left the session (its disconnected notice comes over the relay after
+// every message the server relayed from it: a gap now will never fill), and
+// forgets id. The missing seqs are counted in skipped.
+func (d *dedupe) left(id string, out []Delivery) []Delivery {
+	s := d.senders[id]
+	if s == nil {
+		return out
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		s := d.senders[id]
-		oldest, low := now, uint64(0)
-		for q, p := range s.held {
-			if p.at.Before(oldest) {
-				oldest = p.at
-			}
-			if low == 0 || q < low {
-				low = q
-			}
-		}
-		switch {
-		case !s.known && now.Sub(oldest) >= unknownHold:
-			out = d.baseline(id, low-1, out)
-		case s.known && now.Sub(oldest) >= gapWait:
-			seqs := make([]uint64, 0, len(s.held))
-			for q := range s.held {
-				seqs = append(seqs, q)
-			}
-			slices.Sort(seqs)
-			for _, q := range seqs {
-				d.skipped += q - s.last - 1
-				p := s.held[q]
-				delete(s.held, q)
-				s.last = q
-				out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
-			}
-		}
+	seqs := make([]uint64, 0, len(s.held))
+	for q := range s.held {
+		seqs = append(seqs, q)
 	}
+	slices.Sort(seqs)
+	for _, q := range seqs {
+		if s.known && q <= s.last {
+			continue
+		}
+		if s.known {
+			d.skipped += q - s.last - 1
+		}
+		p := s.held[q]
+		s.known, s.last = true, q
+		out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
+	}
+	delete(d.senders, id)
 	return out
 }
 

@@ -20,7 +20,7 @@
 // Authorization header, the client id in the query). For each other member
 // the offering side of the pair (protocol.Offers: the PC offers to a phone)
 // creates a peer connection with one data channel "virtutune", unordered
-// and reliable (SCTP's retransmission timeout capped at 200 ms), and the two
+// and reliable (SCTP's retransmission timeout capped at 500 ms), and the two
 // trickle candidates over the WebSocket. Every attempt is a generation.
 //
 // Send gives each application message the next seq of this client (1, 2, 3,
@@ -50,7 +50,7 @@
 // again the moment the peer is heard) and gets a fresh attempt beside it
 // after 500 ms; whichever opens first is kept. Attempts are retried after
 // backoff (250 ms to 1 s for a link that was up before, 1 s to 30 s for one
-// that never was), each bounded (4 s, or Config.ConnectTimeout for a first),
+// that never was), each bounded by Config.ConnectTimeout (4 s),
 // and pion keeps checking candidates for as long, so an attempt started
 // during an outage finds the path the moment it returns. The peer leaving
 // (connection_update disconnected) closes its link at once. Status, Links

@@ -18,7 +18,7 @@ const DataChannelLabel = "virtutune"
 // them, and the heartbeat is never stuck behind a chord), and reliable, so
 // SCTP resends it at once (a fast retransmit: the heartbeat's traffic makes
 // the duplicate acknowledgements) or within its retransmission timeout,
-// capped at sctpRTOMax. Measured against the alternatives on a lossy vnet
+// capped at sctpRTOMax (500 ms). Measured against the alternatives on a lossy vnet
 // and after a blackout by BenchmarkChannelModes (README, "How a chord
 // travels"). The relay carries a copy of every application message
 // meanwhile, and what a peer lacks after a channel died is resent over the
@@ -261,9 +261,6 @@ func (c *Client) startOffer(peer string) {
 	l.gen++
 	gen := l.gen
 	timeout := c.cfg.ConnectTimeout
-	if l.everUp {
-		timeout = min(timeout, retryConnectTimeout)
-	}
 	c.mu.Unlock()
 
 	log := c.log.With("peer", peer, "generation", gen)
@@ -403,9 +400,6 @@ func (c *Client) handleOffer(l *link, d protocol.RTCDescription) {
 	}
 	l.gen = d.Generation
 	timeout := c.cfg.ConnectTimeout
-	if l.everUp {
-		timeout = min(timeout, retryConnectTimeout)
-	}
 	c.mu.Unlock()
 	c.closePCs(old)
 
@@ -814,7 +808,7 @@ func (c *Client) pingLink(l *link) {
 // heartbeatLoop drives every link's timers from one goroutine: the
 // heartbeat over each open channel, the verdict on silence (suspect, down),
 // a fresh attempt beside a down channel, attempt timeouts, retries after
-// backoff, resends a peer lacks, and the receive side's expiry. The
+// backoff, and resends a peer lacks. The
 // interval is Config.Heartbeat while the session is active, heartbeatIdle
 // after idleAfter without an application message.
 func (c *Client) heartbeatLoop() {
@@ -846,15 +840,7 @@ func (c *Client) tick(now time.Time) time.Duration {
 		resends []resend
 		closes  []*webrtc.PeerConnection
 	)
-	// What waited too long is delivered here only when the receive queue has
-	// room for all of it and no other delivery runs, so that this loop never
-	// blocks on the application (it tries again next tick).
-	var ds []Delivery
-	locked := c.deliverMu.TryLock()
 	c.mu.Lock()
-	if locked && cap(c.recv)-len(c.recv) >= c.dd.heldCount() {
-		ds = c.stampLocked(c.dd.expire(now, nil))
-	}
 	interval := c.cfg.Heartbeat
 	idle := now.Sub(c.lastApp) >= idleAfter
 	if idle {
@@ -931,10 +917,6 @@ func (c *Client) tick(now time.Time) time.Duration {
 		}
 	}
 	c.mu.Unlock()
-	if locked {
-		c.deliver(ds)
-		c.deliverMu.Unlock()
-	}
 	c.closePCs(closes)
 	for _, l := range pingL {
 		c.pingLink(l)

@@ -17,8 +17,6 @@ import (
 type vectors struct {
 	Constants struct {
 		ReorderWindow   int   `json:"reorder_window"`
-		UnknownHoldMS   int64 `json:"unknown_sender_hold_ms"`
-		GapWaitMS       int64 `json:"gap_wait_ms"`
 		MaxSeen         int   `json:"max_seen"`
 		OutboxMax       int   `json:"outbox_max"`
 		ResendAfterMS   int64 `json:"resend_after_ms"`
@@ -120,8 +118,6 @@ func TestVectorConstants(t *testing.T) {
 		}
 	}
 	check("reorder_window", DefaultReorderWindow, c.ReorderWindow)
-	check("unknown_sender_hold_ms", unknownHold, ms(c.UnknownHoldMS))
-	check("gap_wait_ms", gapWait, ms(c.GapWaitMS))
 	check("max_seen", protocol.MaxSeen, c.MaxSeen)
 	check("outbox_max", DefaultOutbox, c.OutboxMax)
 	check("resend_after_ms", resendAfter, ms(c.ResendAfterMS))
@@ -150,8 +146,8 @@ func TestVectorInbox(t *testing.T) {
 					got = d.accept(m, st.Path, vecTime(st.T), nil)
 				case "baseline":
 					got = d.baseline(from, st.Last, nil)
-				case "expire":
-					got = d.expire(vecTime(st.T), nil)
+				case "leave":
+					got = d.left(from, nil)
 				case "rebase":
 					d.rebase()
 					continue

@@ -139,16 +139,22 @@
 //     that is dropped, to be delivered when the other path or a resend brings
 //     it again (every message travels both paths, and the sender resends what
 //     is not acknowledged);
-//   - a gap that nothing fills within 10 s of the oldest message held behind
-//     it is given up: the held messages are delivered (the missing seqs are
-//     gone everywhere).
+//   - a gap waits however long it takes: nothing is released by a timer.
+//     Every message of a sender still present arrives in the end (both paths
+//     carry it, the sender resends what is not confirmed, a reconnect
+//     resumes), however late (a Redis outage delays relayed copies by many
+//     seconds), and skipping the gap would turn that delay into a loss. A
+//     gap is given up only when its sender leaves: its disconnected notice
+//     comes over the relay after everything the server relayed from it, so
+//     the receiver then delivers what it holds of it, in order, and forgets
+//     the sender.
 //
 // Where a sender's count starts comes from the server: each member's
 // last_seq in session_state and in a newcomer's connected notice. A relayed
 // message of a sender whose count is unknown starts it (the server orders
 // it after that word); a data channel message with seq > 1 waits for the
-// word, at most 2 s, then the count starts below the lowest held. A snapshot
-// with recovered:false forgets every count.
+// word or for a relayed copy (which always comes: the paths race). A
+// snapshot with recovered:false forgets every count.
 //
 // A sender keeps each application message until the server confirmed it (the
 // last_seq of a pong, or of its own connected notice) and every peer with a
@@ -202,10 +208,9 @@
 // down for 500 ms gets a fresh attempt beside the silent channel, which comes
 // back by itself if the peer is heard again; whichever works first is kept.
 // A failed attempt is retried after backoff (a link that was up before: 250
-// ms to 1 s, equal jitter; one that never was: 1 s to 30 s); an attempt of a
-// link that was up before gives up after 4 s, a first one after 10 s. Each
-// side tells the server p2p_state up or down (with the reason) when its path
-// changes, for the metrics.
+// ms to 1 s, equal jitter; one that never was: 1 s to 30 s); an attempt
+// gives up after 4 s. Each side tells the server p2p_state up or down (with
+// the reason) when its path changes, for the metrics.
 //
 // # When the relay ends
 //

@@ -9,8 +9,6 @@
 
 /** The rules' constants (the same as the Go client's; the vectors hold them too). */
 export const REORDER_WINDOW = 1024;
-export const UNKNOWN_SENDER_HOLD_MS = 2000;
-export const GAP_WAIT_MS = 10000;
 export const MAX_SEEN = 32;
 export const OUTBOX_MAX = 4096;
 export const RESEND_AFTER_MS = 500;
@@ -99,10 +97,15 @@ export function nextLinkState(state, event) {
  * Where a sender's count starts comes from the server: each member's
  * last_seq in session_state and in a newcomer's connected notice
  * (baseline). Until then a data channel message is held back; a relayed
- * one, which the server orders after that word, starts the count itself.
- * expire(now) starts it at the lowest held seq after UNKNOWN_SENDER_HOLD_MS,
- * and gives up on a gap nothing filled within GAP_WAIT_MS (the held
- * messages are delivered, the missing seqs counted in skipped).
+ * one, which the server orders after that word, starts the count itself
+ * (both paths race, so it always comes).
+ *
+ * Nothing is released by a timer: every message of a sender still present
+ * arrives in the end (both paths carry it, the sender resends what is not
+ * confirmed, a reconnect resumes), however late — a Redis outage delays
+ * relayed copies by many seconds — and skipping a gap would turn that delay
+ * into a loss. A gap is given up only when its sender left (left: the
+ * missing seqs are counted in skipped).
  * Messages without from or seq (the server's own) are delivered as they come.
  */
 export class Inbox {
@@ -111,7 +114,7 @@ export class Inbox {
     this.senders = new Map(); // from -> {known, last, held: Map(seq -> {msg, path, t})}
     this.dropped = 0;
     this.overrun = 0;
-    this.skipped = 0;
+    this.skipped = 0; // seqs given up on when their sender left
   }
 
   _sender(from) {
@@ -169,28 +172,24 @@ export class Inbox {
     return this._release(s, []);
   }
 
-  /** expire returns, in order, what waited too long at now (see the class comment); senders in id order. */
-  expire(now) {
+  /**
+   * left returns, in order, what a sender's messages held behind a gap hold
+   * when it left the session (its disconnected notice comes over the relay
+   * after every message the server relayed from it: a gap now will never
+   * fill), and forgets the sender.
+   */
+  left(from) {
+    const s = this.senders.get(from);
+    if (!s) return [];
     const out = [];
-    const ids = [...this.senders.keys()].filter((id) => this.senders.get(id).held.size > 0).sort();
-    for (const id of ids) {
-      const s = this.senders.get(id);
-      let oldest = now;
-      let low = 0;
-      for (const [q, p] of s.held) {
-        if (p.t < oldest) oldest = p.t;
-        if (low === 0 || q < low) low = q;
-      }
-      if (!s.known && now - oldest >= UNKNOWN_SENDER_HOLD_MS) out.push(...this.baseline(id, low - 1));
-      else if (s.known && now - oldest >= GAP_WAIT_MS) {
-        for (const q of [...s.held.keys()].sort((a, b) => a - b)) {
-          this.skipped += q - s.last - 1;
-          out.push({ msg: s.held.get(q).msg, path: s.held.get(q).path });
-          s.held.delete(q);
-          s.last = q;
-        }
-      }
+    for (const q of [...s.held.keys()].sort((a, b) => a - b)) {
+      if (s.known && q <= s.last) continue;
+      if (s.known) this.skipped += q - s.last - 1;
+      out.push({ msg: s.held.get(q).msg, path: s.held.get(q).path });
+      s.known = true;
+      s.last = q;
     }
+    this.senders.delete(from);
     return out;
   }
 

@@ -27,7 +27,7 @@ import {
 
 export {
   Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, LINK_STATES, LINK_EVENTS,
-  REORDER_WINDOW, OUTBOX_MAX, GAP_WAIT_MS, UNKNOWN_SENDER_HOLD_MS, HEARTBEAT_MS,
+  REORDER_WINDOW, OUTBOX_MAX, HEARTBEAT_MS,
 } from './delivery.js';
 
 // ---------------------------------------------------------------- constants
@@ -51,8 +51,7 @@ const WS_PING_MS = 5000; // relay RTT probe and liveness
 const WS_STALE_MS = 12000; // nothing received for this long: the socket is dead (sleep, Wi-Fi change)
 const WS_WAKE_CHECK_MS = 4000; // after a wake-up event, an answer must come this fast
 const LATENCY_REPORT_EVERY = 3; // ws ping ticks between latency_report messages
-const P2P_CONNECT_MS = 10000; // a first attempt's data channel must open within this time
-const P2P_RETRY_CONNECT_MS = 4000; // and a later attempt's, of a link that was up
+const P2P_CONNECT_MS = 4000; // an attempt's data channel must open within this time (as the Go client's)
 const P2P_NO_OFFER_MS = 8000; // an answerer without an offer this long asks (again) with rtc_restart
 const RESTART_AFTER_MS = 500; // a link down this long gets a fresh attempt beside the silent channel
 const MAX_BUFFERED = 64 * 1024; // a channel holding more unsent is stalled: the relay carries the chord
@@ -810,8 +809,10 @@ export class Link {
       if (p && d.no_p2p) this._closePeer(p, 'peer-no-p2p');
       this._ensurePeer(this.members.get(d.client_id));
     } else if (d.status === 'disconnected') {
-      // The member left: its link goes at once (the page must not show p2p to a phone that is gone).
+      // The member left: its link goes at once (the page must not show p2p
+      // to a phone that is gone), and what it sent is all here by now.
       this.members.delete(d.client_id);
+      for (const m of this.inbox.left(d.client_id)) this._deliver(m);
       const p = this.peers.get(d.client_id);
       if (p) this._closePeer(p, 'peer-left');
     }
@@ -1023,7 +1024,7 @@ export class Link {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const a = {
       gen, pc, dc: null, remoteSet: false, pending: [], startedAt: now(), closed: false,
-      timeout: p.everUp ? P2P_RETRY_CONNECT_MS : P2P_CONNECT_MS,
+      timeout: P2P_CONNECT_MS,
       local: { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 }, remote: { total: 0, host: 0, mdns: 0, srflx: 0, relay: 0 },
       endSent: false, remoteEnded: false, lastMid: '0', lastIndex: 0,
     };
@@ -1284,8 +1285,8 @@ export class Link {
 
   // _hb drives every link's timers from one timer: the heartbeat over each
   // open channel, the verdict on silence (suspect, down), a fresh attempt
-  // beside a down channel, attempt timeouts, retries after backoff, resends a
-  // peer lacks, and the Inbox's expiry. The interval is HEARTBEAT_MS while
+  // beside a down channel, attempt timeouts, retries after backoff, and
+  // resends a peer lacks. The interval is HEARTBEAT_MS while
   // the session is active, HEARTBEAT_IDLE_MS after IDLE_AFTER_MS without an
   // application message; the verdict uses the interval the timer really
   // kept (a hidden page's timers run at most once a second).
@@ -1299,7 +1300,6 @@ export class Link {
     this.hbIdle = idle;
     const kept = this.lastHb ? Math.max(interval, t - this.lastHb) : interval;
     this.lastHb = t;
-    for (const m of this.inbox.expire(t)) this._deliver(m);
     for (const p of [...this.peers.values()]) {
       if (p.state === 'closed') continue;
       const dc = p.cur && p.cur.dc;
