@@ -89,9 +89,6 @@ type Stats struct {
 	// ReorderOverrun counts arrivals dropped because a sender's reorder window
 	// was full (the other path or a resend brings them again).
 	ReorderOverrun uint64
-	// Skipped counts seqs given up on: a gap nothing filled within 10 s (the
-	// message is gone everywhere; the ones behind it were delivered).
-	Skipped uint64
 	// P2PRefused counts data channel messages refused because they lacked
 	// from or seq, or failed validation (their relayed copy is delivered).
 	P2PRefused uint64
@@ -581,7 +578,6 @@ func (c *Client) Stats() Stats {
 	s := c.stats
 	s.Duplicates = c.dd.dropped
 	s.ReorderOverrun = c.dd.overrun
-	s.Skipped = c.dd.skipped
 	s.OutboxDropped = c.ob.dropped
 	s.Unconfirmed = len(c.ob.unconfirmed())
 	return s

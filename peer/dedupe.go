@@ -28,6 +28,9 @@ const (
 	// DefaultReorderWindow bounds the messages held back per sender while an
 	// earlier one is missing.
 	DefaultReorderWindow = 1024
+	// maxDeparted bounds the senders that left the session whose counts are
+	// kept (each page load is a new sender).
+	maxDeparted = 32
 )
 
 // pending is a message held back until the ones before it arrive.
@@ -39,27 +42,28 @@ type pending struct {
 
 // sender is the receive state of one sender's application messages.
 type sender struct {
-	known bool   // last is meaningful
-	last  uint64 // highest seq delivered
-	held  map[uint64]pending
+	known  bool   // last is meaningful
+	last   uint64 // highest seq delivered
+	held   map[uint64]pending
+	leftAt uint64 // the order in which it left the session (0: present)
 }
 
 // dedupe delivers each (from, seq) once, in seq order, whichever path brings
 // it first. A pure type: no I/O, no clock, not safe for concurrent use; the
 // Client's mutex guards it.
 //
-// Nothing is released by a timer: every message of a sender still present
-// arrives in the end (both paths carry it, the sender resends what is not
-// confirmed, a reconnect resumes), so a gap always fills, however late — a
-// Redis outage delays relayed copies by many seconds — and skipping it
-// would turn that delay into a loss. A gap is given up only when its sender
-// has left (left).
+// Nothing is released by a timer: every message of a sender arrives in the
+// end (both paths carry it, the sender resends what is not confirmed, a
+// reconnect resumes), so a gap always fills, however late — a Redis outage
+// delays relayed copies by many seconds — and skipping it would turn that
+// delay into a loss (the soak test measured it).
 type dedupe struct {
 	window  int
 	senders map[string]*sender
 	dropped uint64 // duplicates dropped
 	overrun uint64 // arrivals refused because the reorder window was full
-	skipped uint64 // seqs given up on when their sender left (gone everywhere)
+	leaves   uint64 // senders that left so far (orders them)
+	departed int    // senders kept that left
 }
 
 func newDedupe(window int) *dedupe {
@@ -84,6 +88,7 @@ func newDedupe(window int) *dedupe {
 // always comes).
 func (d *dedupe) accept(m *protocol.Message, path string, at time.Time, out []Delivery) []Delivery {
 	s := d.sender(m.From)
+	d.back(s)
 	if !s.known {
 		if path == protocol.PathP2P && m.Seq > 1 {
 			d.hold(s, m, path, at)
@@ -151,6 +156,7 @@ func (d *dedupe) sender(id string) *sender {
 // it) if nothing is known of it yet, and appends to out what that releases.
 func (d *dedupe) baseline(id string, last uint64, out []Delivery) []Delivery {
 	s := d.sender(id)
+	d.back(s)
 	if s.known {
 		return out
 	}
@@ -159,33 +165,40 @@ func (d *dedupe) baseline(id string, last uint64, out []Delivery) []Delivery {
 	return s.release(out)
 }
 
-// left appends, in order, what id's messages held behind a gap hold when
-// id left the session (its disconnected notice comes over the relay after
-// every message the server relayed from it: a gap now will never fill), and
-// forgets id. The missing seqs are counted in skipped.
-func (d *dedupe) left(id string, out []Delivery) []Delivery {
+// leave notes that id left the session. Its count is kept, and what is
+// held of it: a member announced gone (its connection died and did not come
+// back within the server's grace) may still come back with the same id and
+// resend what it had not confirmed, and its count must drop what arrived
+// before. At most maxDeparted senders that left are kept: beyond that the
+// one that left first is forgotten (what it held is dropped).
+func (d *dedupe) leave(id string) {
 	s := d.senders[id]
-	if s == nil {
-		return out
+	if s == nil || s.leftAt != 0 {
+		return
 	}
-	seqs := make([]uint64, 0, len(s.held))
-	for q := range s.held {
-		seqs = append(seqs, q)
+	d.leaves++
+	s.leftAt = d.leaves
+	d.departed++
+	if d.departed <= maxDeparted {
+		return
 	}
-	slices.Sort(seqs)
-	for _, q := range seqs {
-		if s.known && q <= s.last {
-			continue
+	var oldest string
+	for sid, x := range d.senders {
+		if x.leftAt != 0 && (oldest == "" || x.leftAt < d.senders[oldest].leftAt) {
+			oldest = sid
 		}
-		if s.known {
-			d.skipped += q - s.last - 1
-		}
-		p := s.held[q]
-		s.known, s.last = true, q
-		out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
 	}
-	delete(d.senders, id)
-	return out
+	d.dropped += uint64(len(d.senders[oldest].held))
+	delete(d.senders, oldest)
+	d.departed--
+}
+
+// back notes that s is in the session again (it sent, or the server gave its count).
+func (d *dedupe) back(s *sender) {
+	if s.leftAt != 0 {
+		s.leftAt = 0
+		d.departed--
+	}
 }
 
 // held counts the messages waiting for a gap to fill (or a baseline).
@@ -198,7 +211,10 @@ func (d *dedupe) heldCount() int {
 }
 
 // rebase forgets every sender: a fresh snapshot replaced the history.
-func (d *dedupe) rebase() { clear(d.senders) }
+func (d *dedupe) rebase() {
+	clear(d.senders)
+	d.departed = 0
+}
 
 // lastSeq returns the highest seq delivered from id (0 if none).
 func (d *dedupe) lastSeq(id string) uint64 {

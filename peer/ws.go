@@ -408,8 +408,8 @@ func (c *Client) handleWS(m *protocol.Message) {
 				// the member left: its link goes at once (a page must not
 				// show p2p to a phone that is gone)
 				delete(c.members, cu.ClientID)
-				// what it sent is all here by now: a gap will never fill
-				ds = c.stampLocked(c.dd.left(cu.ClientID, ds))
+				// its count stays (it may come back with the same id)
+				c.dd.leave(cu.ClientID)
 				if l := c.links[cu.ClientID]; l != nil {
 					closes = append(closes, c.closeLinkLocked(l, "peer-left")...)
 				}

@@ -140,14 +140,15 @@
 //     it again (every message travels both paths, and the sender resends what
 //     is not acknowledged);
 //   - a gap waits however long it takes: nothing is released by a timer.
-//     Every message of a sender still present arrives in the end (both paths
-//     carry it, the sender resends what is not confirmed, a reconnect
-//     resumes), however late (a Redis outage delays relayed copies by many
-//     seconds), and skipping the gap would turn that delay into a loss. A
-//     gap is given up only when its sender leaves: its disconnected notice
-//     comes over the relay after everything the server relayed from it, so
-//     the receiver then delivers what it holds of it, in order, and forgets
-//     the sender.
+//     Every message of a sender arrives in the end (both paths carry it, the
+//     sender resends what is not confirmed, a reconnect resumes), however
+//     late (a Redis outage delays relayed copies by many seconds), and
+//     skipping the gap would turn that delay into a loss;
+//   - a sender that leaves (connection_update disconnected) keeps its count
+//     and what is held of it: announced gone after the server's grace, it
+//     may still come back with the same client id and resend what the
+//     server had not confirmed. The counts of at most 32 senders that left
+//     are kept; beyond that the one that left first is forgotten.
 //
 // Where a sender's count starts comes from the server: each member's
 // last_seq in session_state and in a newcomer's connected notice. A relayed

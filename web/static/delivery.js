@@ -9,6 +9,7 @@
 
 /** The rules' constants (the same as the Go client's; the vectors hold them too). */
 export const REORDER_WINDOW = 1024;
+export const MAX_DEPARTED = 32;
 export const MAX_SEEN = 32;
 export const OUTBOX_MAX = 4096;
 export const RESEND_AFTER_MS = 500;
@@ -100,12 +101,10 @@ export function nextLinkState(state, event) {
  * one, which the server orders after that word, starts the count itself
  * (both paths race, so it always comes).
  *
- * Nothing is released by a timer: every message of a sender still present
- * arrives in the end (both paths carry it, the sender resends what is not
- * confirmed, a reconnect resumes), however late — a Redis outage delays
- * relayed copies by many seconds — and skipping a gap would turn that delay
- * into a loss. A gap is given up only when its sender left (left: the
- * missing seqs are counted in skipped).
+ * Nothing is released by a timer: every message of a sender arrives in the
+ * end (both paths carry it, the sender resends what is not confirmed, a
+ * reconnect resumes), however late — a Redis outage delays relayed copies by
+ * many seconds — and skipping a gap would turn that delay into a loss.
  * Messages without from or seq (the server's own) are delivered as they come.
  */
 export class Inbox {
@@ -114,12 +113,13 @@ export class Inbox {
     this.senders = new Map(); // from -> {known, last, held: Map(seq -> {msg, path, t})}
     this.dropped = 0;
     this.overrun = 0;
-    this.skipped = 0; // seqs given up on when their sender left
+    this.leaves = 0; // senders that left so far (orders them)
+    this.departed = 0; // senders kept that left
   }
 
   _sender(from) {
     let s = this.senders.get(from);
-    if (!s) this.senders.set(from, (s = { known: false, last: 0, held: new Map() }));
+    if (!s) this.senders.set(from, (s = { known: false, last: 0, held: new Map(), leftAt: 0 }));
     return s;
   }
 
@@ -149,6 +149,7 @@ export class Inbox {
     const seq = msg && msg.seq;
     if (!from || !Number.isInteger(seq) || seq <= 0) return [{ msg, path }];
     const s = this._sender(from);
+    this._back(s);
     if (!s.known) {
       if (path === 'p2p' && seq > 1) { this._hold(s, msg, path, now); return []; }
       s.known = true;
@@ -165,6 +166,7 @@ export class Inbox {
   baseline(from, last) {
     if (!from || !Number.isInteger(last) || last < 0) return [];
     const s = this._sender(from);
+    this._back(s);
     if (s.known) return [];
     s.known = true;
     s.last = last;
@@ -173,24 +175,27 @@ export class Inbox {
   }
 
   /**
-   * left returns, in order, what a sender's messages held behind a gap hold
-   * when it left the session (its disconnected notice comes over the relay
-   * after every message the server relayed from it: a gap now will never
-   * fill), and forgets the sender.
+   * leave notes that a sender left the session. Its count is kept, and what
+   * is held of it: a member announced gone (its connection died and did not
+   * come back within the server's grace) may come back with the same id and
+   * resend what it had not confirmed, and its count must drop what arrived
+   * before. At most MAX_DEPARTED senders that left are kept: beyond that the
+   * one that left first is forgotten (what it held is dropped).
    */
-  left(from) {
+  leave(from) {
     const s = this.senders.get(from);
-    if (!s) return [];
-    const out = [];
-    for (const q of [...s.held.keys()].sort((a, b) => a - b)) {
-      if (s.known && q <= s.last) continue;
-      if (s.known) this.skipped += q - s.last - 1;
-      out.push({ msg: s.held.get(q).msg, path: s.held.get(q).path });
-      s.known = true;
-      s.last = q;
-    }
-    this.senders.delete(from);
-    return out;
+    if (!s || s.leftAt) return;
+    s.leftAt = ++this.leaves;
+    if (++this.departed <= MAX_DEPARTED) return;
+    let oldest = null;
+    for (const [id, x] of this.senders) if (x.leftAt && (!oldest || x.leftAt < this.senders.get(oldest).leftAt)) oldest = id;
+    this.dropped += this.senders.get(oldest).held.size;
+    this.senders.delete(oldest);
+    this.departed--;
+  }
+
+  _back(s) {
+    if (s.leftAt) { s.leftAt = 0; this.departed--; }
   }
 
   /** lastSeq is the highest seq delivered from a sender (0 if none). */
@@ -223,7 +228,7 @@ export class Inbox {
   }
 
   /** rebase forgets every sender: a fresh snapshot replaced the history. */
-  rebase() { this.senders.clear(); }
+  rebase() { this.senders.clear(); this.departed = 0; }
 }
 
 /**

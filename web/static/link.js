@@ -480,7 +480,7 @@ export class Link {
     const c = this.counts;
     return {
       copies: { ...c.copies }, first: { ...c.first }, lastChord: { ...c.lastChord }, refused: c.refused,
-      duplicates: this.inbox.dropped, overrun: this.inbox.overrun, skipped: this.inbox.skipped,
+      duplicates: this.inbox.dropped, overrun: this.inbox.overrun,
       unconfirmed: this.outbox.unconfirmed().length, outboxDropped: this.outbox.dropped,
     };
   }
@@ -810,9 +810,9 @@ export class Link {
       this._ensurePeer(this.members.get(d.client_id));
     } else if (d.status === 'disconnected') {
       // The member left: its link goes at once (the page must not show p2p
-      // to a phone that is gone), and what it sent is all here by now.
+      // to a phone that is gone); its count stays (it may come back).
       this.members.delete(d.client_id);
-      for (const m of this.inbox.left(d.client_id)) this._deliver(m);
+      this.inbox.leave(d.client_id);
       const p = this.peers.get(d.client_id);
       if (p) this._closePeer(p, 'peer-left');
     }
