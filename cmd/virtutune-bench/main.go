@@ -28,6 +28,16 @@
 // With --impaired as its first argument it runs the impaired-network scenarios
 // of issue 10 instead (impaired.go).
 //
+// `virtutune-bench load` (load.go) is the load test: many sessions against
+// servers in processes of their own (the project, the project with Redis, the
+// bare gorilla hub as the floor, optionally Centrifugo built from the module
+// proxy), clients in worker processes, servers alternated, medians of
+// rounds: one session's closed loop, server CPU per relayed message, the
+// sustained-rate search and memory per connection.
+//
+//	virtutune-bench load [--targets project,project-redis,hub] [--sessions 1000] [--rounds 3]
+//	                     [--tests loop,fixed,search] [--fixed-rate 5000] [--compare-bin OLD] [--json]
+//
 // See RESULTS.md beside this file for the figures on the reference machine.
 package main
 
