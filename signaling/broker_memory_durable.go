@@ -27,6 +27,9 @@ const restartOffsetGap = 1 << 20
 // sender's first seq after the restart sets its count (its resends of what
 // the old process had not confirmed are accepted).
 func OpenMemoryBroker(cfg MemoryConfig, store *BoltStore) (*MemoryBroker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg.fill()
 	b := &MemoryBroker{
 		cfg:      cfg,
