@@ -4,6 +4,16 @@
 // codes. It does no I/O and imports only the standard library. Everything in it
 // is safe for concurrent use; a Message is not (one goroutine owns it).
 //
+// # Files
+//
+//	message.go   the message types and their data
+//	codec.go     Decode and Encode, with their bounds; scan.go is Decode's one-pass fast path
+//	validate.go  Validate: every field of every type; chord.go the chord grammar
+//	signal.go    who offers a data channel to whom (Offers)
+//	errors.go    error codes and close codes
+//	api.go       the HTTP API's request and answer bodies and its refusal codes
+//	testdata/    fuzz corpora, and api_codes.json (every code, for the browser's tests)
+//
 // # Envelope
 //
 // Every message is one JSON object in one WebSocket text frame (or one data

@@ -1,9 +1,33 @@
-// Package signaling is VirtuTune Link's server: HTTP routing (chi), sessions
-// and tokens, the WebSocket endpoint with one reader and one writer goroutine
-// per connection, the hub that fans a session's messages out to its local
-// members, and the Broker behind the hub (MemoryBroker for one instance,
-// RedisBroker for several). It never imports pion or the peer package; WebRTC
-// signaling is just messages it relays to one member.
+// Package signaling is VirtuTune Link's server: HTTP routing (chi), sessions,
+// pairing and tokens, the WebSocket endpoint, the hub that fans a session's
+// messages out to its local members, and the Broker behind the hub
+// (MemoryBroker for one instance, RedisBroker for several). It never imports
+// pion or the peer package; WebRTC signaling is just messages it relays to
+// one member. The HTTP API's bodies and codes are protocol's (protocol/api.go).
+//
+// # Files
+//
+//	server.go            Server, New, routing, health, Shutdown
+//	config.go            Config and Limits: zero means the default, Validate refuses the rest
+//	errors.go            the sentinel errors (ErrInvalidConfig, ErrSessionNotFound, ...)
+//	api.go               POST /api/sessions
+//	pairing.go           pairing codes, POST /api/pair, the PC's paired devices
+//	token.go, lan.go     the JWTs; the LAN address of pairing links
+//	conn.go              a connection's transport: the upgrade and its checks, the reader, timers, close
+//	outbox.go            a connection's outgoing frames: direct writes and the flusher
+//	membership.go        join, leave and the disconnect grace, the snapshot, delivery to one member
+//	handlers.go          the protocol's messages, a handler each
+//	hub.go               this instance's rooms (a session's local members), heartbeat, token buckets
+//	metrics.go           the Prometheus metrics
+//	broker.go            the Broker and Store interfaces and their delivery contract
+//	broker_memory*.go    MemoryBroker (_history: the history ring; _pairing; _durable: kept in store_bolt.go)
+//	broker_redis*.go     RedisBroker: _config (URL forms), _health (degraded mode, heartbeat),
+//	                     _store (sessions, once-keys, presence), _publish (Publish, Send, History,
+//	                     State), _batch (pipelined publishes), _subscribe (the pub/sub dispatcher,
+//	                     gap repair), _order (offset ordering, a pure type), _pairing,
+//	                     _scripts (the Lua scripts, lua/*.lua, each naming its keys and arguments)
+//	store_bolt.go        BoltStore, the embedded store of the single-instance mode
+//	redistest/           a real redis-server, Sentinel and Cluster for tests
 //
 // # HTTP contract
 //
@@ -122,20 +146,22 @@
 //
 // # Concurrency
 //
-// Server is safe for concurrent use. Each connection has exactly one reader and
-// one writer goroutine; the hub never blocks on a client: a full send queue
-// closes that client with 4000 (slow consumer). Close and Shutdown stop every
-// goroutine the server started and wait for them.
+// Server is safe for concurrent use. Each connection has exactly one reader
+// goroutine; its frames are written by whoever delivers them, or by a flusher
+// goroutine that runs only while frames wait (below). The hub never blocks on
+// a client: a full send queue closes that client with 4000 (slow consumer).
+// Close and Shutdown stop every goroutine the server started and wait for
+// them.
 //
 // The server writes its WebSocket frames itself (gorilla/websocket reads
 // them and does the handshake). A delivery to a member with nothing queued
 // writes the frame at once, from the delivering goroutine, with one
 // non-blocking write(2): a socket with room takes it, and whatever it does
-// not take (a full socket buffer) is left to the member's writer goroutine,
-// so the deliverer never waits for a slow member, even though it writes
-// under the room's delivery lock. Frames that find others queued are queued
-// (Limits.SendQueue of them) and the writer sends all that are waiting in one
-// write. Every frame carries exactly one JSON message; only the syscall is
-// shared. Connections with TLS served by the server itself always go through
-// the writer goroutine.
+// not take (a full socket buffer) is left to the member's flusher, so the
+// deliverer never waits for a slow member, even though it writes under the
+// room's delivery lock. Frames that find others queued are queued
+// (Limits.SendQueue of them) and the flusher sends all that are waiting in
+// one write. Every frame carries exactly one JSON message; only the syscall
+// is shared. Connections with TLS served by the server itself always go
+// through the flusher.
 package signaling
