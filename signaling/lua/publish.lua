@@ -25,7 +25,9 @@ local channel    = ARGV[9] -- the session's pub/sub channel
 
 local s = redis.call('HMGET', sess_key, 'exp', 'off')
 local exp, last_off = s[1], s[2]
-if not exp then return {1} end
+-- Expired at exp_ms, as Session says: Redis keeps the key through that
+-- millisecond (it expires a key only once the time is past its PEXPIREAT).
+if not exp or tonumber(exp) <= tonumber(now_ms) then return {1} end
 local seq = tonumber(seq_arg)
 if seq_from ~= '' then
   local last = tonumber(redis.call('HGET', seqs_key, seq_from) or '0')
