@@ -80,7 +80,18 @@ func (ts *testServer) pair(t testing.TB, s protocol.SessionResponse) protocol.Pa
 func (ts *testServer) pairRaw(t testing.TB, body any) (int, []byte) {
 	t.Helper()
 	b, _ := json.Marshal(body)
-	resp, err := http.Post(ts.URL+"/api/pair", "application/json", bytes.NewReader(b))
+	req, err := http.NewRequest(http.MethodPost, ts.URL+"/api/pair", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return doRequest(t, req)
+}
+
+// doRequest sends req and returns the status and the body.
+func doRequest(t testing.TB, req *http.Request) (int, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,14 +119,7 @@ func deviceReq(t *testing.T, base, method, path, token string) (int, []byte) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.Bytes()
+	return doRequest(t, req)
 }
 
 // testRemoveDevice: the phone is paired and connected to phoneSrv; the PC
