@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
@@ -34,12 +35,18 @@ func TestMetricsExported(t *testing.T) {
 	phone.bye()
 	pc.expect(protocol.TypeConnectionUpdate)
 
-	resp, err := http.Get(ts.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	// The phone's close is counted once its connection has ended, which can
+	// be a moment after the others were told it left.
+	var body []byte
+	testkit.Eventually(testkit.Context(t, 10*time.Second), t, "the phone's close to be counted", func() bool {
+		resp, err := http.Get(ts.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `virtutune_closes_total{code="1000"} 1`)
+	})
 	for _, want := range []string{
 		"virtutune_connections 1",
 		`virtutune_members{role="pc"} 1`,
