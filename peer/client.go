@@ -269,7 +269,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		chordLat: map[string]*samples{protocol.PathP2P: {}, protocol.PathRelay: {}},
 		lastApp:  time.Now(),
 	}
-	c.log = cfg.Logger.With("client", cfg.ClientID, "role", cfg.Role)
+	c.log = cfg.Logger.With("role", cfg.Role)
+	if cfg.ClientID != "" {
+		c.log = c.log.With("client", cfg.ClientID)
+	}
 	if !cfg.DisableP2P {
 		c.api = webrtc.NewAPI(webrtc.WithSettingEngine(cfg.settingEngine()))
 	}

@@ -91,8 +91,11 @@ type Config struct {
 	// Role is "pc" or "phone" and must match the token's role. It decides who
 	// offers the data channel (protocol.Offers). Default "pc".
 	Role string
-	// ClientID identifies this client across its reconnects (4-64 bytes of
-	// [A-Za-z0-9_-]). Default: a random id.
+	// ClientID is this client's id. The server binds a client id to the
+	// token (the token's cid claim, or an id derived from the token), so
+	// leave it empty: the client adopts the id the server gives in its first
+	// connection_update and keeps it across reconnects. When set (4-64 bytes
+	// of [A-Za-z0-9_-]) it must be the token's, or the server refuses it.
 	ClientID string
 	// ICEServers are the STUN/TURN servers for the data channel. Default none:
 	// host candidates only, which is what two devices on one LAN need.
@@ -151,9 +154,6 @@ func (c Config) withDefaults() Config {
 	if c.Role == "" {
 		c.Role = protocol.RolePC
 	}
-	if c.ClientID == "" {
-		c.ClientID = randomID()
-	}
 	if c.Logger == nil {
 		c.Logger = discardLogger()
 	}
@@ -200,7 +200,7 @@ func (c Config) Validate() error {
 		return bad("Token is required")
 	case c.Role != protocol.RolePC && c.Role != protocol.RolePhone:
 		return bad("Role must be %q or %q, not %q", protocol.RolePC, protocol.RolePhone, c.Role)
-	case !protocol.ValidClientID(c.ClientID):
+	case c.ClientID != "" && !protocol.ValidClientID(c.ClientID):
 		return bad("ClientID must be 4-64 bytes of [A-Za-z0-9_-]")
 	case c.BackoffMin < 0:
 		return bad("BackoffMin must not be negative")
@@ -258,7 +258,9 @@ func (c Config) wsURL() (string, error) {
 		u.Fragment = ""
 	}
 	q := u.Query()
-	q.Set("client_id", c.ClientID)
+	if c.ClientID != "" {
+		q.Set("client_id", c.ClientID)
+	}
 	if c.DisableP2P {
 		q.Set("p2p", "0") // the others are told not to offer a data channel
 	}
@@ -285,18 +287,6 @@ func (c Config) settingEngine() webrtc.SettingEngine {
 		c.SettingEngine(&se)
 	}
 	return se
-}
-
-const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-// randomID returns a random client id of 12 characters.
-func randomID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
-	}
-	return "go-" + string(b)
 }
 
 // randFloat returns a random number in [0, 1).

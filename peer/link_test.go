@@ -134,7 +134,7 @@ func TestReplacedClosesChannels(t *testing.T) {
 	defer pc.Close()
 	phCfg := e.config(protocol.RolePhone, nil)
 	phCfg.ServerURL, phCfg.WSURL, phCfg.Token = "", ph.WSURL, ph.Token
-	phCfg.ClientID = "phone-replaced-1"
+	phCfg.ClientID = ph.ClientID // the id bound to the phone's token (the server refuses any other)
 	old, err := peer.Dial(ctx, phCfg)
 	if err != nil {
 		t.Fatal(err)

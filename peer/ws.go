@@ -62,6 +62,12 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, uint64, error) {
 		conn.Close()
 		return nil, 0, fmt.Errorf("handshake: bad connection_update %.120q", data)
 	}
+	if c.id == "" && protocol.ValidClientID(cu.ClientID) {
+		// The first connection (Dial, before any goroutine of the client
+		// runs): adopt the id the server bound to the token.
+		c.id = cu.ClientID
+		c.log = c.log.With("client", c.id)
+	}
 	if cu.ClientID != "" && cu.ClientID != c.id {
 		conn.Close()
 		return nil, 0, fmt.Errorf("handshake: server gave client id %q, asked for %q", cu.ClientID, c.id)

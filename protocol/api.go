@@ -119,6 +119,7 @@ const (
 	CodePairingToken     Code = "pairing_token"      // 401: a pairing token (issued by older versions) where a session token is needed: pair with the PC's code
 	CodeAPIKeyRequired   Code = "api_key_required"   // 401: creating a session needs the server's API key
 	CodeWrongSession     Code = "wrong_session"      // 403: the token is for another session
+	CodeClientIDMismatch Code = "client_id_mismatch" // 403: client_id is not the one the token is bound to (leave it out)
 	CodeOriginNotAllowed Code = "origin_not_allowed" // 403: the WebSocket's Origin is not allowed
 	CodeForbidden        Code = "forbidden"          // 403: the caller may not do this (user_id without an API key, a phone asking for a pairing link)
 	CodeSessionNotFound  Code = "session_not_found"  // 404: the session is unknown or expired
@@ -135,4 +136,5 @@ const (
 	CodeDeviceNotFound   Code = "device_not_found"   // 404: no such device is paired with the session (revoked all the same)
 	CodeFull             Code = "full"               // 503: the instance is at its session or connection bound
 	CodeDraining         Code = "draining"           // 503: the instance is shutting down; try another
+	CodeHostNotAllowed   Code = "host_not_allowed"   // 421: the Host does not name this server (its address, its name, or its public URL)
 )

@@ -22,7 +22,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 			defer s.Close()
 			ready := make(chan struct{})
 			close(ready)
-			r := &room{id: "benchroom", hub: s.hub, ready: ready, clients: make(map[string]*client), signal: newBucket(50, 200)}
+			r := &room{id: "benchroom", hub: s.hub, ready: ready, clients: make(map[string]*client)}
 			var cs []*client
 			for i := range n {
 				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256, time.Second, nil),

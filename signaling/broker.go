@@ -8,6 +8,13 @@ import (
 	"github.com/virtutune/link/protocol"
 )
 
+// Bounds of a session's sequence state, shared by both brokers (see
+// ErrTooManySenders).
+const (
+	defaultMaxSeqClients = 64
+	defaultSeqRetention  = 10 * time.Minute
+)
+
 // Publication is one message on its way through a Broker: a message of the
 // protocol with its identity, plus the state change it makes.
 type Publication struct {
@@ -154,6 +161,12 @@ type Store interface {
 	// whether it removed anything. A member not refreshed by Join within the
 	// broker's presence TTL disappears by itself.
 	Join(ctx context.Context, sid string, m protocol.Member) error
+	// Admit is Join for a member that connects: unless m.ClientID is
+	// present already (its own earlier connection, live or held for the
+	// disconnect grace, never keeps it out), it fails with ErrSessionFull
+	// when limit members of m.Role are present. Check and insert are one
+	// atomic step, on every instance.
+	Admit(ctx context.Context, sid string, m protocol.Member, limit int) error
 	Leave(ctx context.Context, sid string, m protocol.Member) (bool, error)
 	// Members lists the members present in sid, oldest first.
 	Members(ctx context.Context, sid string) ([]protocol.Member, error)

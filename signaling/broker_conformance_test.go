@@ -22,8 +22,10 @@ import (
 // brokerTestOptions are the settings a conformance test asks of a broker.
 // Zero values mean the implementation's defaults.
 type brokerTestOptions struct {
-	HistorySize int
-	HistoryTTL  time.Duration
+	HistorySize   int
+	HistoryTTL    time.Duration
+	MaxSeqClients int
+	SeqRetention  time.Duration
 }
 
 // brokerFactory returns a new broker instance, closed at t's cleanup. When
@@ -34,7 +36,8 @@ type brokerFactory func(t *testing.T, o brokerTestOptions) Broker
 func TestMemoryBrokerConformance(t *testing.T) {
 	btNoLeaks(t)
 	testBroker(t, func(t *testing.T, o brokerTestOptions) Broker {
-		b, err := NewMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+		b, err := NewMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL,
+			MaxSeqClients: o.MaxSeqClients, SeqRetention: o.SeqRetention})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -485,6 +488,91 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 		}
 		if _, err := b.Members(ctx, "nope"); !errors.Is(err, ErrSessionNotFound) {
 			t.Fatalf("Members of unknown session: %v", err)
+		}
+	})
+
+	t.Run("AdmitPerRole", func(t *testing.T) {
+		ctx := testkit.Context(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		t0 := time.Now().Truncate(time.Millisecond)
+		admit := func(id, role string, limit int) error {
+			return b.Admit(ctx, sid, protocol.Member{ClientID: id, UserID: 1, Role: role, Since: t0}, limit)
+		}
+		for _, id := range []string{"p1", "p2"} {
+			if err := admit(id, "phone", 2); err != nil {
+				t.Fatalf("%s: %v", id, err)
+			}
+		}
+		if err := admit("p3", "phone", 2); !errors.Is(err, ErrSessionFull) {
+			t.Fatalf("a third phone with 2 slots: %v, want ErrSessionFull", err)
+		}
+		if err := admit("p1", "phone", 2); err != nil {
+			t.Fatalf("a present member comes back: %v", err)
+		}
+		if err := admit("pc", "pc", 1); err != nil {
+			t.Fatalf("the PC with the phones full: %v", err)
+		}
+		if err := admit("pc2", "pc", 1); !errors.Is(err, ErrSessionFull) {
+			t.Fatalf("a second PC with 1 slot: %v", err)
+		}
+		if err := b.Admit(ctx, "nosuchsession0", protocol.Member{ClientID: "x", Role: "pc"}, 1); !errors.Is(err, ErrSessionNotFound) {
+			t.Fatalf("unknown session: %v", err)
+		}
+		if ms, err := b.Members(ctx, sid); err != nil || len(ms) != 3 {
+			t.Fatalf("members %+v %v", ms, err)
+		}
+	})
+
+	t.Run("SequenceStateBounded", func(t *testing.T) {
+		ctx := testkit.Context(t, 20*time.Second)
+		const retention = 300 * time.Millisecond
+		b := newBroker(t, brokerTestOptions{MaxSeqClients: 4, SeqRetention: retention})
+		sid := btSession(t, ctx, b)
+		if err := b.Join(ctx, sid, protocol.Member{ClientID: "pc", UserID: 1, Role: "pc", Since: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		btPublish(t, ctx, b, sid, btChord("pc", "C", 1))
+		for _, id := range []string{"gone-a", "gone-b", "gone-c"} { // never present
+			btPublish(t, ctx, b, sid, btChord(id, "G", 1))
+		}
+		// Full, and nobody long gone: a new sender is refused, the others
+		// keep their counts.
+		if _, err := b.Publish(ctx, sid, btChord("new-d", "D", 1)); !errors.Is(err, ErrTooManySenders) {
+			t.Fatalf("a fifth sender while the other four are recent: %v, want ErrTooManySenders", err)
+		}
+		btPublish(t, ctx, b, sid, btChord("pc", "Am", 2))
+		<-time.After(retention / 2) // gone-a's next message is clearly the newest
+		btPublish(t, ctx, b, sid, btChord("gone-a", "Am", 2))
+		// Once the absent ones sent nothing for the retention, one of them
+		// (the oldest) makes room; the PC, present, is never forgotten, even
+		// when its last message is older still.
+		start := time.Now()
+		for {
+			_, err := b.Publish(ctx, sid, btChord("new-d", "D", 1))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrTooManySenders) || time.Since(start) > 10*time.Second {
+				t.Fatalf("new sender after the retention: %v", err)
+			}
+			<-time.After(50 * time.Millisecond) // the broker's clock has to pass the retention
+		}
+		st, err := b.State(ctx, sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Seqs) != 4 || st.Seqs["pc"] != 2 || st.Seqs["new-d"] != 1 || st.Seqs["gone-a"] != 2 {
+			t.Fatalf("seqs %v: want pc 2, gone-a 2, new-d 1 and one more, 4 in all", st.Seqs)
+		}
+		if _, gb := st.Seqs["gone-b"]; gb {
+			if _, gc := st.Seqs["gone-c"]; gc {
+				t.Fatalf("seqs %v: neither gone-b nor gone-c was forgotten", st.Seqs)
+			}
+		}
+		btPublish(t, ctx, b, sid, btChord("pc", "F", 3))
+		if n, err := b.LastSeq(ctx, sid, "pc"); err != nil || n != 3 {
+			t.Fatalf("pc's last seq %d %v", n, err)
 		}
 	})
 

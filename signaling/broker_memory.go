@@ -19,8 +19,11 @@ type MemoryConfig struct {
 	// HistoryTTL drops history entries older than this (default 10 minutes).
 	HistoryTTL time.Duration
 	// MaxSeqClients bounds how many client ids' last sequence numbers a
-	// session remembers (default 64); the least recently used is forgotten.
+	// session remembers (default 64), and SeqRetention says when one may be
+	// forgotten (default 10 minutes): see ErrTooManySenders for the rule,
+	// which RedisBroker shares.
 	MaxSeqClients int
+	SeqRetention  time.Duration
 	// Instance names this instance in Member.Instance (default "local").
 	Instance string
 	// JanitorInterval is how often expired sessions and single-use keys are
@@ -36,7 +39,10 @@ func (c *MemoryConfig) fill() {
 		c.HistoryTTL = 10 * time.Minute
 	}
 	if c.MaxSeqClients == 0 {
-		c.MaxSeqClients = 64
+		c.MaxSeqClients = defaultMaxSeqClients
+	}
+	if c.SeqRetention == 0 {
+		c.SeqRetention = defaultSeqRetention
 	}
 	if c.Instance == "" {
 		c.Instance = "local"
@@ -56,6 +62,8 @@ func (c *MemoryConfig) Validate() error {
 		return fmt.Errorf("%w: MemoryConfig.HistoryTTL must not be negative", ErrInvalidConfig)
 	case c.MaxSeqClients < 0:
 		return fmt.Errorf("%w: MemoryConfig.MaxSeqClients must not be negative", ErrInvalidConfig)
+	case c.SeqRetention < 0:
+		return fmt.Errorf("%w: MemoryConfig.SeqRetention must not be negative", ErrInvalidConfig)
 	case c.JanitorInterval < 0:
 		return fmt.Errorf("%w: MemoryConfig.JanitorInterval must not be negative", ErrInvalidConfig)
 	}
@@ -63,9 +71,20 @@ func (c *MemoryConfig) Validate() error {
 }
 
 // MemoryBroker is the Broker of a single instance: sessions, state, history
-// and presence live in this process. It delivers synchronously: Publish calls
-// every subscriber's Handler before it returns, under the session's lock, so
-// handlers see publications in offset order and must not call the broker.
+// and presence live in this process.
+//
+// Delivery: Publish and Send give the publication its place under the
+// session's lock and release the lock before any Handler runs; one goroutine
+// at a time (the publisher that finds nobody delivering) hands the session's
+// publications to the handlers, in offset order, with no lock of the broker
+// held, and carries on with whatever others queued meanwhile. So a handler
+// may take its own locks (the hub's room) while another goroutine holds
+// those and calls the broker, without a deadlock. A publication published
+// after Unsubscribe returns never reaches that handler.
+//
+// Lock order: the broker-wide lock (sessions, single-use keys) is never held
+// while a session's lock is taken; a session's lock is never held while a
+// handler runs.
 type MemoryBroker struct {
 	cfg MemoryConfig
 	now func() time.Time
@@ -92,6 +111,7 @@ var _ Broker = (*MemoryBroker)(nil)
 
 type memSession struct {
 	mu      sync.Mutex
+	removed bool // swept: gone even for a caller that still holds it
 	info    SessionInfo
 	state   State
 	seqs    map[string]*seqEntry
@@ -104,6 +124,13 @@ type memSession struct {
 	// dirty: its state changed since the store's last checkpoint.
 	restored bool
 	dirty    bool
+	// subList is the handlers of subs, replaced (never changed in place) on
+	// every Subscribe and unsubscribe, so a deliverer may use it unlocked.
+	subList []Handler
+	// outq holds publications placed while another goroutine was
+	// delivering; delivering is true while one is.
+	outq       []*Publication
+	delivering bool
 }
 
 type seqEntry struct {
@@ -151,23 +178,39 @@ func (b *MemoryBroker) janitor() {
 }
 
 // sweep forgets expired sessions (those nobody subscribes to) and used keys.
+//
+// It never holds the broker-wide lock while it takes a session's: it lists
+// the sessions, looks at each under its own lock (marking the dead ones
+// removed, so that nobody who still holds one uses it), then deletes them.
 func (b *MemoryBroker) sweep() {
 	now := b.now()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	for k, exp := range b.used {
 		if now.After(exp) {
 			delete(b.used, k)
 		}
 	}
-	var gone []string
-	for id, s := range b.sessions {
+	all := make([]*memSession, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		all = append(all, s)
+	}
+	b.mu.Unlock()
+	var dead []*memSession
+	for _, s := range all {
 		s.mu.Lock()
-		dead := now.After(s.info.ExpiresAt) && len(s.subs) == 0
+		if now.After(s.info.ExpiresAt) && len(s.subs) == 0 {
+			s.removed = true
+			dead = append(dead, s)
+		}
 		s.mu.Unlock()
-		if dead {
-			delete(b.sessions, id)
-			gone = append(gone, id)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var gone []string
+	for _, s := range dead {
+		if b.sessions[s.info.ID] == s {
+			delete(b.sessions, s.info.ID)
+			gone = append(gone, s.info.ID)
 		}
 	}
 	alive := func(id string) bool { _, ok := b.sessions[id]; return ok }
@@ -199,7 +242,7 @@ func (b *MemoryBroker) lockSession(id string, now time.Time) (*memSession, error
 		return nil, ErrSessionNotFound
 	}
 	s.mu.Lock()
-	if now.After(s.info.ExpiresAt) {
+	if s.removed || now.After(s.info.ExpiresAt) {
 		s.mu.Unlock()
 		return nil, ErrSessionNotFound
 	}
@@ -284,6 +327,32 @@ func (b *MemoryBroker) Join(_ context.Context, sid string, m protocol.Member) er
 	return nil
 }
 
+// Admit implements Store.
+func (b *MemoryBroker) Admit(_ context.Context, sid string, m protocol.Member, limit int) error {
+	s, err := b.session(sid)
+	if err != nil {
+		return err
+	}
+	if m.Instance == "" {
+		m.Instance = b.cfg.Instance
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.members[m.ClientID]; !ok {
+		n := 0
+		for _, o := range s.members {
+			if o.Role == m.Role {
+				n++
+			}
+		}
+		if n >= limit {
+			return ErrSessionFull
+		}
+	}
+	s.members[m.ClientID] = m
+	return nil
+}
+
 // Leave implements Store.
 func (b *MemoryBroker) Leave(_ context.Context, sid string, m protocol.Member) (bool, error) {
 	s, err := b.session(sid)
@@ -335,7 +404,6 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 	if err != nil {
 		return PublishResult{}, err
 	}
-	defer s.mu.Unlock()
 	if p.sequenced() {
 		e := s.seqs[p.From]
 		var last uint64
@@ -351,13 +419,19 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 		case p.Seq == 0:
 			p.Seq = last + 1
 		case p.Seq <= last:
+			s.mu.Unlock()
 			return PublishResult{Seq: p.Seq, Duplicate: true}, nil
 		case p.Seq > last+1 && !lenient:
+			s.mu.Unlock()
 			return PublishResult{Seq: p.Seq}, ErrBadSequence
 		}
 		if e == nil {
-			s.rememberSeq(p.From, b.cfg.MaxSeqClients)
-			e = s.seqs[p.From]
+			if !s.makeSeqRoom(now, b.cfg) {
+				s.mu.Unlock()
+				return PublishResult{Seq: p.Seq}, ErrTooManySenders
+			}
+			e = &seqEntry{}
+			s.seqs[p.From] = e
 		}
 		e.seq = p.Seq
 		e.used = now
@@ -379,25 +453,77 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 		s.state.Practice = *p.Practice
 	}
 	s.appendHistory(p, now, b.cfg)
-	for _, h := range s.subs {
-		h(p)
-	}
-	return PublishResult{Off: p.Off, Seq: p.Seq}, nil
+	res := PublishResult{Off: p.Off, Seq: p.Seq}
+	s.deliverLocked(p) // unlocks s.mu
+	return res, nil
 }
 
-// rememberSeq makes room for one more client id, forgetting the least recently used.
-func (s *memSession) rememberSeq(id string, max int) {
-	if len(s.seqs) >= max {
-		var oldest string
-		var t time.Time
-		for k, e := range s.seqs {
-			if oldest == "" || e.used.Before(t) {
-				oldest, t = k, e.used
+// deliverLocked hands p to the subscribers, in place order, with s.mu
+// released while the handlers run: at once when nobody is delivering, else
+// queued for the goroutine that is, which carries on until the queue is
+// empty. Called with s.mu held; it returns with s.mu released.
+func (s *memSession) deliverLocked(p *Publication) {
+	if s.delivering {
+		s.outq = append(s.outq, p)
+		s.mu.Unlock()
+		return
+	}
+	s.delivering = true
+	hs := s.subList
+	s.mu.Unlock()
+	for _, h := range hs {
+		h(p)
+	}
+	s.mu.Lock()
+	for len(s.outq) > 0 {
+		batch := s.outq
+		s.outq = nil
+		hs = s.subList
+		s.mu.Unlock()
+		for _, q := range batch {
+			for _, h := range hs {
+				h(q)
 			}
 		}
-		delete(s.seqs, oldest)
+		s.mu.Lock()
 	}
-	s.seqs[id] = &seqEntry{}
+	s.delivering = false
+	s.mu.Unlock()
+}
+
+// subscribedLocked rebuilds subList after subs changed. Called with s.mu held.
+func (s *memSession) subscribedLocked() {
+	hs := make([]Handler, 0, len(s.subs))
+	for _, h := range s.subs {
+		hs = append(hs, h)
+	}
+	s.subList = hs
+}
+
+// makeSeqRoom makes room for one more sender's sequence number when the
+// session remembers cfg.MaxSeqClients already: it forgets, oldest first, only
+// the entry of a client id that is not present and sent nothing for
+// cfg.SeqRetention (a member long gone). It reports false when none
+// qualifies.
+func (s *memSession) makeSeqRoom(now time.Time, cfg MemoryConfig) bool {
+	if len(s.seqs) < cfg.MaxSeqClients {
+		return true
+	}
+	var oldest string
+	var t time.Time
+	for k, e := range s.seqs {
+		if _, present := s.members[k]; present || now.Sub(e.used) <= cfg.SeqRetention {
+			continue
+		}
+		if oldest == "" || e.used.Before(t) {
+			oldest, t = k, e.used
+		}
+	}
+	if oldest == "" {
+		return false
+	}
+	delete(s.seqs, oldest)
+	return true
 }
 
 // Send implements Broker.
@@ -408,10 +534,11 @@ func (b *MemoryBroker) Send(_ context.Context, sid string, p *Publication) error
 	}
 	p.Instance = b.cfg.Instance
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range s.subs {
-		h(p)
+	if s.removed {
+		s.mu.Unlock()
+		return ErrSessionNotFound
 	}
+	s.deliverLocked(p) // unlocks s.mu
 	return nil
 }
 
@@ -422,15 +549,21 @@ func (b *MemoryBroker) Subscribe(_ context.Context, sid string, h Handler) (func
 		return nil, err
 	}
 	s.mu.Lock()
+	if s.removed {
+		s.mu.Unlock()
+		return nil, ErrSessionNotFound
+	}
 	s.nextSub++
 	id := s.nextSub
 	s.subs[id] = h
+	s.subscribedLocked()
 	s.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			delete(s.subs, id)
+			s.subscribedLocked()
 			s.mu.Unlock()
 		})
 	}, nil

@@ -18,7 +18,7 @@ import (
 // notices it is back.
 const (
 	// redisReadyTimeout bounds Ready's PING.
-	redisReadyTimeout = time.Second
+	redisReadyTimeout = 500 * time.Millisecond
 	// redisDegradedTimeout bounds each Redis call while the broker knows Redis
 	// is unreachable, so that local delivery is not held up by dial timeouts.
 	redisDegradedTimeout = 300 * time.Millisecond

@@ -45,6 +45,11 @@ type RedisConfig struct {
 	// PresenceTTL is how long this instance's members stay listed after it
 	// stops heartbeating (it heartbeats every PresenceTTL/3; default 30s).
 	PresenceTTL time.Duration
+	// MaxSeqClients bounds the senders whose last seq a session remembers
+	// (default 64), SeqRetention when an absent one may be forgotten
+	// (default 10 minutes): the rule of ErrTooManySenders, as in MemoryConfig.
+	MaxSeqClients int
+	SeqRetention  time.Duration
 	// Logger receives the broker's logs (default: discarded).
 	Logger *slog.Logger
 }
@@ -60,6 +65,8 @@ func (c *RedisConfig) Validate() error {
 		return fmt.Errorf("%w: RedisConfig.HistorySize must not be negative", ErrInvalidConfig)
 	case c.HistoryTTL < 0:
 		return fmt.Errorf("%w: RedisConfig.HistoryTTL must not be negative", ErrInvalidConfig)
+	case c.MaxSeqClients < 0 || c.SeqRetention < 0:
+		return fmt.Errorf("%w: RedisConfig.MaxSeqClients and SeqRetention must not be negative", ErrInvalidConfig)
 	case c.PresenceTTL < 0 || (c.PresenceTTL > 0 && c.PresenceTTL < 30*time.Millisecond):
 		return fmt.Errorf("%w: RedisConfig.PresenceTTL must be 0 (default) or at least 30ms", ErrInvalidConfig)
 	}
@@ -97,24 +104,50 @@ func (c *RedisConfig) fill() {
 	if c.PresenceTTL == 0 {
 		c.PresenceTTL = 30 * time.Second
 	}
+	if c.MaxSeqClients == 0 {
+		c.MaxSeqClients = defaultMaxSeqClients
+	}
+	if c.SeqRetention == 0 {
+		c.SeqRetention = defaultSeqRetention
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
+// redisCallTimeout is the read and write timeout of every Redis command
+// unless the URL names its own (read_timeout, write_timeout): a Redis that
+// stalls (paused, swapping, a long script of someone else's) fails the call
+// within it, and the broker goes local-only at once (see the type's outage
+// rule) instead of holding every caller for go-redis's default 3 s.
+const redisCallTimeout = 500 * time.Millisecond
+
 // newRedisClient builds the go-redis client for a URL (see RedisConfig.URL).
+// Every client respects its callers' context deadlines
+// (ContextTimeoutEnabled), and its commands time out after redisCallTimeout
+// unless the URL says otherwise.
 func newRedisClient(raw string) (redis.UniversalClient, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	q := u.Query()
+	timeouts := func(read, write *time.Duration, ctxTimeout *bool) {
+		*ctxTimeout = true
+		if !q.Has("read_timeout") {
+			*read = redisCallTimeout
+		}
+		if !q.Has("write_timeout") {
+			*write = redisCallTimeout
+		}
+	}
 	switch {
 	case q.Has("master_name"):
 		o, err := redis.ParseFailoverURL(raw)
 		if err != nil {
 			return nil, err
 		}
+		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewFailoverClient(o), nil
 	case q.Has("addr") || q.Has("cluster"):
 		cluster := q.Get("cluster")
@@ -128,18 +161,21 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			if err != nil {
 				return nil, err
 			}
+			timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 			return redis.NewClient(o), nil
 		}
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
 			return nil, err
 		}
+		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(raw)
 		if err != nil {
 			return nil, err
 		}
+		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
 		return redis.NewClient(o), nil
 	}
 }

@@ -67,11 +67,16 @@ func (b *RedisBroker) opCtx(ctx context.Context) (context.Context, context.Cance
 	return ctx, func() {}
 }
 
-// Ready implements Broker: a PING within a second; an error wrapping
-// ErrUnavailable while Redis is unreachable.
+// Ready implements Broker: an error wrapping ErrUnavailable at once while
+// the broker is degraded (a call failed and no probe has succeeded since:
+// the heartbeat probes every redisProbeInterval), else a PING within
+// redisReadyTimeout.
 func (b *RedisBroker) Ready(ctx context.Context) error {
 	if b.closed.Load() {
 		return ErrBrokerClosed
+	}
+	if b.down.Load() {
+		return fmt.Errorf("%w: redis did not answer; probing", ErrUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, redisReadyTimeout)
 	defer cancel()
@@ -103,7 +108,11 @@ func (b *RedisBroker) heartbeatLoop() {
 		case <-b.kick:
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, min(redisOpTimeout, interval))
+		timeout := min(redisOpTimeout, interval)
+		if b.down.Load() {
+			timeout = redisDegradedTimeout // a probe: answer soon or try again
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, timeout)
 		err := b.beat(ctx)
 		cancel()
 		if err != nil {

@@ -249,12 +249,14 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
-		// lua/publish.lua: KEYS sess, seqs, stream; ARGV seq_from, seq, from,
-		// chord, practice, payload, max_len, now_ms, channel.
+		// lua/publish.lua: KEYS sess, seqs, stream, members; ARGV seq_from,
+		// seq, from, chord, practice, payload, max_len, now_ms, channel,
+		// max_seq, retention_ms.
 		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
 		vals, err = b.runPublish(rctx,
-			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
+			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
 			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
+			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(),
 		)
 		cancel()
 		if err != nil {
@@ -281,6 +283,8 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		return PublishResult{Seq: uint64(vals[1]), Duplicate: true}, nil
 	case 3:
 		return PublishResult{Seq: uint64(vals[1])}, ErrBadSequence
+	case 4:
+		return PublishResult{Seq: uint64(vals[1])}, ErrTooManySenders
 	}
 	p.Off, p.Seq = uint64(vals[1]), uint64(vals[2])
 	if g := b.group(sid); g != nil {
@@ -437,8 +441,8 @@ func (b *RedisBroker) State(ctx context.Context, sid string) (State, error) {
 	st.ChordFrom, _ = vals[3].(string)
 	st.Seqs = make(map[string]uint64, len(seqCmd.Val()))
 	for id, v := range seqCmd.Val() {
-		if n, ok := redisInt(v); ok {
-			st.Seqs[id] = uint64(n)
+		if n, ok := redisSeq(v); ok {
+			st.Seqs[id] = n
 		}
 	}
 	if raw, _ := vals[4].(string); raw != "" {
@@ -465,6 +469,13 @@ func (b *RedisBroker) LastSeq(ctx context.Context, sid, cid string) (uint64, err
 	if errors.Is(expCmd.Err(), redis.Nil) {
 		return 0, ErrSessionNotFound
 	}
-	n, _ := redisInt(seqCmd.Val())
-	return uint64(n), nil
+	n, _ := redisSeq(seqCmd.Val())
+	return n, nil
+}
+
+// redisSeq reads a sender's entry, "seq:ms" (or a bare seq).
+func redisSeq(v string) (uint64, bool) {
+	s, _, _ := strings.Cut(v, ":")
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
 }

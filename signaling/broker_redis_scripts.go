@@ -17,6 +17,8 @@ var (
 	luaExtendSession string
 	//go:embed lua/join.lua
 	luaJoin string
+	//go:embed lua/admit.lua
+	luaAdmit string
 	//go:embed lua/leave.lua
 	luaLeave string
 	//go:embed lua/drop_ghosts.lua
@@ -30,6 +32,7 @@ var (
 	redisExtendScript     = redis.NewScript(luaExtendSession)
 	redisJoinScript       = redis.NewScript(luaJoin)
 	redisLeaveScript      = redis.NewScript(luaLeave)
+	redisAdmitScript      = redis.NewScript(luaAdmit)
 	redisDropGhostsScript = redis.NewScript(luaDropGhosts)
 	redisPublishScript    = redis.NewScript(luaPublish)
 	redisSendScript       = redis.NewScript(luaSend)

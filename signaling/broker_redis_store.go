@@ -91,6 +91,36 @@ func (b *RedisBroker) Join(ctx context.Context, sid string, m protocol.Member) e
 	return b.presence(ctx, "join", sid, m.ClientID, string(raw))
 }
 
+// Admit implements Store with one script: the role's members are counted
+// and the newcomer stored atomically, so simultaneous joins on any number of
+// instances never exceed limit. (Members of instances that died are still
+// counted until a Members call drops them; the hub calls Members first.)
+func (b *RedisBroker) Admit(ctx context.Context, sid string, m protocol.Member, limit int) error {
+	if b.closed.Load() {
+		return ErrBrokerClosed
+	}
+	if m.Instance == "" {
+		m.Instance = b.cfg.Instance
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("signaling: redis admit: %w", err)
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	n, err := redisAdmitScript.Run(ctx, b.client, []string{b.sessKey(sid), b.memberKey(sid)}, m.ClientID, string(raw), m.Role, limit).Int()
+	if err != nil {
+		return b.fail("admit", err)
+	}
+	switch n {
+	case 0:
+		return ErrSessionNotFound
+	case 2:
+		return ErrSessionFull
+	}
+	return nil
+}
+
 // Leave implements Store: one script removes the member only if its stored
 // presence is still exactly m's.
 func (b *RedisBroker) Leave(ctx context.Context, sid string, m protocol.Member) (bool, error) {

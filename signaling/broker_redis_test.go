@@ -35,7 +35,8 @@ func TestRedisBrokerConformance(t *testing.T) {
 	btNoLeaks(t)
 	srv := startTestRedis(t)
 	testBroker(t, func(t *testing.T, o brokerTestOptions) Broker {
-		return newTestRedisBroker(t, srv, RedisConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL})
+		return newTestRedisBroker(t, srv, RedisConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL,
+			MaxSeqClients: o.MaxSeqClients, SeqRetention: o.SeqRetention})
 	}, true)
 }
 
@@ -238,8 +239,9 @@ func btPublishUnseen(t *testing.T, ctx context.Context, b *RedisBroker, sid stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid)},
-		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere").Err()
+	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
+		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere",
+		b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds()).Err()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func newURLRedisBroker(t *testing.T, url, prefix string, o brokerTestOptions) *R
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := NewRedisBroker(ctx, RedisConfig{URL: url, Prefix: prefix, HistorySize: o.HistorySize,
-		HistoryTTL: o.HistoryTTL, Logger: testkit.Logger(t, slog.LevelDebug)})
+		HistoryTTL: o.HistoryTTL, MaxSeqClients: o.MaxSeqClients, SeqRetention: o.SeqRetention, Logger: testkit.Logger(t, slog.LevelDebug)})
 	if err != nil {
 		t.Fatalf("NewRedisBroker(%s): %v", url, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -44,6 +45,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Instance names this instance in presence and logs; default a random id.
 	Instance string
+	// TrustedProxies lists the proxies (IP addresses or CIDR prefixes, e.g.
+	// "127.0.0.1", "10.0.0.0/8") whose X-Forwarded-For names the client
+	// address that the per-address limits count. Empty (the default): the
+	// header is ignored and every request counts for its TCP peer.
+	TrustedProxies []string
 
 	// SessionTTL is how long a session and its tokens live (default 12h). A
 	// session with a member connected is extended as it is used.
@@ -65,9 +71,15 @@ type Limits struct {
 	// (default 256). A client whose queue is full is closed with 4000 (slow
 	// consumer); nobody else waits for it.
 	SendQueue int
-	// MaxMembers bounds the connected members of a session (default 8). One
-	// more is refused with close 4103 right after the upgrade.
+	// MaxMembers bounds the connected members of a session (default 8), of
+	// which PCSlots (default 2) are the PC role's alone: phones take at most
+	// MaxMembers-PCSlots, PCs at most PCSlots, so no number of phones keeps
+	// the PC out. One more of a full role is closed with 4103 right after
+	// the upgrade. A member's own earlier connection (live, or held for the
+	// disconnect grace) never counts against it. The cap is atomic across
+	// instances.
 	MaxMembers int
+	PCSlots    int
 	// MaxSessions bounds the sessions with a member connected to this
 	// instance (default 20000); MaxConns the WebSocket connections (default
 	// 50000). Beyond either, the upgrade is refused with 503.
@@ -80,10 +92,16 @@ type Limits struct {
 	Rate       float64
 	Burst      int
 	FloodClose int
-	// SignalRate bounds signaling messages (rtc_*) per second per session
+	// SignalRate bounds signaling messages (rtc_*) per second per member
 	// (default 50, burst 200); beyond it they are dropped with rate_limited.
 	SignalRate  float64
 	SignalBurst int
+	// LatencyRate bounds the latency_report messages per second per member
+	// that reach the latency metrics (default 1, burst LatencyBurst 5; the
+	// clients send about one every 3 s per path); beyond it they are
+	// dropped silently (virtutune_latency_reports_dropped_total).
+	LatencyRate  float64
+	LatencyBurst int
 	// DisconnectGrace is how long the server waits before it tells the
 	// others that a member whose connection died (no close frame: network
 	// blip, phone asleep, ping timeout) or that it asked to reconnect (1001,
@@ -119,6 +137,41 @@ type Limits struct {
 	// MaxDevices bounds the devices paired with one session (default 8);
 	// pairing one more answers 409 until the PC removes one.
 	MaxDevices int
+	// HTTP phases, applied by Server.HTTPServer: HeaderTimeout bounds
+	// reading a request's headers (default 10 s), BodyTimeout reading its
+	// body after them (default 10 s), ResponseTimeout writing the answer
+	// (default 30 s), IdleTimeout a kept-alive connection's wait for its next
+	// request (default 120 s); past a bound the connection is closed.
+	// UpgradeTimeout bounds a WebSocket upgrade from its request to the 101
+	// (default 10 s). MaxBodyBytes bounds every request body (default 8 KiB;
+	// the API's JSON bodies are at most 4 KiB): a larger one is refused with
+	// 413. MaxHeaderBytes bounds a request's headers (default 16 KiB; 431).
+	HeaderTimeout   time.Duration
+	BodyTimeout     time.Duration
+	ResponseTimeout time.Duration
+	IdleTimeout     time.Duration
+	UpgradeTimeout  time.Duration
+	MaxBodyBytes    int64
+	MaxHeaderBytes  int
+
+	// Per client address (see Config.TrustedProxies); a large value lifts a
+	// limit (a load test from one address). SessionsPerMinute bounds POST /api/sessions (default
+	// 20 a minute, SessionBurst 10 at once): beyond, 429 with Retry-After.
+	// UpgradesPerMinute bounds WebSocket attempts, refused ones included
+	// (default 120 a minute, UpgradeBurst 60): beyond, 429 with Retry-After.
+	// MaxWSPerAddr bounds the WebSockets open at once (default 64): one more
+	// is refused with 429 before the upgrade. MaxConnsPerAddr bounds the
+	// HTTP connections a TCP peer holds open at once (default 128; trusted
+	// proxies are exempt): one more is closed as it is accepted. MaxAddrs
+	// bounds the addresses tracked at once (default 65536): idle ones are
+	// forgotten first; when all are busy, a new address is refused (429).
+	SessionsPerMinute float64
+	SessionBurst      int
+	UpgradesPerMinute float64
+	UpgradeBurst      int
+	MaxWSPerAddr      int
+	MaxConnsPerAddr   int
+	MaxAddrs          int
 }
 
 func (l *Limits) fill() {
@@ -132,6 +185,12 @@ func (l *Limits) fill() {
 	}
 	def(&l.SendQueue, 256)
 	def(&l.MaxMembers, 8)
+	if l.PCSlots == 0 {
+		l.PCSlots = 2
+		if l.MaxMembers <= 2 {
+			l.PCSlots = 1 // a phone's slot stays
+		}
+	}
 	def(&l.MaxSessions, 20000)
 	def(&l.MaxConns, 50000)
 	if l.Rate == 0 {
@@ -143,6 +202,10 @@ func (l *Limits) fill() {
 		l.SignalRate = 50
 	}
 	def(&l.SignalBurst, 200)
+	if l.LatencyRate == 0 {
+		l.LatencyRate = 1
+	}
+	def(&l.LatencyBurst, 5)
 	if l.PingInterval == 0 {
 		l.PingInterval = 20 * time.Second
 	}
@@ -162,6 +225,31 @@ func (l *Limits) fill() {
 	def(&l.PINGuessesPerMinute, 30)
 	def(&l.PINGuesses, 10)
 	def(&l.MaxDevices, 8)
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	dur(&l.HeaderTimeout, 10*time.Second)
+	dur(&l.BodyTimeout, 10*time.Second)
+	dur(&l.ResponseTimeout, 30*time.Second)
+	dur(&l.IdleTimeout, 120*time.Second)
+	dur(&l.UpgradeTimeout, 10*time.Second)
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = 8 << 10
+	}
+	def(&l.MaxHeaderBytes, 16<<10)
+	if l.SessionsPerMinute == 0 {
+		l.SessionsPerMinute = 20
+	}
+	def(&l.SessionBurst, 10)
+	if l.UpgradesPerMinute == 0 {
+		l.UpgradesPerMinute = 120
+	}
+	def(&l.UpgradeBurst, 60)
+	def(&l.MaxWSPerAddr, 64)
+	def(&l.MaxConnsPerAddr, 128)
+	def(&l.MaxAddrs, 65536)
 }
 
 func (c *Config) fill() {
@@ -208,7 +296,16 @@ func (c *Config) validate() error {
 		{"Limits.PongWait", l.PongWait < 0}, {"Limits.WriteWait", l.WriteWait < 0},
 		{"Limits.PairFailures", l.PairFailures < 0}, {"Limits.PairFailWindow", l.PairFailWindow < 0},
 		{"Limits.PINGuessesPerMinute", l.PINGuessesPerMinute < 0}, {"Limits.PINGuesses", l.PINGuesses < 0},
-		{"Limits.MaxDevices", l.MaxDevices < 0},
+		{"Limits.MaxDevices", l.MaxDevices < 0}, {"Limits.PCSlots", l.PCSlots < 0},
+		{"Limits.LatencyRate", l.LatencyRate < 0}, {"Limits.LatencyBurst", l.LatencyBurst < 0},
+		{"Limits.HeaderTimeout", l.HeaderTimeout < 0}, {"Limits.BodyTimeout", l.BodyTimeout < 0},
+		{"Limits.ResponseTimeout", l.ResponseTimeout < 0}, {"Limits.IdleTimeout", l.IdleTimeout < 0},
+		{"Limits.UpgradeTimeout", l.UpgradeTimeout < 0}, {"Limits.MaxBodyBytes", l.MaxBodyBytes < 0},
+		{"Limits.MaxHeaderBytes", l.MaxHeaderBytes < 0},
+		{"Limits.SessionsPerMinute", l.SessionsPerMinute < 0}, {"Limits.SessionBurst", l.SessionBurst < 0},
+		{"Limits.UpgradesPerMinute", l.UpgradesPerMinute < 0}, {"Limits.UpgradeBurst", l.UpgradeBurst < 0},
+		{"Limits.MaxWSPerAddr", l.MaxWSPerAddr < 0}, {"Limits.MaxConnsPerAddr", l.MaxConnsPerAddr < 0},
+		{"Limits.MaxAddrs", l.MaxAddrs < 0},
 	} {
 		if n.negative {
 			return bad("%s must not be negative (0 means the default)", n.name)
@@ -245,15 +342,41 @@ func (c *Config) validate() error {
 		return bad("Limits.SendQueue %d is below 8", l.SendQueue)
 	case l.MaxMembers < 2:
 		return bad("Limits.MaxMembers %d is below 2 (a phone and a PC)", l.MaxMembers)
+	case l.PCSlots >= l.MaxMembers:
+		return bad("Limits.PCSlots %d must leave a phone's slot of the %d members (Limits.MaxMembers)", l.PCSlots, l.MaxMembers)
 	case l.MaxConns < 2:
 		return bad("Limits.MaxConns %d is below 2 (a phone and a PC)", l.MaxConns)
 	case l.PongWait <= l.PingInterval:
 		return bad("Limits.PongWait %s must exceed Limits.PingInterval %s", l.PongWait, l.PingInterval)
+	case l.MaxBodyBytes < maxAPIBody:
+		return bad("Limits.MaxBodyBytes %d is below the API's %d", l.MaxBodyBytes, maxAPIBody)
+	case l.MaxHeaderBytes < 4096:
+		return bad("Limits.MaxHeaderBytes %d is below 4096", l.MaxHeaderBytes)
+	}
+	if _, err := parseProxies(c.TrustedProxies); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }
 
-// normalizeOrigin lowercases scheme and host and drops a trailing slash.
-func normalizeOrigin(o string) string {
-	return strings.TrimSuffix(strings.ToLower(o), "/")
+// parseProxies parses Config.TrustedProxies: IP addresses or CIDR prefixes.
+func parseProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q is neither an IP address nor a CIDR prefix (VIRTUTUNE_TRUSTED_PROXIES)", s)
+		}
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
 }

@@ -56,6 +56,12 @@ func TestConfigValidate(t *testing.T) {
 		{"negative PIN guesses per minute", func(c *signaling.Config) { c.Limits.PINGuessesPerMinute = -1 }, "Limits.PINGuessesPerMinute"},
 		{"negative PIN guesses", func(c *signaling.Config) { c.Limits.PINGuesses = -1 }, "Limits.PINGuesses"},
 		{"negative devices", func(c *signaling.Config) { c.Limits.MaxDevices = -1 }, "Limits.MaxDevices"},
+		{"every slot the PC's", func(c *signaling.Config) { c.Limits.MaxMembers, c.Limits.PCSlots = 3, 3 }, "Limits.PCSlots"},
+		{"negative sessions per minute", func(c *signaling.Config) { c.Limits.SessionsPerMinute = -1 }, "Limits.SessionsPerMinute"},
+		{"negative WebSockets per address", func(c *signaling.Config) { c.Limits.MaxWSPerAddr = -1 }, "Limits.MaxWSPerAddr"},
+		{"negative body timeout", func(c *signaling.Config) { c.Limits.BodyTimeout = -time.Second }, "Limits.BodyTimeout"},
+		{"small body bound", func(c *signaling.Config) { c.Limits.MaxBodyBytes = 100 }, "Limits.MaxBodyBytes"},
+		{"a trusted proxy that is no address", func(c *signaling.Config) { c.TrustedProxies = []string{"nginx"} }, "trusted proxy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,43 +69,36 @@ type client struct {
 	minOff  uint64 // deliveries at or below it are already in the snapshot
 	joinOff uint64 // the snapshot's offset at join (resume replays up to it)
 
-	rate    *bucket
-	errRate *bucket // transient errors sent (see sendError)
-	floods  int
+	rate        *bucket
+	errRate     *bucket // transient errors sent (see sendError)
+	signalRate  *bucket // signaling messages (rtc_*) of this member
+	latencyRate *bucket // latency_report messages of this member
+	floods      int
 
 	// The counters of the hot path, resolved once per connection.
 	mChordIn, mChordOut prometheus.Counter
 }
 
-// checkOrigin reports whether the request's Origin may open the WebSocket:
-// none (not a browser: nothing to hijack), the server's own host,
-// Config.PublicURL, or one of Config.AllowedOrigins.
-func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true // not a browser: nothing to hijack
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	if s.cfg.PublicURL != "" && normalizeOrigin(origin) == normalizeOrigin(s.cfg.PublicURL) {
-		return true
-	}
-	for _, o := range s.cfg.AllowedOrigins {
-		if normalizeOrigin(o) == normalizeOrigin(origin) {
-			return true
-		}
-	}
-	return false
-}
+// Subprotocols of the WebSocket. A browser cannot set Authorization on a
+// WebSocket, so it offers its token as a subprotocol, wsTokenPrefix+token,
+// beside wsProtocol; the server answers with wsProtocol only (the token is
+// never echoed), and the token stays out of the URL, and so out of every
+// proxy's access log. ?token= still works for old clients.
+const (
+	wsProtocol    = "virtutune.v1"
+	wsTokenPrefix = "virtutune.token."
+)
 
+// bearer returns the request's token: Authorization: Bearer, else a
+// wsTokenPrefix subprotocol, else ?token=.
 func bearer(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		return strings.TrimSpace(h[7:])
+	}
+	for _, p := range websocket.Subprotocols(r) {
+		if tok, ok := strings.CutPrefix(p, wsTokenPrefix); ok {
+			return tok
+		}
 	}
 	return r.URL.Query().Get("token")
 }
@@ -165,23 +157,36 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cid := r.URL.Query().Get("client_id")
-	if cid == "" {
-		cid = randomID(9)
-	} else if !protocol.ValidClientID(cid) {
-		refuse(http.StatusBadRequest, protocol.CodeInvalidClientID, "client_id must be 4-64 characters of A-Z a-z 0-9 _ -")
+	// The client id is the token's (see boundClientID): a client_id in the
+	// query may only repeat it.
+	cid := s.boundClientID(claims)
+	if q := r.URL.Query().Get("client_id"); q != "" && q != cid {
+		if !protocol.ValidClientID(q) {
+			refuse(http.StatusBadRequest, protocol.CodeInvalidClientID, "client_id must be 4-64 characters of A-Z a-z 0-9 _ -")
+			return
+		}
+		refuse(http.StatusForbidden, protocol.CodeClientIDMismatch, "This token is bound to another client id: leave client_id out and use the one connection_update gives")
 		return
 	}
 	uid, _ := claims.UserID()
 
+	addr := s.clientAddr(r)
+	if !s.limiter.openWS(addr) {
+		s.metrics.addrLimited.WithLabelValues("websockets").Inc()
+		s.metrics.refusals.WithLabelValues(http.StatusText(http.StatusTooManyRequests)).Inc()
+		tooMany(w, 5*time.Second, protocol.CodeRateLimited, "Too many connections open from this address")
+		return
+	}
 	rm, err := s.hub.acquire(r.Context(), sid)
 	if err != nil {
+		s.limiter.closeWS(addr)
 		refuse(http.StatusServiceUnavailable, protocol.CodeFull, "This server is full, try again later")
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.hub.release(rm)
+		s.limiter.closeWS(addr)
 		return // the upgrader answered
 	}
 	if n := s.cfg.Limits.SocketSendBuffer; n > 0 {
@@ -197,7 +202,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		done:     make(chan struct{}), closed: make(chan struct{}),
 		rate: newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
 		// transient errors: a burst of 20, then 5 per second
-		errRate: newBucket(5, 20),
+		errRate:     newBucket(5, 20),
+		signalRate:  newBucket(s.cfg.Limits.SignalRate, float64(s.cfg.Limits.SignalBurst)),
+		latencyRate: newBucket(s.cfg.Limits.LatencyRate, float64(s.cfg.Limits.LatencyBurst)),
 	}
 	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
 	c.out = newOutbox(conn.NetConn(), s.cfg.Limits.SendQueue, s.cfg.Limits.WriteWait,
@@ -208,6 +215,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		conn.Close()
 		s.hub.release(rm)
+		s.limiter.closeWS(addr)
 		return
 	}
 	s.metrics.conns.Inc()
@@ -215,6 +223,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer s.conns.Done()
 		defer s.metrics.conns.Dec()
+		defer s.limiter.closeWS(addr)
 		defer s.hub.release(rm)
 		c.serve()
 	}()

@@ -8,6 +8,16 @@ var (
 	ErrSessionNotFound = errors.New("signaling: session not found")
 	// ErrBadSequence: a client's seq skipped ahead of the next expected one.
 	ErrBadSequence = errors.New("signaling: sequence number skips ahead")
+	// ErrTooManySenders: the session already remembers the sequence numbers
+	// of the most client ids it may (MaxSeqClients, 64 by default) and none
+	// of them may be forgotten: an entry is forgotten only when its client id
+	// is not present in the session and sent nothing for SeqRetention (10
+	// minutes by default), oldest first. The new sender's message is refused;
+	// nobody else's count is touched. Both brokers apply the same rule.
+	ErrTooManySenders = errors.New("signaling: too many senders in this session")
+	// ErrSessionFull: the session has as many members of that role as it
+	// may (Limits.MaxMembers, Limits.PCSlots).
+	ErrSessionFull = errors.New("signaling: no free member slot for this role")
 	// ErrUnavailable: the broker's backing service (Redis) cannot be reached;
 	// retry later.
 	ErrUnavailable = errors.New("signaling: broker unavailable")

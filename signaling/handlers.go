@@ -59,6 +59,12 @@ func (c *client) handle(ctx context.Context, b []byte) {
 	case protocol.TypeResume:
 		c.resume(ctx, v.Resume)
 	case protocol.TypeLatency:
+		// Bounded (0-60 s, protocol.Validate) and rate-limited: one member
+		// moves the latency metrics by at most its share of reports.
+		if !c.latencyRate.take(time.Now()) {
+			c.s.metrics.latencyDropped.Inc()
+			return
+		}
 		c.s.metrics.peerLatency.WithLabelValues(v.Latency.Path).Observe(v.Latency.Micros / 1e6)
 	}
 }
@@ -71,6 +77,9 @@ func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publica
 	case errors.Is(err, ErrBadSequence):
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence,
 			"seq %d skips ahead: the next expected is %d", m.Seq, c.lastSeq.Load()+1))
+	case errors.Is(err, ErrTooManySenders):
+		c.sendError(protocol.Errorf(protocol.CodeRateLimited,
+			"Message not delivered: this session already counts the messages of too many other devices; try again in a few minutes"))
 	case err != nil && res.Local:
 		// Delivered on this instance only; the client keeps it and resends.
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Delivered on this server only: the session store is unreachable; resend later"))
@@ -93,8 +102,8 @@ func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Val
 		c.sendError(protocol.Errorf(protocol.CodeInvalidTarget, "%s cannot be addressed to yourself", m.Type))
 		return
 	}
-	if !c.room.signal.take(time.Now()) {
-		c.sendError(protocol.Errorf(protocol.CodeRateLimited, "Too many signaling messages in this session"))
+	if !c.signalRate.take(time.Now()) {
+		c.sendError(protocol.Errorf(protocol.CodeRateLimited, "Too many signaling messages from you: at most %g per second", c.s.cfg.Limits.SignalRate))
 		return
 	}
 	if !c.room.present(ctx, m.To) {
@@ -139,10 +148,12 @@ func (c *client) resume(ctx context.Context, r protocol.Resume) {
 		c.kill(protocol.CloseReconnect, "resume unavailable, reconnect and resume")
 		return
 	}
+	// No lock is held across a broker call: the room's lock is taken only
+	// to read the join offset and, below, to queue what is sent.
 	rm := c.room
 	rm.mu.Lock()
-	defer rm.mu.Unlock()
 	upto := c.joinOff
+	rm.mu.Unlock()
 	complete := h.Complete || r.Since >= upto
 	if complete && r.Since < upto {
 		// History must reach back to since+1 (or to each seen peer's next seq).
@@ -155,15 +166,24 @@ func (c *client) resume(ctx context.Context, r protocol.Resume) {
 		}
 	}
 	if !complete {
-		st, _ := c.s.broker.State(ctx, c.sid)
-		ms, _ := c.s.broker.Members(ctx, c.sid)
+		st, err1 := c.s.broker.State(ctx, c.sid)
+		ms, err2 := c.s.broker.Members(ctx, c.sid)
+		if err := errors.Join(err1, err2); err != nil {
+			c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Could not resume: %s", errText(err)))
+			c.kill(protocol.CloseReconnect, "resume unavailable, reconnect and resume")
+			return
+		}
 		snap := snapshot(c.sid, st, ms)
 		f := false
 		snap.Recovered = &f
+		rm.mu.Lock()
 		c.enqueueMsg(protocol.MustMarshal(protocol.TypeSessionState, snap))
 		c.enqueueMsg(protocol.MustMarshal(protocol.TypeResumed, protocol.Resumed{Recovered: false, Offset: upto}))
+		rm.mu.Unlock()
 		return
 	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
 	n := 0
 	for _, p := range h.Pubs {
 		if p.Off > upto || p.To != "" {

@@ -3,6 +3,7 @@ package signaling_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -44,6 +45,21 @@ func newServer(t testing.TB, mod func(*signaling.Config)) *testServer {
 	})
 	return &testServer{Server: srv, HTTP: hs, URL: hs.URL}
 }
+
+// memberToken mints a token of its own (its own client id) for one more
+// member of session s: a client id is bound to its token, so members never
+// share one.
+func (ts *testServer) memberToken(t testing.TB, s protocol.SessionResponse, role string) string {
+	t.Helper()
+	memberSeq++
+	tok, _, err := ts.Tokens().SignClient(s.UserID, s.SessionID, role, fmt.Sprintf("member-%d", memberSeq), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+var memberSeq int
 
 func (ts *testServer) createSession(t testing.TB) protocol.SessionResponse {
 	t.Helper()

@@ -149,7 +149,8 @@ func jsonEsc(s string) string {
 func TestHostileInputs(t *testing.T) {
 	ts := newServer(t, nil)
 	sess, victim, sender := pcAndPhone(t, ts)
-	attacker, _ := ts.join(t, sess.SessionID, sess.Token)
+	attackerTok := ts.memberToken(t, sess, "phone")
+	attacker, _ := ts.join(t, sess.SessionID, attackerTok)
 	corpus := hostileCorpus(attacker.ID, victim.ID)
 	if len(corpus) < 40 {
 		t.Fatalf("corpus has %d inputs, want at least 40", len(corpus))
@@ -178,7 +179,7 @@ func TestHostileInputs(t *testing.T) {
 					}
 					break
 				}
-				attacker, _ = ts.join(outer, sess.SessionID, sess.Token)
+				attacker, _ = ts.join(outer, sess.SessionID, attackerTok)
 			} else {
 				var m *protocol.Message
 				for {
@@ -237,6 +238,8 @@ func TestFloodDoesNotHurtOthers(t *testing.T) {
 		// on a loaded machine that can take longer than the default pong
 		// wait, which would drop them.
 		c.Limits.PongWait = 10 * time.Minute
+		// 101 sessions and 202 WebSockets from one loopback address
+		c.Limits.SessionsPerMinute, c.Limits.UpgradesPerMinute, c.Limits.MaxWSPerAddr = 1e9, 1e9, 1e9
 	})
 	fs, _, flooder := pcAndPhone(t, ts)
 	_ = fs
@@ -311,7 +314,7 @@ func TestSlowReaderIsClosed(t *testing.T) {
 	})
 	sess := ts.createSession(t)
 	sender, _ := ts.join(t, sess.SessionID, sess.Token)
-	other, _ := ts.join(t, sess.SessionID, sess.Token)
+	other, _ := ts.join(t, sess.SessionID, ts.memberToken(t, sess, "phone"))
 	sender.expect(protocol.TypeConnectionUpdate)
 	// The slow reader has a tiny socket receive buffer and never reads.
 	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -321,7 +324,7 @@ func TestSlowReaderIsClosed(t *testing.T) {
 		}
 		return c, err
 	}}
-	slow, _, err := d.Dial(ts.wsURL(sess.SessionID)+"?token="+sess.Token, nil)
+	slow, _, err := d.Dial(ts.wsURL(sess.SessionID)+"?token="+ts.memberToken(t, sess, "phone"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,6 @@ type room struct {
 
 	mu      sync.Mutex
 	clients map[string]*client
-	signal  *bucket // signaling messages per session
 }
 
 func newHub(s *Server) *hub {
@@ -64,8 +63,7 @@ func (h *hub) acquire(ctx context.Context, sid string) (*room, error) {
 		}
 		return r, nil
 	}
-	r = &room{id: sid, hub: h, ready: make(chan struct{}), clients: make(map[string]*client), refs: 1,
-		signal: newBucket(lim.SignalRate, float64(lim.SignalBurst))}
+	r = &room{id: sid, hub: h, ready: make(chan struct{}), clients: make(map[string]*client), refs: 1}
 	h.rooms[sid] = r
 	h.s.metrics.sessions.Set(float64(len(h.rooms)))
 	h.mu.Unlock()

@@ -53,31 +53,35 @@ func isLocalHost(host string) bool {
 }
 
 // baseURL returns the scheme://host[:port] a phone should use to reach this
-// server: the public URL when configured; else the request's host, with the
-// LAN address in place of a loopback name. Forwarded headers are trusted for
-// the scheme only (a TLS-terminating proxy sets X-Forwarded-Proto).
+// server, the base of pairing links: the public URL when configured; else
+// the request's host if it names this server (hostAllowed: one of this
+// machine's addresses or names), with the LAN address in place of a loopback
+// name, and never a host that only the request says (a forged Host gets the
+// LAN address). Forwarded headers are trusted for the scheme only (a
+// TLS-terminating proxy sets X-Forwarded-Proto). Whoever builds a link that
+// a phone opens calls this.
 func (s *Server) baseURL(r *http.Request) string { return s.base(r, true) }
 
 // callerURL is the base URL as the caller reached it (for the caller's own
-// ws_url): the public URL when configured, else the request's host as is.
+// ws_url): the public URL when configured, else the request's host as is if
+// it names this server, else the LAN address.
 func (s *Server) callerURL(r *http.Request) string { return s.base(r, false) }
 
 func (s *Server) base(r *http.Request, lan bool) string {
 	if s.cfg.PublicURL != "" {
 		return strings.TrimSuffix(s.cfg.PublicURL, "/")
 	}
-	scheme := "http"
-	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
-		scheme = "https"
-	}
+	scheme := requestScheme(r)
 	host := r.Host
 	h, port, err := net.SplitHostPort(host)
 	if err != nil {
 		h, port = host, ""
 	}
-	if lan && isLocalHost(h) {
-		if lan := lanAddr(); lan != "" {
-			h = lan
+	if !s.hostAllowed(host) || (lan && isLocalHost(h)) {
+		if a := lanAddr(); a != "" {
+			h = a
+		} else if !s.hostAllowed(host) {
+			h = "localhost"
 		}
 	}
 	if port != "" {

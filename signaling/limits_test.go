@@ -27,15 +27,15 @@ func waitClose(t *testing.T, c *wsClient, code int) {
 	}
 }
 
-// The member bound: one more than MaxMembers is closed with 4103.
+// The member bound: one more of a full role is closed with 4103.
 func TestMembersPerSessionBound(t *testing.T) {
-	ts := newServer(t, func(c *signaling.Config) { c.Limits.MaxMembers = 3 })
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.MaxMembers, c.Limits.PCSlots = 4, 1 })
 	s := ts.createSession(t)
 	for i := 0; i < 3; i++ {
-		c, _ := ts.join(t, s.SessionID, s.Token)
+		c, _ := ts.join(t, s.SessionID, ts.memberToken(t, s, "phone"))
 		c.sync()
 	}
-	conn, _, err := ts.dialRaw(t, s.SessionID, s.Token, nil, "")
+	conn, _, err := ts.dialRaw(t, s.SessionID, ts.memberToken(t, s, "phone"), nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestInstanceBounds(t *testing.T) {
 		t.Fatal("a third session was accepted")
 	}
 	assertRefusal(t, resp, http.StatusServiceUnavailable)
-	ca2, _ := ts.join(t, a.SessionID, a.Token) // third connection, existing session
+	ca2, _ := ts.join(t, a.SessionID, ts.memberToken(t, a, "phone")) // third connection, existing session
 	_, resp, err = ts.dialRaw(t, b.SessionID, b.Token, nil, "")
 	if err == nil {
 		t.Fatal("a fourth connection was accepted")

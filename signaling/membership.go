@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/virtutune/link/protocol"
@@ -19,21 +20,39 @@ func (c *client) member() protocol.Member {
 // the session_state, then whatever arrived meanwhile, and announces it.
 func (c *client) join(ctx context.Context) bool {
 	s, rm := c.s, c.room
-	members, err := s.broker.Members(ctx, c.sid)
-	if err != nil {
+	// Members drops the presence of instances that died; Admit then takes
+	// a slot of the client's role, atomically on every instance.
+	if _, err := s.broker.Members(ctx, c.sid); err != nil {
 		c.kill(protocol.CloseReconnect, "broker unavailable")
 		return false
 	}
-	present := 0
-	for _, m := range members {
-		if m.ClientID != c.id {
-			present++
-		}
+	lim := s.cfg.Limits
+	slots := lim.MaxMembers - lim.PCSlots
+	if c.role == protocol.RolePC {
+		slots = lim.PCSlots
 	}
-	if present >= s.cfg.Limits.MaxMembers {
-		c.kill(protocol.CloseSessionFull, "session full")
+	if err := s.broker.Admit(ctx, c.sid, c.member(), slots); err != nil {
+		if errors.Is(err, ErrSessionFull) {
+			c.kill(protocol.CloseSessionFull, "session full: no free "+c.role+" slot")
+		} else {
+			c.kill(protocol.CloseReconnect, "broker unavailable")
+		}
 		return false
 	}
+	giveBack := true
+	defer func() {
+		if giveBack {
+			// Joining failed after the slot was taken: give it back.
+			rm.mu.Lock()
+			if rm.clients[c.id] == c {
+				delete(rm.clients, c.id)
+			}
+			rm.mu.Unlock()
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, _ = s.broker.Leave(lctx, c.sid, c.member())
+			cancel()
+		}
+	}()
 	last, err := s.broker.LastSeq(ctx, c.sid, c.id)
 	if err != nil {
 		c.kill(protocol.CloseReconnect, "broker unavailable")
@@ -59,10 +78,6 @@ func (c *client) join(ctx context.Context) bool {
 		c.kill(protocol.CloseGoingAway, "server shutting down")
 	}
 
-	if err := s.broker.Join(ctx, c.sid, c.member()); err != nil {
-		c.kill(protocol.CloseReconnect, "broker unavailable")
-		return false
-	}
 	// A revocation written after the upgrade's check and delivered before
 	// this client was in the room would have missed it: ask again now (the
 	// connection then ends through the usual leave).
@@ -95,6 +110,7 @@ func (c *client) join(ctx context.Context) bool {
 		c.log.Warn("announce join", "err", err)
 	}
 	c.log.Info("joined")
+	giveBack = false // the slot is the member's now; leave gives it back
 	return true
 }
 

@@ -28,6 +28,8 @@ type metrics struct {
 	p2pStates        *prometheus.CounterVec   // by up, reason
 	grace            *prometheus.CounterVec   // by outcome
 	errorsSuppressed prometheus.Counter
+	addrLimited      *prometheus.CounterVec // by limit
+	latencyDropped   prometheus.Counter
 
 	// msgs caches the messages counter of each (type, dir, path) that has
 	// been counted: the hot path resolves its handle once, not per message.
@@ -88,7 +90,12 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		[]string{"outcome"})
 	m.errorsSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "virtutune_errors_suppressed_total", Help: "Repeated transient errors (unavailable, invalid_sequence) not sent to a client past their burst."})
-	reg.MustRegister(m.grace, m.errorsSuppressed)
+	m.addrLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "virtutune_addr_limited_total", Help: "Requests and connections refused by a per-address limit, by limit (sessions, upgrades, websockets, connections)."},
+		[]string{"limit"})
+	m.latencyDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "virtutune_latency_reports_dropped_total", Help: "latency_report messages over a member's rate (Limits.LatencyRate), not counted in the latency metrics."})
+	reg.MustRegister(m.grace, m.errorsSuppressed, m.addrLimited, m.latencyDropped)
 	reg.MustRegister(m.conns, m.members, m.sessions, m.connsTotal, m.refusals, m.messages, m.errors, m.closes,
 		m.queueDrops, m.publishLatency, m.brokerUp, m.peerLatency, m.p2pStates)
 	return m

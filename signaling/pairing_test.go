@@ -25,6 +25,7 @@ func pairFrom(t *testing.T, ts *testServer, addr string, body map[string]string)
 	b, _ := json.Marshal(body)
 	req := httptest.NewRequest(http.MethodPost, "/api/pair", bytes.NewReader(b))
 	req.RemoteAddr = addr + ":40000"
+	req.Host = "localhost" // a name of this server (httptest's example.com is not)
 	rec := httptest.NewRecorder()
 	ts.ServeHTTP(rec, req)
 	return rec
@@ -77,6 +78,7 @@ func TestPairingGuessesPerSession(t *testing.T) {
 	s := ts.createSession(t)
 	status := func() protocol.PairingStatus {
 		req := httptest.NewRequest(http.MethodGet, "/api/sessions/"+s.SessionID+"/pairing", nil)
+		req.Host = "localhost"
 		req.Header.Set("Authorization", "Bearer "+s.Token)
 		rec := httptest.NewRecorder()
 		ts.ServeHTTP(rec, req)

@@ -232,7 +232,7 @@ func TestReplacedConnection(t *testing.T) {
 func TestSignalingToOneMember(t *testing.T) {
 	ts := newServer(t, nil)
 	sess, pc, phone := pcAndPhone(t, ts)
-	third, _ := ts.join(t, sess.SessionID, sess.Token)
+	third, _ := ts.join(t, sess.SessionID, ts.memberToken(t, sess, "phone"))
 	pc.expect(protocol.TypeConnectionUpdate)
 	phone.expect(protocol.TypeConnectionUpdate)
 	m := protocol.MustMarshal(protocol.TypeRTCOffer, protocol.RTCDescription{SDP: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n", Generation: 1})

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -29,6 +32,11 @@ type Server struct {
 	upgrader  websocket.Upgrader
 	router    chi.Router
 	hub       *hub
+	proxies   []netip.Prefix // Config.TrustedProxies
+	limiter   *addrLimiter
+	xffWarn   atomic.Bool // warned once of X-Forwarded-For from an untrusted peer
+	connAddrs sync.Map    // net.Conn -> netip.Addr: HTTP connections counted per address
+	addrs     *machineAddrs
 
 	mu       sync.Mutex
 	draining bool
@@ -54,12 +62,16 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, _ := parseProxies(cfg.TrustedProxies) // Validate checked them
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "signaling", "instance", cfg.Instance),
-		tokens: tokens,
-		broker: cfg.Broker,
-		stop:   make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "signaling", "instance", cfg.Instance),
+		tokens:  tokens,
+		broker:  cfg.Broker,
+		stop:    make(chan struct{}),
+		proxies: proxies,
+		limiter: newAddrLimiter(cfg.Limits),
+		addrs:   newMachineAddrs(),
 	}
 	if s.broker == nil {
 		if s.broker, err = NewMemoryBroker(MemoryConfig{Instance: cfg.Instance}); err != nil {
@@ -83,11 +95,14 @@ func New(cfg Config) (*Server, error) {
 		ReadBufferSize:    1024,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   &writeBufferPool,
-		HandshakeTimeout:  10 * time.Second,
+		HandshakeTimeout:  cfg.Limits.UpgradeTimeout,
 		EnableCompression: false,
 		// The Origin was checked before the upgrade (checkOrigin); gorilla's
 		// own check would refuse allowed cross-origin pages.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// The browser's token travels as a second subprotocol; the answer
+		// names this one only.
+		Subprotocols: []string{wsProtocol},
 	}
 	s.hub = newHub(s)
 	s.router = s.routes()
@@ -98,14 +113,17 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
-	r.Post("/api/sessions", s.handleCreateSession)
-	r.Post("/api/sessions/{session_id}/pairing", s.handleNewPairing)
-	r.Get("/api/sessions/{session_id}/pairing", s.handlePairingStatus)
-	r.Get("/api/sessions/{session_id}/devices", s.handleDevices)
-	r.Delete("/api/sessions/{session_id}/devices/{client_id}", s.handleRemoveDevice)
-	r.Post("/api/pair", s.handlePair)
-	r.Get("/ws/guitar/{session_id}/", s.handleWS)
-	r.Get("/ws/guitar/{session_id}", s.handleWS)
+	r.Use(s.limitBody)
+	api := r.With(s.checkHost)
+	api.With(s.limitSessions).Post("/api/sessions", s.handleCreateSession)
+	api.Post("/api/sessions/{session_id}/pairing", s.handleNewPairing)
+	api.Get("/api/sessions/{session_id}/pairing", s.handlePairingStatus)
+	api.Get("/api/sessions/{session_id}/devices", s.handleDevices)
+	api.Delete("/api/sessions/{session_id}/devices/{client_id}", s.handleRemoveDevice)
+	api.Post("/api/pair", s.handlePair)
+	ws := r.With(s.checkHost, s.limitUpgrades)
+	ws.Get("/ws/guitar/{session_id}/", s.handleWS)
+	ws.Get("/ws/guitar/{session_id}", s.handleWS)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -122,6 +140,96 @@ func (s *Server) routes() chi.Router {
 		httpError(w, http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "Method not allowed")
 	})
 	return r
+}
+
+// limitBody bounds every request body (Limits.MaxBodyBytes): a handler that
+// reads past it gets an error and answers 413.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.cfg.Limits.MaxBodyBytes {
+			httpError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "Request body too large")
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitSessions applies Limits.SessionsPerMinute to the client address.
+func (s *Server) limitSessions(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, retry := s.limiter.allowSession(s.clientAddr(r)); !ok {
+			s.metrics.addrLimited.WithLabelValues("sessions").Inc()
+			tooMany(w, retry, protocol.CodeRateLimited, "Too many sessions created from this address: try again later")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitUpgrades applies Limits.UpgradesPerMinute to the client address and
+// bounds the pre-upgrade phase and the handshake by Limits.UpgradeTimeout.
+func (s *Server) limitUpgrades(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, retry := s.limiter.allowUpgrade(s.clientAddr(r)); !ok {
+			s.metrics.addrLimited.WithLabelValues("upgrades").Inc()
+			s.metrics.refusals.WithLabelValues(http.StatusText(http.StatusTooManyRequests)).Inc()
+			tooMany(w, retry, protocol.CodeRateLimited, "Too many connection attempts from this address: try again later")
+			return
+		}
+		// The upgrade's own deadline: whatever the HTTP server's phases
+		// allow, the request must turn into a WebSocket within it (the
+		// upgrader clears the deadlines once it has).
+		rc := http.NewResponseController(w)
+		dl := time.Now().Add(s.cfg.Limits.UpgradeTimeout)
+		_ = rc.SetReadDeadline(dl)
+		_ = rc.SetWriteDeadline(dl)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// HTTPServer returns an http.Server that serves s with every phase bounded
+// (Limits: HeaderTimeout, BodyTimeout, ResponseTimeout, IdleTimeout,
+// MaxHeaderBytes) and each TCP peer's open connections bounded
+// (Limits.MaxConnsPerAddr; trusted proxies are exempt): a connection over
+// the bound is closed as it is accepted. The caller sets Addr or calls
+// Serve with its listener, and TLS if it wants it.
+func (s *Server) HTTPServer() *http.Server {
+	l := s.cfg.Limits
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: l.HeaderTimeout,
+		ReadTimeout:       l.HeaderTimeout + l.BodyTimeout,
+		WriteTimeout:      l.BodyTimeout + l.ResponseTimeout, // net/http starts it once the headers are read
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ConnState:         s.connState,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// connState counts each TCP peer's open HTTP connections; a hijacked one (a
+// WebSocket) is counted by the WebSocket limits from then on.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		ip, ok := peerAddr(c.RemoteAddr().String())
+		if !ok || s.trusted(ip) {
+			return
+		}
+		if !s.limiter.openConn(ip) {
+			s.metrics.addrLimited.WithLabelValues("connections").Inc()
+			_ = c.Close()
+			return
+		}
+		s.connAddrs.Store(c, ip)
+	case http.StateHijacked, http.StateClosed:
+		if v, ok := s.connAddrs.LoadAndDelete(c); ok {
+			s.limiter.closeConn(v.(netip.Addr))
+		}
+	}
 }
 
 // Handler returns the server's HTTP handler.
@@ -146,8 +254,11 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Tokens returns the server's token signer.
 func (s *Server) Tokens() *Tokens { return s.tokens }
 
+// handleReady answers within a second whatever the broker does: the broker
+// answers from its health at once while it is degraded, and within its own
+// bound otherwise.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 900*time.Millisecond)
 	defer cancel()
 	s.mu.Lock()
 	draining := s.draining
@@ -163,16 +274,20 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// watchBroker polls the broker's health for the broker_up gauge.
+// watchBroker polls the broker's health for the broker_up gauge (and
+// sweeps the per-address limiter).
 func (s *Server) watchBroker() {
 	defer s.bg.Done()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if n%30 == 0 {
+				s.limiter.sweep() // once a minute: forget idle addresses
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			err := s.broker.Ready(ctx)
 			cancel()

@@ -198,7 +198,7 @@ func TestSnapshotForNewcomer(t *testing.T) {
 	phone.send(protocol.TypePracticeStart, map[string]any{"timestamp": 1718000000000})
 	phone.expect(protocol.TypePracticeUpdate)
 	pc.expect(protocol.TypePracticeUpdate)
-	third, snap := ts.join(t, sess.SessionID, sess.Token)
+	third, snap := ts.join(t, sess.SessionID, ts.memberToken(t, sess, "phone"))
 	if snap.Chord != "F#m7" || snap.ChordFrom != phone.ID || snap.Practice.Status != "started" ||
 		string(snap.Practice.Timestamp) != "1718000000000" || len(snap.Members) != 3 || snap.Offset == 0 {
 		t.Fatalf("snapshot = %+v", snap)
@@ -322,7 +322,10 @@ func TestRefusals(t *testing.T) {
 // A member of one session never receives anything of another, with 50
 // sessions active at once.
 func TestSessionIsolation(t *testing.T) {
-	ts := newServer(t, nil)
+	ts := newServer(t, func(c *signaling.Config) {
+		// 50 sessions and 100 WebSockets from one loopback address
+		c.Limits.SessionsPerMinute, c.Limits.UpgradesPerMinute, c.Limits.MaxWSPerAddr = 1e9, 1e9, 1e9
+	})
 	const n = 50
 	type pair struct {
 		sess      protocol.SessionResponse
@@ -541,7 +544,9 @@ func hasLANAddr() bool {
 func TestDisconnectGrace(t *testing.T) {
 	ts := newServer(t, func(c *signaling.Config) { c.Limits.DisconnectGrace = 300 * time.Millisecond })
 	sess, pc, phone := pcAndPhone(t, ts)
-	phoneToken, _, err := ts.Tokens().Sign(sess.UserID, sess.SessionID, "phone", "", time.Hour)
+	// A token of the same device (its client id minted in), as a phone that
+	// reloads its page has.
+	phoneToken, _, err := ts.Tokens().SignClient(sess.UserID, sess.SessionID, "phone", phone.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +614,7 @@ func TestNoP2PMember(t *testing.T) {
 	if !cu.NoP2P {
 		t.Fatalf("connection_update %+v lacks no_p2p", cu)
 	}
-	third, snap3 := ts.join(t, s.SessionID, s.Token)
+	third, snap3 := ts.join(t, s.SessionID, ts.memberToken(t, s, "phone"))
 	third.sync()
 	for _, m := range snap3.Members {
 		if m.NoP2P != (m.ClientID == cu.ClientID) {

@@ -20,7 +20,8 @@ func TestDurableMemoryBrokerConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := OpenMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL}, st)
+		b, err := OpenMemoryBroker(MemoryConfig{HistorySize: o.HistorySize, HistoryTTL: o.HistoryTTL,
+			MaxSeqClients: o.MaxSeqClients, SeqRetention: o.SeqRetention}, st)
 		if err != nil {
 			t.Fatal(err)
 		}

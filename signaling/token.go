@@ -1,7 +1,9 @@
 package signaling
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -98,8 +100,9 @@ func (t *Tokens) sign(uid int64, sid, role, typ, cid string, ttl time.Duration) 
 
 // Parse verifies a token: HS256 only (alg none and every other algorithm are
 // refused), a valid signature, exp present and in the future, iat not in the
-// future, sid, role pc|phone and a positive decimal sub. The leeway for clock
-// skew between instances is 30 s.
+// future, sid, role pc|phone and a positive decimal sub, each segment in
+// canonical base64url (no padding, unused bits zero, so a token has exactly
+// one spelling). The leeway for clock skew between instances is 30 s.
 func (t *Tokens) Parse(s string) (*Claims, error) {
 	if len(s) > 4096 {
 		return nil, fmt.Errorf("%w: too long", errBadToken)
@@ -111,6 +114,9 @@ func (t *Tokens) Parse(s string) (*Claims, error) {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(30*time.Second),
 		jwt.WithTimeFunc(t.now),
+		// One token, one spelling: the signature's last character may not
+		// vary in its unused bits (base64url with non-zero padding bits).
+		jwt.WithStrictDecoding(),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadToken, err)
@@ -131,6 +137,28 @@ func (t *Tokens) Parse(s string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: cid is not a client id", errBadToken)
 	}
 	return &c, nil
+}
+
+// boundClientID is the client id a connection with claims c has: the
+// token's cid claim when it has one (the tokens this server mints), else an
+// id derived from the token itself, an HMAC under the secret of its
+// identifying claims (sid, sub, role, iat, exp), so that every connection
+// of one token is one client and no other token, of the same session or
+// not, can take its id or replace its connection.
+func (s *Server) boundClientID(c *Claims) string {
+	if id := c.ClientID; id != "" {
+		return id
+	}
+	m := hmac.New(sha256.New, s.tokens.secret)
+	var iat, exp int64
+	if c.IssuedAt != nil {
+		iat = c.IssuedAt.Unix()
+	}
+	if c.ExpiresAt != nil {
+		exp = c.ExpiresAt.Unix()
+	}
+	fmt.Fprintf(m, "virtutune-cid\x00%s\x00%s\x00%s\x00%d\x00%d", c.SessionID, c.Subject, c.Role, iat, exp)
+	return "t" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:12])
 }
 
 // randomID returns n random bytes, base64url without padding.

@@ -380,7 +380,7 @@ func TestSoak(t *testing.T) {
 		ok := testkit.Until(bctx, 100*time.Millisecond, idle(0)) || idle(2)()
 		bcancel()
 		if !ok {
-			_, dump := getStatus(ctx, s.url+"/debug/pprof/goroutine?debug=1")
+			_, dump := getStatus(ctx, s.pprofURL+"/debug/pprof/goroutine?debug=1")
 			t.Errorf("instance %s did not return to idle: now %s, idle %s; its goroutines:\n%s", s.name, now, s.idle, dump)
 		}
 		// Go keeps freed heap for a while; the bound catches a leak of the
@@ -430,15 +430,19 @@ func TestSoak(t *testing.T) {
 // uses it again).
 type soakServer struct {
 	*instance
+	pprofURL  string        // pprof has its own listener
 	idle      serverFigures // of the current process, right after its start
 	firstIdle serverFigures // of the first process
 }
 
 func newSoakServer(t *testing.T, name, redisURL, publicURL, logDir string) *soakServer {
-	// The default rate limits (50 messages a second per connection).
+	// The default rate limits (50 messages a second per connection); no
+	// per-address limits: every client of the soak is on loopback.
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", testkit.Port(t))
 	in := newInstance(t, name, filepath.Join(logDir, "server-"+name+".log"),
-		"-public-url", publicURL, "-redis-url", redisURL, "-pprof")
-	return &soakServer{instance: in}
+		"-public-url", publicURL, "-redis-url", redisURL, "-pprof", "-pprof-addr", pprofAddr,
+		"-sessions-per-minute", "1e9", "-upgrades-per-minute", "1e9", "-ws-per-addr", "1000000000", "-conns-per-addr", "1000000000")
+	return &soakServer{instance: in, pprofURL: "http://" + pprofAddr}
 }
 
 // start runs the instance (again) and waits until it is ready; it notes
@@ -668,31 +672,31 @@ func joinSoakSession(ctx context.Context, log *slog.Logger, ngURL string, i int)
 		return nil, err
 	}
 	s := &soakSession{id: info.SessionID}
-	pcID, phoneID := fmt.Sprintf("soak%03d-pc", i), fmt.Sprintf("soak%03d-phone", i)
-	pc, err := dialSoak(ctx, log, protocol.RolePC, pcID, info.SessionID, info.Token, ngURL, "")
+	// Each one's client id is the one the server binds to its token.
+	pc, err := dialSoak(ctx, log, protocol.RolePC, fmt.Sprintf("soak%03d-pc", i), info.SessionID, info.Token, ngURL, "")
 	if err != nil {
 		return nil, fmt.Errorf("session %d: PC: %w", i, err)
 	}
-	s.pc = newSoakMember(pc, phoneID)
 	ph, err := peer.Pair(ctx, info.PairingURL)
 	if err != nil {
-		s.close()
+		pc.Close()
 		return nil, fmt.Errorf("session %d: pair: %w", i, err)
 	}
-	phone, err := dialSoak(ctx, log, protocol.RolePhone, phoneID, info.SessionID, ph.Token, "", ph.WSURL)
+	phone, err := dialSoak(ctx, log, protocol.RolePhone, fmt.Sprintf("soak%03d-phone", i), info.SessionID, ph.Token, "", ph.WSURL)
 	if err != nil {
-		s.close()
+		pc.Close()
 		return nil, fmt.Errorf("session %d: phone: %w", i, err)
 	}
-	s.phone = newSoakMember(phone, pcID)
+	s.pc = newSoakMember(pc, phone.ClientID())
+	s.phone = newSoakMember(phone, pc.ClientID())
 	return s, nil
 }
 
-func dialSoak(ctx context.Context, log *slog.Logger, role, id, sid, token, serverURL, wsURL string) (*peer.Client, error) {
+func dialSoak(ctx context.Context, log *slog.Logger, role, name, sid, token, serverURL, wsURL string) (*peer.Client, error) {
 	cfg := peer.Config{
 		ServerURL: serverURL, WSURL: wsURL, SessionID: sid, Token: token,
-		Role: role, ClientID: id, LoopbackOnly: true,
-		Logger:         log.With("client", id),
+		Role: role, LoopbackOnly: true,
+		Logger:         log.With("member", name),
 		BackoffMin:     50 * time.Millisecond,
 		BackoffMax:     500 * time.Millisecond,
 		PingInterval:   time.Second,

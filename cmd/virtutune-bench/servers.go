@@ -26,9 +26,12 @@ import (
 var benchSecret = []byte("virtutune-bench-secret-0123456789abcdef")
 
 // benchLimits are the server limits of the bench's own servers: the defaults,
-// except the per-connection message rate, which the bench exceeds on purpose.
+// except the per-connection message rate, which the bench exceeds on purpose,
+// and the per-address limits, since every client of the bench comes from
+// one loopback address.
 func benchLimits() signaling.Limits {
-	return signaling.Limits{Rate: 1e6, Burst: 1 << 20}
+	return signaling.Limits{Rate: 1e6, Burst: 1 << 20,
+		SessionsPerMinute: 1e9, UpgradesPerMinute: 1e9, MaxWSPerAddr: 1e9, MaxConnsPerAddr: 1e9}
 }
 
 // instance is a signaling server the bench runs in this process on loopback.

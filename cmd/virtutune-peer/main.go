@@ -56,7 +56,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.session, "session", "", "session id (with --token)")
 	fs.StringVar(&o.pair, "pair", "", "pairing link (the QR content) to join as the phone")
 	fs.StringVar(&o.role, "role", "", `"pc" or "phone" (default: pc for --create, phone for --pair, else pc)`)
-	fs.StringVar(&o.clientID, "client-id", "", "client id (default random)")
+	fs.StringVar(&o.clientID, "client-id", "", "client id; default: the one the server binds to the token (a different one is refused)")
 	fs.BoolVar(&o.noP2P, "no-p2p", false, "never open a data channel: relay only")
 	fs.BoolVar(&o.loopback, "loopback", false, "ICE on loopback only, mDNS off (two peers on one machine, for trying it out)")
 	fs.StringVar(&o.chords, "chords", "", `chords to send, comma-separated ("C,G,Am"); without it, lines from stdin`)

@@ -9,10 +9,18 @@
 // under the data directory (so a restart needs no rescan), and prints the URL
 // to open on the PC.
 //
-//	virtutune-server [-addr :8000] [-secret S] [-api-key K] [-allowed-origins O1,O2]
+//	virtutune-server [-addr :8000] [-allowed-origins O1,O2]
 //	                 [-public-url URL] [-data-dir DIR] [-redis-url URL] [-redis-prefix P]
-//	                 [-tls-cert F -tls-key F] [-log-level info] [-pprof]
-//	                 [-rate 50] [-burst 100]
+//	                 [-tls-cert F -tls-key F] [-log-level info]
+//	                 [-pprof [-pprof-addr 127.0.0.1:6060]]
+//	                 [-rate 50] [-burst 100] [-trusted-proxies 127.0.0.1]
+//	                 [-sessions-per-minute 20] [-upgrades-per-minute 120]
+//	                 [-ws-per-addr 64] [-conns-per-addr 128]
+//
+// The token secret and the API key belong in the environment
+// (VIRTUTUNE_SECRET, VIRTUTUNE_API_KEY): given as -secret or -api-key they
+// are visible to every user of the machine (ps, /proc/PID/cmdline), and the
+// server says so in its log.
 package main
 
 import (
@@ -26,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -79,13 +88,25 @@ func run(args []string) error {
 	tlsKey := fs.String("tls-key", env("VIRTUTUNE_TLS_KEY", ""), "TLS key file (VIRTUTUNE_TLS_KEY)")
 	logLevel := fs.String("log-level", env("VIRTUTUNE_LOG_LEVEL", "info"), "debug, info, warn or error (VIRTUTUNE_LOG_LEVEL)")
 	logJSON := fs.Bool("log-json", envBool("VIRTUTUNE_LOG_JSON"), "log as JSON lines (VIRTUTUNE_LOG_JSON)")
-	pprofOn := fs.Bool("pprof", envBool("VIRTUTUNE_PPROF"), "serve net/http/pprof under /debug/pprof/ (VIRTUTUNE_PPROF)")
+	pprofOn := fs.Bool("pprof", envBool("VIRTUTUNE_PPROF"), "serve net/http/pprof under /debug/pprof/ on -pprof-addr (VIRTUTUNE_PPROF)")
+	pprofAddr := fs.String("pprof-addr", env("VIRTUTUNE_PPROF_ADDR", "127.0.0.1:6060"), "listen address of pprof, its own listener, loopback by default (VIRTUTUNE_PPROF_ADDR)")
+	proxies := fs.String("trusted-proxies", env("VIRTUTUNE_TRUSTED_PROXIES", ""), "proxies whose X-Forwarded-For names the client, IPs or CIDRs comma-separated (VIRTUTUNE_TRUSTED_PROXIES); empty: the header is ignored")
+	sessPerMin := fs.Float64("sessions-per-minute", envFloat("VIRTUTUNE_SESSIONS_PER_MINUTE"), "sessions one client address may create per minute (VIRTUTUNE_SESSIONS_PER_MINUTE); 0: the default, 20")
+	upgPerMin := fs.Float64("upgrades-per-minute", envFloat("VIRTUTUNE_UPGRADES_PER_MINUTE"), "WebSocket attempts per client address per minute (VIRTUTUNE_UPGRADES_PER_MINUTE); 0: the default, 120")
+	wsPerAddr := fs.Int("ws-per-addr", int(envFloat("VIRTUTUNE_WS_PER_ADDR")), "WebSockets one client address may hold open (VIRTUTUNE_WS_PER_ADDR); 0: the default, 64")
+	connsPerAddr := fs.Int("conns-per-addr", int(envFloat("VIRTUTUNE_CONNS_PER_ADDR")), "HTTP connections one TCP peer may hold open, trusted proxies exempt (VIRTUTUNE_CONNS_PER_ADDR); 0: the default, 128")
 	instance := fs.String("instance", env("VIRTUTUNE_INSTANCE", ""), "name of this instance in presence and logs (VIRTUTUNE_INSTANCE); default random")
 	rate := fs.Float64("rate", envFloat("VIRTUTUNE_RATE"), "sustained messages per second per connection (VIRTUTUNE_RATE); 0: the default, 50")
 	burst := fs.Int("burst", int(envFloat("VIRTUTUNE_BURST")), "messages a connection may send at once above the rate (VIRTUTUNE_BURST); 0: the default, 100")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var onCommandLine []string
+	fs.Visit(func(f *flag.Flag) {
+		if (f.Name == "secret" || f.Name == "api-key") && f.Value.String() != "" {
+			onCommandLine = append(onCommandLine, "-"+f.Name)
+		}
+	})
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -99,6 +120,10 @@ func run(args []string) error {
 		log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
 	}
 
+	for _, f := range onCommandLine {
+		log.Warn(f+" given on the command line: every user of this machine can read it (ps, /proc/PID/cmdline); use its environment variable instead",
+			"flag", f, "env", map[string]string{"-secret": "VIRTUTUNE_SECRET", "-api-key": "VIRTUTUNE_API_KEY"}[f])
+	}
 	if *rate < 0 || *burst < 0 {
 		return errors.New("-rate and -burst must not be negative")
 	}
@@ -148,7 +173,14 @@ func run(args []string) error {
 		Logger:    log,
 		Static:    web.Handler(),
 		Instance:  *instance,
-		Limits:    signaling.Limits{Rate: *rate, Burst: *burst},
+		Limits: signaling.Limits{Rate: *rate, Burst: *burst,
+			SessionsPerMinute: *sessPerMin, UpgradesPerMinute: *upgPerMin,
+			MaxWSPerAddr: *wsPerAddr, MaxConnsPerAddr: *connsPerAddr},
+	}
+	for _, p := range strings.Split(*proxies, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+		}
 	}
 	for _, o := range strings.Split(*origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -178,26 +210,32 @@ func run(args []string) error {
 		return err
 	}
 
-	mux := http.NewServeMux()
-	if *pprofOn {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	mux.Handle("/", srv)
-
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	hs := srv.HTTPServer()
+	if *pprofOn {
+		// pprof's /cmdline shows the process's arguments, and its profiles
+		// the server's memory: never on the public port.
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("-pprof-addr: %w", err)
+		}
+		if ap, err := netip.ParseAddrPort(pln.Addr().String()); err != nil || !ap.Addr().IsLoopback() {
+			log.Warn("pprof listens on a non-loopback address: anyone who reaches it can read the process's command line and memory", "addr", pln.Addr().String())
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+		go func() { _ = ps.Serve(pln) }()
+		defer ps.Close()
+		log.Info("pprof is serving", "addr", pln.Addr().String())
 	}
 	scheme := "http"
 	if *tlsCert != "" {

@@ -172,6 +172,23 @@ func (s *Server) Kill() error {
 	}
 }
 
+// Pause stops the process (SIGSTOP, to the PID this Server started and no
+// other): it keeps its connections and answers nothing, as a stalled Redis
+// does, until Resume.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused process go on (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return errors.New("redistest: redis-server is not running")
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
 // Running reports whether the process is running.
 func (s *Server) Running() bool {
 	s.mu.Lock()

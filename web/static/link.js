@@ -190,12 +190,28 @@ export function candidateKind(line) {
   return m[1];
 }
 
-/** wsURL builds the WebSocket URL of a session on the page's own host. */
-export function wsURL(loc, sessionId, token, clientId, noP2P = false) {
+/**
+ * wsURL builds the WebSocket URL of a session on the page's own host. The
+ * token is not in it (see wsProtocols): a URL ends up in proxies' logs.
+ * client_id goes only once the server gave one (it binds the id to the
+ * token and refuses any other).
+ */
+export function wsURL(loc, sessionId, clientId, noP2P = false) {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
-  const q = new URLSearchParams({ token, client_id: clientId });
+  const q = new URLSearchParams();
+  if (clientId) q.set('client_id', clientId);
   if (noP2P) q.set('p2p', '0'); // tells the others not to offer a data channel
-  return `${scheme}//${loc.host}/ws/guitar/${encodeURIComponent(sessionId)}/?${q}`;
+  const qs = q.toString();
+  return `${scheme}//${loc.host}/ws/guitar/${encodeURIComponent(sessionId)}/${qs ? '?' + qs : ''}`;
+}
+
+/**
+ * wsProtocols carries the token on the WebSocket (a browser cannot set
+ * Authorization there): the server answers with 'virtutune.v1' and reads the
+ * token from the second subprotocol, never echoing it.
+ */
+export function wsProtocols(token) {
+  return ['virtutune.v1', 'virtutune.token.' + token];
 }
 
 // ---------------------------------------------------------------- HTTP API
@@ -338,7 +354,9 @@ export class Link {
     this.token = opts.token;
     this.role = opts.role || 'pc';
     this.userId = opts.userId;
-    this.clientId = opts.clientId || randomClientId();
+    // The server binds the client id to the token and says it in the first
+    // connection_update (adopted in _onHello); until then it is unknown.
+    this.clientId = opts.clientId || '';
     this.iceServers = opts.iceServers || [];
     this.log = opts.log || noop;
     for (const k of ['onChord', 'onPractice', 'onMembers', 'onState', 'onLinkState', 'onError']) {
@@ -619,7 +637,7 @@ export class Link {
     this._setWS('connecting', this.everConnected ? 'Reconnecting…' : '');
     let ws;
     try {
-      ws = new WS(wsURL(location, this.sessionId, this.token, this.clientId, !!this.p2pOff));
+      ws = new WS(wsURL(location, this.sessionId, this.clientId, !!this.p2pOff), wsProtocols(this.token));
     } catch (e) {
       this._scheduleReconnect('backoff');
       return;
@@ -690,8 +708,8 @@ export class Link {
   async _probe() {
     if (typeof fetch !== 'function') return;
     try {
-      const q = new URLSearchParams({ token: this.token, client_id: this.clientId });
-      const res = await fetch(`/ws/guitar/${encodeURIComponent(this.sessionId)}/?${q}`, { cache: 'no-store' });
+      const res = await fetch(`/ws/guitar/${encodeURIComponent(this.sessionId)}/`,
+        { cache: 'no-store', headers: { Authorization: 'Bearer ' + this.token } });
       let msg = '';
       if (res.status === 401) msg = 'Your access to this session is no longer valid (expired or revoked) — reload the PC page and scan the new QR code.';
       if (res.status === 404) msg = 'This session has ended or does not exist — reload the PC page and scan its new QR code.';

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   offers, closeAction, closeText, randomClientId, validChord,
-  normalizeCandidate, candidateKind, explainP2P, wsURL, Link,
+  normalizeCandidate, candidateKind, explainP2P, wsURL, wsProtocols, Link,
 } from '../static/link.js';
 
 test('offerer rule mirrors protocol.Offers', () => {
@@ -55,17 +55,21 @@ test('candidates and explanations', () => {
 });
 
 test('ws url', () => {
-  assert.equal(wsURL({ protocol: 'http:', host: '192.168.1.2:8000' }, 'abc', 't.k', 'id1'),
-    'ws://192.168.1.2:8000/ws/guitar/abc/?token=t.k&client_id=id1');
-  assert.match(wsURL({ protocol: 'https:', host: 'h' }, 's', 't', 'i'), /^wss:\/\/h\//);
+  // No token in the URL (it travels as a subprotocol); client_id only once known.
+  assert.equal(wsURL({ protocol: 'http:', host: '192.168.1.2:8000' }, 'abc', 'id1'),
+    'ws://192.168.1.2:8000/ws/guitar/abc/?client_id=id1');
+  assert.equal(wsURL({ protocol: 'http:', host: 'h:1' }, 'abc', ''), 'ws://h:1/ws/guitar/abc/');
+  assert.match(wsURL({ protocol: 'https:', host: 'h' }, 's', 'i'), /^wss:\/\/h\//);
+  assert.deepEqual(wsProtocols('t.k'), ['virtutune.v1', 'virtutune.token.t.k']);
 });
 
 // ---------------------------------------------------------------- Link over a fake WebSocket
 
 class FakeWS {
   static all = [];
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.readyState = 0;
     this.sent = [];
     FakeWS.all.push(this);
@@ -93,6 +97,24 @@ function withFakes(fn) {
   };
 }
 
+test('the token travels as a subprotocol, the client id comes from the server', withFakes(async () => {
+  const link = new Link({ sessionId: 'S9', token: 'tok.en.sig', role: 'phone' });
+  link.connect();
+  await waitFor(() => FakeWS.all.length === 1);
+  const ws = FakeWS.all[0];
+  assert.ok(!ws.url.includes('tok.en.sig') && !ws.url.includes('token='), ws.url);
+  assert.ok(!ws.url.includes('client_id'), ws.url);
+  assert.deepEqual(ws.protocols, ['virtutune.v1', 'virtutune.token.tok.en.sig']);
+  ws.open();
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: 'bound-id-1', role: 'phone', last_seq: 0 } });
+  assert.equal(link.clientId, 'bound-id-1');
+  ws.drop(1006);
+  await waitFor(() => FakeWS.all.length === 2, 5000);
+  assert.match(FakeWS.all[1].url, /client_id=bound-id-1/);
+  assert.ok(!FakeWS.all[1].url.includes('tok.en.sig'));
+  link.close();
+}));
+
 const waitFor = async (cond, ms = 2000) => {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -112,7 +134,7 @@ test('Link: hello, state, dedupe across paths, resend and resume after reconnect
   assert.equal(link.p2pOff, 'unsupported');
   link.connect();
   const ws = FakeWS.all[0];
-  assert.match(ws.url, /^ws:\/\/test:8000\/ws\/guitar\/S1\/\?token=T&client_id=pcpcpcpcpcpcpcpc&p2p=0$/, "no WebRTC here: the others are told not to offer");
+  assert.match(ws.url, /^ws:\/\/test:8000\/ws\/guitar\/S1\/\?client_id=pcpcpcpcpcpcpcpc&p2p=0$/, "no WebRTC here: the others are told not to offer");
   // A message sent before the hello waits in the outbox.
   assert.equal(link.sendChord('G'), 1);
   assert.equal(link.sendChord('H'), 0, 'invalid chord spends no seq');

@@ -1,0 +1,179 @@
+package signaling_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/virtutune/link/internal/testkit"
+	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling"
+	"github.com/virtutune/link/signaling/redistest"
+)
+
+// The trigger of the deadlock issue 11 found: a member resumes from beyond
+// history (the snapshot branch, which reads the broker's state and members)
+// while another member's chords flow through the same room. Run many times,
+// for both brokers, the server must keep answering every request, and close
+// within its bound.
+func TestResumeBeyondHistoryWhileChordsFlow(t *testing.T) {
+	brokers := map[string]func(t *testing.T) signaling.Broker{
+		"memory": func(t *testing.T) signaling.Broker {
+			b, err := signaling.NewMemoryBroker(signaling.MemoryConfig{HistorySize: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+		"redis": func(t *testing.T) signaling.Broker {
+			rs := redistest.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), HistorySize: 4, Logger: testkit.Logger(t, slog.LevelWarn)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+	}
+	for name, mk := range brokers {
+		t.Run(name, func(t *testing.T) {
+			b := mk(t)
+			// Not newServer: its cleanup would wait forever on a wedged
+			// server. A wedged one is left behind (the test has failed).
+			srv, err := signaling.New(signaling.Config{Secret: testSecret, Logger: testkit.Logger(t, slog.LevelWarn), Broker: b,
+				Limits: signaling.Limits{Rate: 1e6, Burst: 1e6, SendQueue: 4096}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs := httptest.NewServer(srv)
+			ts := &testServer{Server: srv, HTTP: hs, URL: hs.URL}
+			sess, pc, phone := pcAndPhone(t, ts)
+			if !resumeUnderLoad(t, ts, sess, pc, phone, 12) {
+				return
+			}
+			done := make(chan error, 1)
+			go func() { done <- srv.Close() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not return within 10 s: the server is wedged")
+			}
+			hs.Close()
+			_ = b.Close()
+		})
+	}
+}
+
+// resumesPerRound resumes are sent on each connection of the PC.
+const resumesPerRound = 50
+
+// resumeUnderLoad reports false when it found the server wedged (and said so).
+func resumeUnderLoad(t *testing.T, ts *testServer, sess protocol.SessionResponse, pc, phone *wsClient, rounds int) bool {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// The phone plays chords as fast as it can and drains what it gets.
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		chords := []string{"C", "G", "Am", "F"}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msg := protocol.Encode(protocol.MustMarshal(protocol.TypeChordChange, map[string]string{"chord": chords[i%4]}))
+			_ = phone.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if phone.conn.WriteMessage(websocket.TextMessage, msg) != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			_ = phone.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, _, err := phone.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	// The PC comes back (a new connection of its client id, as after a long
+	// sleep), resumes from offset 1, which history no longer holds, reads
+	// everything until resumed, and leaves again.
+	pc.conn.Close()
+	hc := &http.Client{Timeout: 3 * time.Second}
+	for i := 0; i < rounds; i++ {
+		conn, resp, err := ts.dialRaw(t, sess.SessionID, sess.Token, nil, "client_id="+pc.ID)
+		if err != nil {
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			t.Fatalf("round %d: dial: %v (%d)", i, err, status)
+		}
+		// Many resumes on this connection: each one goes the snapshot way.
+		resume := protocol.Encode(protocol.MustMarshal(protocol.TypeResume, protocol.Resume{Since: 1}))
+		for k := 0; k < resumesPerRound; k++ {
+			_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if err := conn.WriteMessage(websocket.TextMessage, resume); err != nil {
+				t.Fatalf("round %d: write resume: %v", i, err)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for n := 0; n < resumesPerRound; {
+			_ = conn.SetReadDeadline(deadline)
+			_, b, err := conn.ReadMessage()
+			if err != nil {
+				t.Errorf("round %d: no resumed within 5 s (%v): the room is wedged", i, err)
+				return false
+			}
+			m, perr := protocol.Decode(b)
+			if perr != nil || m.Type != protocol.TypeResumed {
+				continue
+			}
+			var r protocol.Resumed
+			mustUnmarshal(t, m.Data, &r)
+			if r.Recovered {
+				t.Fatalf("round %d: resume from offset 1 with a history of 4 recovered: %+v", i, r)
+			}
+			n++
+		}
+		conn.Close()
+		resp, err = hc.Get(ts.URL + "/readyz")
+		if err != nil {
+			t.Errorf("round %d: /readyz: %v", i, err)
+			return false
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("round %d: /readyz %d", i, resp.StatusCode)
+		}
+		if i%10 == 0 {
+			resp, err := hc.Post(ts.URL+"/api/sessions", "application/json", nil)
+			if err != nil {
+				t.Errorf("round %d: POST /api/sessions: %v", i, err)
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				t.Fatalf("round %d: POST /api/sessions %d", i, resp.StatusCode)
+			}
+		}
+	}
+	close(stop)
+	phone.conn.Close()
+	wg.Wait()
+	return true
+}

@@ -1,0 +1,147 @@
+package signaling_test
+
+import (
+	"testing"
+
+	"github.com/virtutune/link/protocol"
+	"github.com/virtutune/link/signaling"
+)
+
+// The signaling rate is per member: a phone that used up its own signaling
+// bucket leaves the PC's untouched.
+func TestSignalingRatePerMember(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.SignalRate, c.Limits.SignalBurst = 0.01, 5 })
+	_, pc, phone := pcAndPhone(t, ts)
+	flood := protocol.MustMarshal(protocol.TypeRTCRestart, protocol.RTCRestart{Reason: "flood"})
+	flood.To = pc.ID
+	for i := 0; i < 20; i++ {
+		phone.sendRaw(string(protocol.Encode(flood)))
+	}
+	phone.send(protocol.TypePing, map[string]any{})
+	limited := 0
+	for {
+		m := phone.next()
+		if m.Type == protocol.TypePong {
+			break
+		}
+		if e := errData(t, m); e.Code == protocol.CodeRateLimited {
+			limited++
+		}
+	}
+	if limited != 15 {
+		t.Fatalf("the phone was limited %d times, want 15 (20 sent, burst 5)", limited)
+	}
+	// The PC's own signaling still goes through, all of it.
+	offer := protocol.MustMarshal(protocol.TypeRTCRestart, protocol.RTCRestart{Reason: "pc"})
+	offer.To = phone.ID
+	for i := 0; i < 5; i++ {
+		pc.sendRaw(string(protocol.Encode(offer)))
+	}
+	pc.send(protocol.TypePing, map[string]any{})
+	for {
+		m := pc.next()
+		if m.Type == protocol.TypePong {
+			break
+		}
+		if m.Type == protocol.TypeError {
+			t.Fatalf("the PC's signaling was refused: %s", m.Data)
+		}
+	}
+	got := 0
+	phone.send(protocol.TypePing, map[string]any{})
+	for phone.next().Type != protocol.TypePong {
+		got++
+	}
+	if got != 5 {
+		t.Fatalf("the phone got %d of the PC's 5 signaling messages", got)
+	}
+}
+
+// latency_report is bounded (values outside 0-60 s are refused) and
+// rate-limited per member: a flood of reports moves the latency metrics by
+// the member's burst, not by the flood.
+func TestLatencyReportsBoundedAndRateLimited(t *testing.T) {
+	// LatencyRate 1/s, burst 5 (the default); the message rate out of the way
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.Rate, c.Limits.Burst = 1e6, 1e6 })
+	_, pc, _ := pcAndPhone(t, ts)
+	count := func() float64 {
+		return metricValue(t, ts.Registry(), "virtutune_chord_latency_seconds", nil)
+	}
+	before := count()
+	for i := 0; i < 100; i++ {
+		pc.send(protocol.TypeLatency, protocol.Latency{Path: protocol.PathRelay, Micros: 1})
+	}
+	pc.send(protocol.TypeLatency, protocol.Latency{Path: protocol.PathRelay, Micros: 61e6})
+	if e := errData(t, pc.next()); e.Code != protocol.CodeInvalidData {
+		t.Fatalf("a 61 s report: %+v", e)
+	}
+	pc.sync()
+	if n := count() - before; n < 5 || n > 7 {
+		t.Fatalf("100 reports moved the latency histogram by %g samples, want the burst of 5 (or 6-7 refilled)", n)
+	}
+	if d := metricValue(t, ts.Registry(), "virtutune_latency_reports_dropped_total", nil); d < 93 {
+		t.Fatalf("dropped %g reports", d)
+	}
+}
+
+// Sequence state is bounded without breaking anyone: members that come and
+// go with new client ids never make the session forget the PC's count (on
+// main they did, and the PC's next chord failed invalid_sequence); a sender
+// beyond the bound is refused, clearly, until absent ones are long gone.
+func TestSequenceStateNeverForgetsThePC(t *testing.T) {
+	b, err := signaling.NewMemoryBroker(signaling.MemoryConfig{MaxSeqClients: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ts := newServer(t, func(c *signaling.Config) { c.Broker = b })
+	sess, pc, listener := pcAndPhone(t, ts)
+	pc.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
+	if chordOf(t, listener.next()) != "C" {
+		t.Fatal("want C")
+	}
+	refused := 0
+	for i := 0; i < 6; i++ {
+		c, _ := ts.join(t, sess.SessionID, ts.memberToken(t, sess, "phone"))
+		c.send(protocol.TypeChordChange, map[string]string{"chord": "G"})
+		c.send(protocol.TypePing, map[string]any{})
+		for {
+			m := c.next()
+			if m.Type == protocol.TypePong {
+				break
+			}
+			if m.Type == protocol.TypeError {
+				if e := errData(t, m); e.Code != protocol.CodeRateLimited {
+					t.Fatalf("sender %d: %+v", i, e)
+				}
+				refused++
+			}
+		}
+		c.bye()
+	}
+	// pc, listener (no chord yet, so no entry) and the first three senders.
+	if refused != 3 {
+		t.Fatalf("%d of 6 new senders refused, want 3 (4 remembered: the PC and 3)", refused)
+	}
+	pc.send(protocol.TypeChordChange, map[string]string{"chord": "Am"})
+	pc.send(protocol.TypePing, map[string]any{})
+	for {
+		m := pc.next()
+		if m.Type == protocol.TypePong {
+			break
+		}
+		if m.Type == protocol.TypeError {
+			t.Fatalf("the PC's chord was refused: %s", m.Data)
+		}
+	}
+	for {
+		m := listener.next()
+		if m.Type == protocol.TypeConnectionUpdate || (m.Type == protocol.TypeChordChange && chordOf(t, m) == "G") {
+			continue
+		}
+		if chordOf(t, m) != "Am" || m.From != pc.ID || m.Seq != 2 {
+			t.Fatalf("the PC's next chord arrived as %+v", m)
+		}
+		break
+	}
+}
