@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -121,11 +120,13 @@ func (c *liteConn) ended() error {
 var liteDialer = &websocket.Dialer{HandshakeTimeout: 20 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 
 // dialLite joins session sid at base (http://host:port) with token and waits
-// for the session_state that says the server registered it.
-func dialLite(ctx context.Context, base, sid, token, clientID string) (*liteConn, error) {
-	u := wsBase(base) + "/ws/guitar/" + sid + "/?client_id=" + url.QueryEscape(clientID)
+// for the session_state that says the server registered it. The client id
+// is the one the server binds to the token (its first connection_update).
+func dialLite(ctx context.Context, base, sid, token string) (*liteConn, error) {
+	u := wsBase(base) + "/ws/guitar/" + sid + "/"
 	hdr := http.Header{"Authorization": {"Bearer " + token}}
 	conn, resp, err := liteDialer.DialContext(ctx, u, hdr)
+	clientID := ""
 	if err != nil {
 		if resp != nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -146,8 +147,14 @@ func dialLite(ctx context.Context, base, sid, token, clientID string) (*liteConn
 		}
 		var h struct {
 			Type protocol.Type `json:"type"`
+			Data struct {
+				ClientID string `json:"client_id"`
+			} `json:"data"`
 		}
 		_ = json.Unmarshal(b, &h)
+		if h.Type == protocol.TypeConnectionUpdate && clientID == "" {
+			clientID = h.Data.ClientID // the first one is the client's own
+		}
 		if h.Type == protocol.TypeSessionState {
 			break
 		}
@@ -243,4 +250,3 @@ func sinceMillis(now time.Time, at float64) time.Duration {
 	return time.Duration(now.UnixNano() - int64(at*1e6))
 }
 
-func clientID(prefix string, i int) string { return prefix + "-" + strconv.Itoa(i) }

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -247,10 +246,10 @@ func (w *worker) dialSession(ctx context.Context, cmd workerCmd, api *apiClient,
 		if err != nil {
 			return nil, err
 		}
-		if s.pc, err = dialProject(ctx, cmd.PCBase, p.SessionID, p.PCToken, clientID(cmd.RunID+"pc", i)); err != nil {
+		if s.pc, err = dialProject(ctx, cmd.PCBase, p.SessionID, p.PCToken); err != nil {
 			return nil, fmt.Errorf("pc: %w", err)
 		}
-		if s.phone, err = dialProject(ctx, cmd.PhoneBase, p.SessionID, p.PhoneToken, clientID(cmd.RunID+"ph", i)); err != nil {
+		if s.phone, err = dialProject(ctx, cmd.PhoneBase, p.SessionID, p.PhoneToken); err != nil {
 			_ = s.pc.conn.Close()
 			return nil, fmt.Errorf("phone: %w", err)
 		}
@@ -327,9 +326,10 @@ func (c *loadConn) readUntil(ctx context.Context, ok func([]byte) bool) ([]byte,
 	}
 }
 
-// dialProject joins a project session and waits for its session_state.
-func dialProject(ctx context.Context, base, sid, token, cid string) (*loadConn, error) {
-	u := wsBase(base) + "/ws/guitar/" + sid + "/?client_id=" + url.QueryEscape(cid)
+// dialProject joins a project session and waits for its session_state (the
+// client id is the one the server binds to the token).
+func dialProject(ctx context.Context, base, sid, token string) (*loadConn, error) {
+	u := wsBase(base) + "/ws/guitar/" + sid + "/"
 	c, err := dialWS(ctx, u, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
 		return nil, err

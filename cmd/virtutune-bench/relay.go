@@ -89,12 +89,12 @@ func runRelay(ctx context.Context, opt *options, name string, srv server) (*Path
 				errs <- fmt.Errorf("session %d: %w", i, err)
 				return
 			}
-			pc, err := dialLite(sctx, srv.pcBase, p.SessionID, p.PCToken, clientID(opt.runID+"pc", i))
+			pc, err := dialLite(sctx, srv.pcBase, p.SessionID, p.PCToken)
 			if err != nil {
 				errs <- fmt.Errorf("session %d pc: %w", i, err)
 				return
 			}
-			phone, err := dialLite(sctx, srv.phoneBase, p.SessionID, p.PhoneToken, clientID(opt.runID+"ph", i))
+			phone, err := dialLite(sctx, srv.phoneBase, p.SessionID, p.PhoneToken)
 			if err != nil {
 				pc.conn.Close()
 				errs <- fmt.Errorf("session %d phone: %w", i, err)
