@@ -37,7 +37,7 @@
 //	GET    /api/sessions/{id}/devices          the paired devices (200; PC token)
 //	DELETE /api/sessions/{id}/devices/{cid}    remove a paired device (204; PC token)
 //	POST   /api/pair                           trade a pairing code for a phone token (200)
-//	GET    /ws/guitar/{session}/               WebSocket (token in Authorization: Bearer or ?token=)
+//	GET    /ws/guitar/{session}/               WebSocket (token in Authorization: Bearer, a subprotocol, or ?token=)
 //	GET    /healthz                            200 while the process serves
 //	GET    /readyz                             200 {"status":"ok"}; 503 {"status":"degraded"} while the broker is unreachable
 //	GET    /metrics                            Prometheus metrics
@@ -117,9 +117,8 @@
 // again once a joining client is in its room (closing the race with a
 // removal in between); the device's live connections on every instance are
 // closed at once with close code 4104 (terminal), through an internal
-// publication every instance's room acts on and no client receives. Which
-// client id a connection may use (the query's client_id today) is bound to
-// the token in a later step; the pages already use the token's cid.
+// publication every instance's room acts on and no client receives. The
+// client id a connection has is bound to its token (below).
 //
 // Refusals before the upgrade, like every refusal of the API, have a
 // protocol.APIError body {"code": "...", "error": "..."} (the codes are
@@ -140,11 +139,68 @@
 // they reconnect to the restarted process, resume, and resend what it had
 // not confirmed, which it accepts (see OpenMemoryBroker).
 //
-// The WebSocket's query may carry client_id (a client's id across reconnects,
-// see protocol) and p2p=0 (the client takes no part in data channels, so the
-// others are told not to offer it one); nothing else is read.
+// The WebSocket's token comes as Authorization: Bearer (the Go peer), as a
+// subprotocol "virtutune.token.<token>" offered beside "virtutune.v1" (a
+// browser, which cannot set headers; the answer names virtutune.v1 only, so
+// the token is in no URL and no proxy log), or, for old clients, as ?token=.
+// The query may carry client_id (it may only repeat the id the token is
+// bound to, see below) and p2p=0 (the client takes no part in data channels,
+// so the others are told not to offer it one); nothing else is read.
+//
+// # What a token proves, what a client id is, who can remove whom
+//
+// What a token proves: that the server (or the main VirtuTune application,
+// which shares the secret) let its holder into one session (sid), as one
+// user (sub), in one role (pc or phone), until exp. Nothing else: a token
+// of one session reads and writes nothing of another, a phone token cannot
+// issue pairing codes, and a pairing code buys one phone token, once.
+// A token has one spelling (strict base64url), so it can be compared.
+//
+// What a client id is: the identity of one device in a session, the "from"
+// of its messages and the key of its sequence numbers, its presence and its
+// connection. It is bound to the token: the tokens this server mints carry
+// it as their cid claim (the PC's at POST /api/sessions, each phone's at
+// pairing), and a token without one (minted by the main application with
+// only sub, sid, role, iat and exp) gets an id derived from the token, an
+// HMAC under the secret of those claims. So every connection of one token
+// is the same client, and no other token, of the same session or not, can
+// take its id: a client_id query that differs is refused before the upgrade
+// (403 client_id_mismatch), and a "from" that is not the connection's own is
+// refused per message. A connection is only ever replaced (4100) by a newer
+// connection of the same holder.
+//
+// Who can remove whom: a newer connection of a client id closes the older
+// one (the same holder, back from a network change). The session's PC (its
+// token, its cid not revoked) issues pairing codes and removes paired
+// devices (their cid revoked, their connections closed 4104, see above);
+// nobody else. Nobody can remove another member's
+// connection, take its member slot (slots are per role, Limits.PCSlots
+// reserved for the PC, the cap atomic across instances, a member's own ghost
+// never counted against it) or reset its sequence numbers (a sender's count
+// is forgotten only when it is not present and sent nothing for the
+// retention, see ErrTooManySenders). What an address or a token can take of
+// an instance is bounded: see Limits (per address: sessions per minute,
+// WebSocket attempts per minute, WebSockets and HTTP connections open at
+// once; per member: messages, signaling and latency reports per second).
+//
+// The Host a pairing link or a ws_url is built from is Config.PublicURL or
+// one of this machine's own names and addresses (Server.baseURL), never a
+// name only the request says; the API and the WebSocket refuse such a Host
+// (421), and the WebSocket's Origin must match scheme, host and port of the
+// server's own origin, the public URL or Config.AllowedOrigins.
 //
 // # Concurrency
+//
+// The rule: no lock is held across a call into the broker (or any other
+// component: a handler, pion, the network), and no broker holds a broad lock
+// while it waits for a narrow one. The hub takes a room's lock to look at or
+// change its members' delivery state, and releases it before it calls the
+// broker; the broker calls the hub's handler with none of its own locks held
+// but its per-session delivery serialisation (MemoryBroker: one goroutine at
+// a time hands a session's publications out; RedisBroker: the session's
+// delivery lock, taken after every broader one is released), and the handler
+// only takes the room's lock and queues. So a room's lock is always the last
+// one taken, and no cycle can form.
 //
 // Server is safe for concurrent use. Each connection has exactly one reader
 // goroutine; its frames are written by whoever delivers them, or by a flusher

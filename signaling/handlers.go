@@ -182,8 +182,11 @@ func (c *client) resume(ctx context.Context, r protocol.Resume) {
 		rm.mu.Unlock()
 		return
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
+	// The replay goes out at the pace the connection drains (the outbox's
+	// backlog), after the live frames, so a resume that history can serve
+	// completes however long it is; live deliveries meanwhile are never
+	// crowded out of the send queue.
+	frames := make([][]byte, 0, len(h.Pubs)+1)
 	n := 0
 	for _, p := range h.Pubs {
 		if p.Off > upto || p.To != "" {
@@ -196,10 +199,17 @@ func (c *client) resume(ctx context.Context, r protocol.Resume) {
 		if !want || p.Skip == c.id {
 			continue
 		}
-		c.enqueueMsg(p.Message())
+		b := p.Wire
+		if b == nil {
+			b = protocol.Encode(p.Message())
+		}
+		frames = append(frames, b)
 		n++
 	}
-	c.enqueueMsg(protocol.MustMarshal(protocol.TypeResumed, protocol.Resumed{Recovered: true, Count: n, Offset: upto}))
+	frames = append(frames, protocol.Encode(protocol.MustMarshal(protocol.TypeResumed, protocol.Resumed{Recovered: true, Count: n, Offset: upto})))
+	if len(frames) > maxReplay || !c.out.pushBacklog(frames) {
+		c.sendError(protocol.Errorf(protocol.CodeRateLimited, "A resume is still being sent: wait for its resumed"))
+	}
 }
 
 func errText(err error) string {

@@ -37,12 +37,18 @@ type outbox struct {
 	raw   syscall.RawConn // nil: no direct writes
 	limit int
 
-	mu     sync.Mutex
-	q      [][]byte // queued text payloads (shared encodings, not copied)
-	ctrl   []byte   // queued control frames, framed (pongs, pings)
-	rest   []byte   // what a direct write left unwritten of its frame
-	busy   bool     // a flusher goroutine runs (it writes outside mu)
-	closed bool     // no more frames: the connection is closing or failed
+	mu sync.Mutex
+	q  [][]byte // queued text payloads (shared encodings, not copied)
+	// backlog holds a replay (pushBacklog): text payloads written after
+	// whatever q holds, a batch at a time, at the pace the socket takes
+	// them; it does not count against limit, so a replay never crowds the
+	// live frames out, and its own bound is backlogLimit.
+	backlog      [][]byte
+	backlogLimit int
+	ctrl         []byte // queued control frames, framed (pongs, pings)
+	rest         []byte // what a direct write left unwritten of its frame
+	busy         bool   // a flusher goroutine runs (it writes outside mu)
+	closed       bool   // no more frames: the connection is closing or failed
 	// flushed is closed when the running flusher ends.
 	flushed chan struct{}
 	// wait bounds each of the flusher's writes.
@@ -63,12 +69,15 @@ const (
 	opPong  = 0xa
 	// maxBatch bounds the bytes the writer gathers for one write.
 	maxBatch = 64 << 10
+	// maxReplay bounds one replay (a resume's publications and its
+	// resumed): more than a history holds (1,024 by default).
+	maxReplay = 4096
 )
 
 // newOutbox returns the outbox of nc: at most limit queued frames, each
 // flush's write bounded by wait, onError told when a write fails.
 func newOutbox(nc net.Conn, limit int, wait time.Duration, onError func(error)) *outbox {
-	o := &outbox{nc: nc, limit: limit, wait: wait, onError: onError}
+	o := &outbox{nc: nc, limit: limit, backlogLimit: maxReplay, wait: wait, onError: onError}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			o.raw = raw
@@ -101,7 +110,7 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 
 // idle reports, under mu, whether a frame may be written directly now.
 func (o *outbox) idle() bool {
-	return o.raw != nil && !o.busy && len(o.q) == 0 && len(o.ctrl) == 0 && len(o.rest) == 0
+	return o.raw != nil && !o.busy && len(o.q) == 0 && len(o.ctrl) == 0 && len(o.rest) == 0 && len(o.backlog) == 0
 }
 
 // writeDirect writes frame with one non-blocking write under mu; what the
@@ -191,6 +200,28 @@ func (o *outbox) push(b []byte) (bool, error) {
 	return true, nil
 }
 
+// pushBacklog queues payloads to be written after everything queued now and
+// later by push, as fast as the connection drains and no faster (the
+// flusher's writes block on the socket): a replay of any length up to
+// backlogLimit completes, however slow the receiver, without the live
+// queue's bound closing it. It reports false, queuing nothing, when the
+// payloads do not fit (a replay already waiting, or too long).
+func (o *outbox) pushBacklog(bs [][]byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return true
+	}
+	if len(o.backlog)+len(bs) > o.backlogLimit {
+		return false
+	}
+	o.backlog = append(o.backlog, bs...)
+	if !o.busy {
+		o.startFlush()
+	}
+	return true
+}
+
 // pushControl queues a control frame (ping, pong) ahead of queued text.
 func (o *outbox) pushControl(op byte, payload []byte) error {
 	if len(payload) > 125 {
@@ -227,7 +258,7 @@ func putFrame(bp *[]byte, b []byte) {
 // frames, then up to maxBatch bytes of text frames). It returns nil when
 // nothing is queued.
 func (o *outbox) take() *[]byte {
-	if len(o.rest) == 0 && len(o.ctrl) == 0 && len(o.q) == 0 {
+	if len(o.rest) == 0 && len(o.ctrl) == 0 && len(o.q) == 0 && len(o.backlog) == 0 {
 		return nil
 	}
 	bp := framePool.Get().(*[]byte)
@@ -242,6 +273,21 @@ func (o *outbox) take() *[]byte {
 	rem := copy(o.q, o.q[n:])
 	clear(o.q[rem:])
 	o.q = o.q[:rem]
+	if rem == 0 && len(o.backlog) > 0 {
+		// The live frames first; then as much of the replay as one write
+		// takes: the next batch waits until this one is written.
+		k := 0
+		for k < len(o.backlog) && (len(b) == 0 || len(b)+len(o.backlog[k]) <= maxBatch) {
+			b = appendFrame(b, opText, o.backlog[k])
+			k++
+		}
+		left := copy(o.backlog, o.backlog[k:])
+		clear(o.backlog[left:])
+		o.backlog = o.backlog[:left]
+		if left == 0 {
+			o.backlog = nil
+		}
+	}
 	if len(o.q) == 0 && cap(o.q) > 64 {
 		o.q = nil // a burst is over: give its backing array back
 	}
@@ -271,6 +317,9 @@ func (o *outbox) close(closePayload []byte, drop bool, wait time.Duration) {
 	}
 	o.closed = true
 	o.wait = wait
+	// A replay is not finished on the way out: the client resumes again.
+	clear(o.backlog)
+	o.backlog = nil
 	if drop {
 		clear(o.q)
 		o.q = o.q[:0]

@@ -249,4 +249,3 @@ func nowMillis() float64 { return float64(time.Now().UnixNano()) / 1e6 }
 func sinceMillis(now time.Time, at float64) time.Duration {
 	return time.Duration(now.UnixNano() - int64(at*1e6))
 }
-
