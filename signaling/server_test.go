@@ -551,8 +551,17 @@ func TestDisconnectGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	phoneID := phone.ID
-	if n := metricValue(t, ts.Registry(), "virtutune_members", map[string]string{"role": "phone"}); n != 1 {
-		t.Fatalf("%v phones joined, want 1", n)
+	// The gauge counts a member once its join has returned, a moment after
+	// the member got its session_state: wait for it.
+	for start := time.Now(); ; {
+		n := metricValue(t, ts.Registry(), "virtutune_members", map[string]string{"role": "phone"})
+		if n == 1 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%v phones joined, want 1", n)
+		}
+		<-time.After(5 * time.Millisecond)
 	}
 	phone.conn.UnderlyingConn().Close() // dies without a close frame
 	// The server notices the death before the phone comes back (a phone
