@@ -365,7 +365,6 @@ func (l *eventLog) first(after time.Time, f func(peer.LinkState) bool) (peer.Eve
 	return peer.Event{}, false
 }
 
-func isDown(s peer.LinkState) bool { return !s.P2P() }
 
 // playChords sends chords from the phone every interval until stop, and
 // returns the send times by seq.
@@ -465,6 +464,20 @@ func (h *impaired) finish(ctx context.Context, p *player) []peer.Delivery {
 	return ds
 }
 
+// slowest describes the n slowest deliveries: latency and the path that won.
+func slowest(ds []peer.Delivery, lat []time.Duration, n int) string {
+	idx := make([]int, len(ds))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return lat[idx[a]] > lat[idx[b]] })
+	var parts []string
+	for _, i := range idx[:min(n, len(idx))] {
+		parts = append(parts, fmt.Sprintf("%v by %s", lat[i].Round(100*time.Microsecond), ds[i].Path))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func byPath(ds []peer.Delivery) map[string]int {
 	m := map[string]int{}
 	for _, d := range ds {
@@ -480,14 +493,16 @@ func byPath(ds []peer.Delivery) map[string]int {
 // 220-267 ms; the bound here is far above the target (p99 < 60 ms) and far
 // below that.
 func TestImpairedLossyLink(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	h := newImpaired(ctx, t, impairment{loss: 0.02, delay: time.Millisecond, jitter: 6 * time.Millisecond,
 		wsDelay: 7 * time.Millisecond, wsLoss: 0.02})
 	defer h.close()
 	waitP2P(ctx, t, h.pc, h.phone)
-	p := play(ctx, h.phone, 40*time.Millisecond)
-	waitFor(ctx, t, "400 chords sent", func() bool { return h.atPC.len() >= 400 })
+	// 10 chords a second (a guitarist plays up to 4): denser would make each
+	// stall of the emulated TCP hold back more chords than a player sends
+	p := play(ctx, h.phone, 100*time.Millisecond)
+	waitFor(ctx, t, "300 chords sent", func() bool { return h.atPC.len() >= 300 })
 	ds := h.finish(ctx, p)
 	lat := latencies(ds)
 	late := 0
@@ -496,8 +511,8 @@ func TestImpairedLossyLink(t *testing.T) {
 			late++
 		}
 	}
-	t.Logf("lossy link: %d chords, %s; first by %v; UDP dropped %d of %d; PC links %+v",
-		len(ds), summary(lat), byPath(ds), h.lan.dropped.Load(), h.lan.dropped.Load()+h.lan.passed.Load(), h.pc.Status())
+	t.Logf("lossy link: %d chords, %s; first by %v; the slowest %s; UDP dropped %d of %d; PC links %+v",
+		len(ds), summary(lat), byPath(ds), slowest(ds, lat, 5), h.lan.dropped.Load(), h.lan.dropped.Load()+h.lan.passed.Load(), h.pc.Status())
 	if late > len(ds)/100 {
 		t.Fatalf("%d of %d chords later than 250 ms (%s)", late, len(ds), summary(lat))
 	}
@@ -531,11 +546,19 @@ func TestImpairedUDPDiesSilently(t *testing.T) {
 
 			died := time.Now()
 			h.lan.udpDead.Store(true)
+			// when each side said relay, polled (the events say it too, but a
+			// poll cannot miss one)
+			var pcDown, phDown time.Time
 			waitFor(ctx, t, "both links down", func() bool {
-				return h.pc.PathTo(h.phone.ClientID()) == protocol.PathRelay && h.phone.PathTo(h.pc.ClientID()) == protocol.PathRelay
+				now := time.Now()
+				if pcDown.IsZero() && h.pc.PathTo(h.phone.ClientID()) == protocol.PathRelay {
+					pcDown = now
+				}
+				if phDown.IsZero() && h.phone.PathTo(h.pc.ClientID()) == protocol.PathRelay {
+					phDown = now
+				}
+				return !pcDown.IsZero() && !phDown.IsZero()
 			})
-			pcDown, _ := h.pcEvents.first(died, isDown)
-			phDown, _ := h.phoneEvents.first(died, isDown)
 			st := h.pc.Status()
 			if st.Path != protocol.PathRelay || st.Reason == "" {
 				t.Fatalf("the PC's status during the outage: %+v; want relay and a reason", st)
@@ -561,12 +584,12 @@ func TestImpairedUDPDiesSilently(t *testing.T) {
 				}
 			}
 			t.Logf("UDP dies for %v: down known after PC %v phone %v (reason %q); chords during the outage (%d): %s; p2p again %v after UDP returned (generation %d -> %d); all %d: %s, first by %v",
-				back.Sub(died).Round(100*time.Millisecond), pcDown.At.Sub(died).Round(time.Millisecond), phDown.At.Sub(died).Round(time.Millisecond), st.Reason,
+				back.Sub(died).Round(100*time.Millisecond), pcDown.Sub(died).Round(time.Millisecond), phDown.Sub(died).Round(time.Millisecond), st.Reason,
 				len(during), summary(during), again.Round(time.Millisecond), gen0, gen1, len(ds), summary(lat), byPath(ds))
 			if m := pct(during, 1); m > 2*time.Second {
 				t.Fatalf("a chord sent while UDP was dead arrived %v late", m)
 			}
-			if d := pcDown.At.Sub(died); pcDown.At.IsZero() || d > 3*time.Second {
+			if d := pcDown.Sub(died); d > 3*time.Second {
 				t.Fatalf("the PC took %v to know the direct path was down", d)
 			}
 			if again > 8*time.Second {
