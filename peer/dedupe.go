@@ -58,10 +58,10 @@ type sender struct {
 // delays relayed copies by many seconds — and skipping it would turn that
 // delay into a loss (the soak test measured it).
 type dedupe struct {
-	window  int
-	senders map[string]*sender
-	dropped uint64 // duplicates dropped
-	overrun uint64 // arrivals refused because the reorder window was full
+	window   int
+	senders  map[string]*sender
+	dropped  uint64 // duplicates dropped
+	overrun  uint64 // arrivals refused because the reorder window was full
 	leaves   uint64 // senders that left so far (orders them)
 	departed int    // senders kept that left
 }

@@ -365,7 +365,6 @@ func (l *eventLog) first(after time.Time, f func(peer.LinkState) bool) (peer.Eve
 	return peer.Event{}, false
 }
 
-
 // playChords sends chords from the phone every interval until stop, and
 // returns the send times by seq.
 type player struct {
