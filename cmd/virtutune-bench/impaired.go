@@ -114,6 +114,14 @@ func runImpaired(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer lab.Close()
+	floor50, floor99, err := lab.Floor(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	if !o.json {
+		fmt.Fprintf(out, "floor: the emulated LAN itself, one way (UDP echo phone<->PC, round trip halved): p50 %s, p99 %s\n\n",
+			impaired.FormatDuration(floor50), impaired.FormatDuration(floor99))
+	}
 	scenarios := impaired.Scenarios(o.timing)
 	byName := make(map[string][]impaired.Result)
 	for run := 1; run <= o.runs; run++ {
@@ -144,7 +152,7 @@ func runImpaired(ctx context.Context, args []string, out io.Writer) error {
 	if o.json {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"runs": byName, "medians": medians})
+		return enc.Encode(map[string]any{"floor_p50_ns": floor50, "floor_p99_ns": floor99, "runs": byName, "medians": medians})
 	}
 	if o.runs > 1 {
 		fmt.Fprintf(out, "medians over %d runs (counts summed)\n%s", o.runs, impaired.Table(medians))

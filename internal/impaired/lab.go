@@ -351,3 +351,58 @@ func (r *runner) record(p *proc) func(event) {
 		}
 	}
 }
+
+// Floor measures the emulated LAN's own one-way latency between the phone
+// and the PC: n UDP round trips (an echo in the PC's host, sockets of this
+// process in both hosts, through both kernels and the switch), halved. The
+// links must be clean (Run resets them after each scenario). It returns the
+// median and the 99th percentile.
+func (l *Lab) Floor(ctx context.Context, n int) (p50, p99 time.Duration, err error) {
+	echo, err := l.PC.ListenPacket(ctx, "udp4", l.PC.Addr().String()+":0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer echo.Close()
+	done := make(chan struct{})
+	go func() { // ends when echo closes
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			k, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(buf[:k], from)
+		}
+	}()
+	defer func() { _ = echo.Close(); <-done }()
+	c, err := l.Phone.ListenPacket(ctx, "udp4", l.Phone.Addr().String()+":0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	var ds []time.Duration
+	buf := make([]byte, 64)
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		msg := fmt.Appendf(nil, "%d", i)
+		start := time.Now()
+		if _, err := c.WriteTo(msg, echo.LocalAddr()); err != nil {
+			return 0, 0, err
+		}
+		_ = c.SetReadDeadline(start.Add(time.Second))
+		for {
+			k, _, err := c.ReadFrom(buf)
+			if err != nil {
+				break // lost (the first one may wait for ARP): not counted
+			}
+			if string(buf[:k]) == string(msg) {
+				ds = append(ds, time.Since(start)/2)
+				break
+			}
+		}
+	}
+	if len(ds) < n/2 {
+		return 0, 0, fmt.Errorf("floor: %d of %d echoes came back", len(ds), n)
+	}
+	return quantile(ds, 0.5), quantile(ds, 0.99), nil
+}
