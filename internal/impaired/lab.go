@@ -243,6 +243,14 @@ func (r *runner) play(ctx context.Context) error {
 	}
 	start := time.Now()
 	r.run.Start = start
+	stallCtx, stopStalls := context.WithCancel(ctx)
+	stalls := make(chan stallCount, 1)
+	go func() { stalls <- watchStalls(stallCtx) }()
+	defer func() {
+		stopStalls()
+		s := <-stalls
+		r.run.Stalls, r.run.StallMax = s.n, s.max
+	}()
 	timer := time.NewTimer(sc.Before)
 	defer timer.Stop()
 	const (
@@ -405,4 +413,39 @@ func (l *Lab) Floor(ctx context.Context, n int) (p50, p99 time.Duration, err err
 		return 0, 0, fmt.Errorf("floor: %d of %d echoes came back", len(ds), n)
 	}
 	return quantile(ds, 0.5), quantile(ds, 0.99), nil
+}
+
+// stallTick and stallLate define a stall of this process (the switch's): a
+// 5 ms ticker that fires more than 20 ms late.
+const (
+	stallTick = 5 * time.Millisecond
+	stallLate = 20 * time.Millisecond
+)
+
+type stallCount struct {
+	n   int
+	max time.Duration
+}
+
+// watchStalls counts how often, until ctx ends, this process (which runs the
+// switch) was not scheduled for more than stallLate: every frame of the LAN
+// waited meanwhile, which no real network does. On a loaded machine they set
+// the tail of the latencies.
+func watchStalls(ctx context.Context) stallCount {
+	t := time.NewTicker(stallTick)
+	defer t.Stop()
+	var s stallCount
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return s
+		case now := <-t.C:
+			if late := now.Sub(last) - stallTick; late > stallLate {
+				s.n++
+				s.max = max(s.max, late)
+			}
+			last = now
+		}
+	}
 }

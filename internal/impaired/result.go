@@ -44,6 +44,11 @@ type Result struct {
 	// up again; None if it did not (or never declared it down).
 	UpAgain time.Duration
 
+	// Stalls and StallMax are the switch's stalls (Run.Stalls): a loaded
+	// machine, not the network.
+	Stalls   int
+	StallMax time.Duration
+
 	Notes []string
 }
 
@@ -52,7 +57,7 @@ func (r *Run) Result() Result {
 	sc := r.Scenario
 	res := Result{Name: sc.Name, Title: sc.Title, Duplicated: r.Duplicated, Reordered: r.Reordered,
 		DuringMax: None, DuringAfterReturn: None, AfterP50: None, AfterMax: None, P2PAgain: None, DownKnown: None, UpAgain: None,
-		Notes: slices.Clone(r.Notes)}
+		Stalls: r.Stalls, StallMax: r.StallMax, Notes: slices.Clone(r.Notes)}
 	var all, after []time.Duration
 	unsent := 0
 	for _, s := range r.Samples {
@@ -193,8 +198,8 @@ func FormatDuration(d time.Duration) string {
 // counts and latencies, then the targets.
 func Table(rs []Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-14s %5s %4s %4s %5s %9s %8s %8s %8s  %s\n",
-		"scenario", "sent", "lost", "dup", "reord", "p2p/relay", "p50", "p99", "max", "fault figures")
+	fmt.Fprintf(&b, "%-14s %5s %4s %4s %5s %9s %8s %8s %8s %13s  %s\n",
+		"scenario", "sent", "lost", "dup", "reord", "p2p/relay", "p50", "p99", "max", "stalls (max)", "fault figures")
 	for _, r := range rs {
 		extra := ""
 		if r.DuringSent > 0 || r.AfterSent > 0 || r.DownKnown != None {
@@ -203,8 +208,9 @@ func Table(rs []Result) string {
 				r.AfterSent, FormatDuration(r.AfterP50), FormatDuration(r.AfterMax),
 				FormatDuration(r.DownKnown), FormatDuration(r.UpAgain), FormatDuration(r.P2PAgain))
 		}
-		fmt.Fprintf(&b, "%-14s %5d %4d %4d %5d %4d/%-4d %8s %8s %8s  %s\n", r.Name, r.Sent, r.Lost, r.Duplicated, r.Reordered,
-			r.ViaP2P, r.ViaRelay, FormatDuration(r.P50), FormatDuration(r.P99), FormatDuration(r.Max), extra)
+		fmt.Fprintf(&b, "%-14s %5d %4d %4d %5d %4d/%-4d %8s %8s %8s %13s  %s\n", r.Name, r.Sent, r.Lost, r.Duplicated, r.Reordered,
+			r.ViaP2P, r.ViaRelay, FormatDuration(r.P50), FormatDuration(r.P99), FormatDuration(r.Max),
+			fmt.Sprintf("%d (%s)", r.Stalls, FormatDuration(r.StallMax)), extra)
 	}
 	b.WriteString("\ntargets (issue 10):\n")
 	for _, r := range rs {
@@ -262,7 +268,8 @@ func Median(runs []Result) Result {
 	m.P2PAgain = med(func(r Result) time.Duration { return r.P2PAgain })
 	m.DownKnown = med(func(r Result) time.Duration { return r.DownKnown })
 	m.UpAgain = med(func(r Result) time.Duration { return r.UpAgain })
-	m.Sent, m.Delivered, m.Lost, m.Duplicated, m.Reordered, m.ViaP2P, m.ViaRelay = 0, 0, 0, 0, 0, 0, 0
+	m.StallMax = med(func(r Result) time.Duration { return r.StallMax })
+	m.Sent, m.Delivered, m.Lost, m.Duplicated, m.Reordered, m.ViaP2P, m.ViaRelay, m.Stalls = 0, 0, 0, 0, 0, 0, 0, 0
 	m.DuringSent, m.AfterSent = 0, 0
 	for i, r := range runs {
 		m.Sent += r.Sent
@@ -274,6 +281,7 @@ func Median(runs []Result) Result {
 		m.ViaRelay += r.ViaRelay
 		m.DuringSent += r.DuringSent
 		m.AfterSent += r.AfterSent
+		m.Stalls += r.Stalls
 		for _, n := range r.Notes {
 			m.Notes = append(m.Notes, fmt.Sprintf("run %d: %s", i+1, n))
 		}

@@ -47,6 +47,11 @@ type Run struct {
 	Unsent int
 	Links  []LinkEvent
 	Notes  []string
+	// Stalls counts the times the process running the switch was not
+	// scheduled for more than 20 ms while the phone played (StallMax the
+	// longest): every frame waited meanwhile.
+	Stalls   int
+	StallMax time.Duration
 	// Logs are the nodes' logs (kept for a report of a failed check).
 	Logs string
 
