@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/virtutune/link/internal/netem"
@@ -51,6 +52,10 @@ type Lab struct {
 	PC     *netem.Host
 	srv    *proc
 	url    string
+
+	mu       sync.Mutex
+	srvStall []Stall       // the server node's stalls (from its events)
+	drained  chan struct{} // closed when the server's events end
 }
 
 // NewLab builds the network and starts the server. It blocks until the
@@ -96,8 +101,33 @@ func NewLab(ctx context.Context, cfg Config) (*Lab, error) {
 		_ = n.Close()
 		return nil, err
 	}
+	l.drained = make(chan struct{})
+	go func() { // ends with the server's stdout
+		defer close(l.drained)
+		for e := range l.srv.events {
+			if e.Ev == "stall" {
+				at := time.Unix(0, e.T)
+				l.mu.Lock()
+				l.srvStall = append(l.srvStall, Stall{Where: "server", From: at, To: at.Add(time.Duration(e.Dur))})
+				l.mu.Unlock()
+			}
+		}
+	}()
 	l.log.Info("lab ready", "server", l.url, "phone", l.Phone.Addr(), "pc", l.PC.Addr())
 	return l, nil
+}
+
+// serverStalls returns the server's stalls that ended after since.
+func (l *Lab) serverStalls(since time.Time) []Stall {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Stall
+	for _, s := range l.srvStall {
+		if s.To.After(since) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Network returns the lab's network (to change it by hand).
@@ -108,7 +138,8 @@ func (l *Lab) ServerURL() string { return l.url }
 
 // Close stops the server and removes the network.
 func (l *Lab) Close() error {
-	err := l.srv.stop(nil)
+	err := l.srv.stop(nil) // the drain goroutine holds the events: stop finds them closed
+	<-l.drained
 	return errors.Join(err, l.net.Close())
 }
 
@@ -243,13 +274,19 @@ func (r *runner) play(ctx context.Context) error {
 	}
 	start := time.Now()
 	r.run.Start = start
+	// The switch's own stalls, and the server's (its node reports them).
 	stallCtx, stopStalls := context.WithCancel(ctx)
-	stalls := make(chan stallCount, 1)
-	go func() { stalls <- watchStalls(stallCtx) }()
+	var swStalls []Stall
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchStalls(stallCtx, "switch", func(s Stall) { swStalls = append(swStalls, s) })
+	}()
 	defer func() {
 		stopStalls()
-		s := <-stalls
-		r.run.Stalls, r.run.StallMax = s.n, s.max
+		<-watched
+		r.run.Stalls = append(r.run.Stalls, swStalls...)
+		r.run.Stalls = append(r.run.Stalls, r.lab.serverStalls(start)...)
 	}()
 	timer := time.NewTimer(sc.Before)
 	defer timer.Stop()
@@ -354,6 +391,8 @@ func (r *runner) record(p *proc) func(event) {
 			if p == r.pc && e.From == r.phoneID && r.phoneID != "" {
 				r.run.received(e.Seq, at, e.Path, e.AtMillis)
 			}
+		case "stall":
+			r.run.Stalls = append(r.run.Stalls, Stall{Where: p.name, From: at, To: at.Add(time.Duration(e.Dur))})
 		case "error":
 			r.run.Notes = append(r.run.Notes, p.name+": "+e.Err)
 		}
@@ -413,39 +452,4 @@ func (l *Lab) Floor(ctx context.Context, n int) (p50, p99 time.Duration, err err
 		return 0, 0, fmt.Errorf("floor: %d of %d echoes came back", len(ds), n)
 	}
 	return quantile(ds, 0.5), quantile(ds, 0.99), nil
-}
-
-// stallTick and stallLate define a stall of this process (the switch's): a
-// 5 ms ticker that fires more than 20 ms late.
-const (
-	stallTick = 5 * time.Millisecond
-	stallLate = 20 * time.Millisecond
-)
-
-type stallCount struct {
-	n   int
-	max time.Duration
-}
-
-// watchStalls counts how often, until ctx ends, this process (which runs the
-// switch) was not scheduled for more than stallLate: every frame of the LAN
-// waited meanwhile, which no real network does. On a loaded machine they set
-// the tail of the latencies.
-func watchStalls(ctx context.Context) stallCount {
-	t := time.NewTicker(stallTick)
-	defer t.Stop()
-	var s stallCount
-	last := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return s
-		case now := <-t.C:
-			if late := now.Sub(last) - stallTick; late > stallLate {
-				s.n++
-				s.max = max(s.max, late)
-			}
-			last = now
-		}
-	}
 }

@@ -59,6 +59,7 @@ type event struct {
 	AtMillis   float64 `json:"at_ms,omitempty"` // recv: the sender's stamp
 	Path       string  `json:"path,omitempty"`
 	Count      int     `json:"count,omitempty"`
+	Dur        int64   `json:"dur,omitempty"` // stall: how long (ns)
 	Err        string  `json:"err,omitempty"`
 
 	Stats *peer.Stats `json:"stats,omitempty"`
@@ -104,6 +105,15 @@ func NodeMain(args []string) int {
 	defer stop()
 	out := &emitter{w: bufio.NewWriter(os.Stdout)}
 	cmds := readCommands(os.Stdin)
+	stallCtx, stopStalls := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchStalls(stallCtx, *role, func(s Stall) {
+			out.emit(event{Ev: "stall", T: s.From.UnixNano(), Dur: int64(s.To.Sub(s.From))})
+		})
+	}()
+	defer func() { stopStalls(); <-watched }()
 
 	var err error
 	switch *role {

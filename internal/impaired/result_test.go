@@ -34,8 +34,19 @@ func TestResultNoFault(t *testing.T) {
 		t.Errorf("fault figures without a fault: %+v", res)
 	}
 	cs := res.Checks()
-	if len(cs) != 1 || cs[0].Met {
+	if len(cs) != 2 || cs[0].Met || cs[1].Met {
 		t.Errorf("wifi checks %+v: p99 99ms must miss the 60ms target", cs)
+	}
+	// A stall of the machine over the slowest chords: they no longer count
+	// in the undisturbed figures.
+	r.Stalls = []Stall{{Where: "switch", From: at(95*250 + 10), To: at(100*250 + 50)}}
+	res = r.Result()
+	if res.Stalls != 1 || res.StallMax != ms(1290) || res.Disturbed != 6 || res.P99Undisturbed != ms(94) || res.MaxUndisturbed != ms(94) {
+		t.Errorf("with a stall: %d stalls (max %v), %d disturbed, undisturbed p99 %v max %v",
+			res.Stalls, res.StallMax, res.Disturbed, res.P99Undisturbed, res.MaxUndisturbed)
+	}
+	if res.P99 != ms(99) {
+		t.Errorf("p99 of all %v, want 99ms", res.P99)
 	}
 }
 

@@ -47,11 +47,11 @@ type Run struct {
 	Unsent int
 	Links  []LinkEvent
 	Notes  []string
-	// Stalls counts the times the process running the switch was not
-	// scheduled for more than 20 ms while the phone played (StallMax the
-	// longest): every frame waited meanwhile.
-	Stalls   int
-	StallMax time.Duration
+	// Stalls are the times one of the lab's processes (the switch, the
+	// server, the phone, the PC) was not scheduled for more than 20 ms while
+	// the phone played: a loaded machine, which no real network and no
+	// real device shares.
+	Stalls []Stall
 	// Logs are the nodes' logs (kept for a report of a failed check).
 	Logs string
 
