@@ -188,7 +188,7 @@ func TestImpairedBrowser(t *testing.T) {
 		}
 	}
 
-	pause(sc.Before)
+	pause(sc.Before + 125*time.Millisecond) // midway between two chords, as the Go lab does
 	unblock := n.Block(netem.Rule{From: phoneHost, To: pcHost, Proto: netem.UDP})
 	run.FaultAt = time.Now()
 	pause(sc.FaultFor)

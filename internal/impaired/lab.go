@@ -288,7 +288,17 @@ func (r *runner) play(ctx context.Context) error {
 		r.run.Stalls = append(r.run.Stalls, swStalls...)
 		r.run.Stalls = append(r.run.Stalls, r.lab.serverStalls(start)...)
 	}()
-	timer := time.NewTimer(sc.Before)
+	// A fault starts midway between two chords: the chord before it is then
+	// still waiting for its acknowledgement (SCTP delays a SACK up to
+	// 200 ms), as it is at most moments of a stream of 4 per second, so the
+	// retransmission timers run from before the fault. (A fault started just
+	// as a chord leaves is the lucky case: SCTP's retries, 1, 3, 7, 15 s
+	// after that chord, then fall just after a 3 s or 15 s fault ends.)
+	first := sc.Before
+	if sc.Fault != NoFault {
+		first += sc.Interval / 2
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	const (
 		leading = iota

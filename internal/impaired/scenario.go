@@ -47,7 +47,8 @@ type Scenario struct {
 	// Interval is the pause between two chords. Default 250ms (4 per second).
 	Interval time.Duration
 	// Before is how long the phone plays before the fault (the whole run
-	// when Fault is NoFault).
+	// when Fault is NoFault). The fault starts half an Interval later,
+	// midway between two chords.
 	Before time.Duration
 	// Fault happens after Before and lasts FaultFor.
 	Fault    Fault
