@@ -394,7 +394,7 @@ func (r *runner) record(p *proc) func(event) {
 		at := time.Unix(0, e.T)
 		switch e.Ev {
 		case "link":
-			r.run.Links = append(r.run.Links, LinkEvent{Node: p.name, Kind: e.Kind, Up: e.Up, Reason: e.Reason, At: at})
+			r.run.Links = append(r.run.Links, LinkEvent{Node: p.name, Kind: e.Kind, Up: e.Up, State: e.State, Reason: e.Reason, At: at})
 		case "sent":
 			r.run.sent(e.Seq, at)
 		case "recv":

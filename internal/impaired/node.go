@@ -51,6 +51,7 @@ type event struct {
 	Kind       string  `json:"kind,omitempty"` // link: "p2p" or "relay"
 	Peer       string  `json:"peer,omitempty"`
 	Up         bool    `json:"up,omitempty"`
+	State      string  `json:"state,omitempty"` // link: the data channel link's state
 	Reason     string  `json:"reason,omitempty"`
 	Generation uint32  `json:"gen,omitempty"`
 	Type       string  `json:"type,omitempty"` // recv: the message type
@@ -305,8 +306,12 @@ func watch(ctx context.Context, c *peer.Client, out *emitter) {
 		case <-ctx.Done():
 			return
 		case ev := <-c.Events():
-			out.emit(event{Ev: "link", T: ev.At.UnixNano(), Kind: ev.Kind.String(), Peer: ev.Peer, Up: ev.Up,
-				Reason: ev.Reason, Generation: ev.Generation})
+			e := event{Ev: "link", T: ev.At.UnixNano(), Kind: ev.Kind.String(), Peer: ev.Peer, Up: ev.Up,
+				Reason: ev.Reason, Generation: ev.Generation}
+			if ev.Kind == peer.EventP2P {
+				e.State = ev.State.String()
+			}
+			out.emit(e)
 		case d := <-c.Deliveries():
 			now := time.Now()
 			m := d.Msg

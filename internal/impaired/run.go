@@ -27,6 +27,7 @@ type LinkEvent struct {
 	Node   string // "phone" or "pc"
 	Kind   string // "p2p" or "relay"
 	Up     bool
+	State  string // the link's state ("up", "suspect", "down", ...), where the client says
 	Reason string
 	At     time.Time
 }
