@@ -26,13 +26,9 @@ import (
 // impaired.EnvNode set: it then runs the node instead of the tests.
 func init() { impaired.MaybeNode() }
 
-// enforceBounds turns on the generous timing bounds below. They fail on the
-// main before issue 10 (SCTP backoff, relay copies suppressed, ICE "failed"
-// awaited: stalls of 4 to 15 s).
-const enforceBounds = true
-
 // bounds are far above issue 10's targets (a shared, loaded 2-core machine,
-// race-instrumented nodes) and far below what a stall gives.
+// race-instrumented nodes) and far below what the main before issue 10 gave
+// (SCTP backoff, relay copies suppressed, ICE "failed" awaited: 4 to 15 s).
 // The Wi-Fi-like link's p99 (target 60 ms) has no bound here: on a loaded
 // machine one stalled process moves it; virtutune-bench measures it.
 var bounds = map[string]func(impaired.Result) (string, time.Duration, time.Duration){
@@ -86,7 +82,7 @@ func TestImpairedNetwork(t *testing.T) {
 			failed = true
 		}
 		for _, key := range []string{sc.Name, sc.Name + "/p2p"} {
-			if b, ok := bounds[key]; ok && enforceBounds {
+			if b, ok := bounds[key]; ok {
 				fig, v, limit := b(r)
 				if v == impaired.None || v > limit {
 					t.Errorf("%s: %s %s, bound %s", sc.Name, fig, impaired.FormatDuration(v), impaired.FormatDuration(limit))

@@ -8,9 +8,10 @@ package web_test
 // server's host. The phone page plays 4 chord changes per second; UDP between
 // phone and PC dies silently for a while (the WebSocket through the server
 // still flows), then returns. The test checks that the PC page got every
-// chord once and in order, and reports the figures (internal/impaired) with
-// t.Logf: latency, the latest chord while UDP was dead, p2p again after the
-// return.
+// chord once and in order, and none of those sent while UDP was dead later
+// than a generous 3 s (the target is 500 ms), and reports the figures
+// (internal/impaired) with t.Logf: latency, the latest chord while UDP was
+// dead, when each page said relay, p2p again after the return.
 
 import (
 	"context"
@@ -255,6 +256,11 @@ func TestImpairedBrowser(t *testing.T) {
 	}
 	r := run.Result()
 	t.Logf("Chromium, both ends:\n%s", impaired.Table([]impaired.Result{r}))
+	// A bound far above the target (500 ms) and far below the 9 s the pages
+	// stalled before issue 10; the figures themselves are logged.
+	if r.DuringMax == impaired.None || r.DuringMax > 3*time.Second {
+		t.Errorf("latest chord sent while UDP was dead: %s, bound 3s", impaired.FormatDuration(r.DuringMax))
+	}
 	if !r.Clean() || r.Delivered != r.Sent || r.Sent < int((sc.Before+sc.FaultFor+sc.After)/(250*time.Millisecond))/2 {
 		t.Errorf("%d sent, %d delivered, %d lost, %d duplicated, %d reordered", r.Sent, r.Delivered, r.Lost, r.Duplicated, r.Reordered)
 	}
