@@ -135,10 +135,11 @@ func (r *Run) Result() Result {
 	}
 	if !r.FaultAt.IsZero() {
 		end := r.ReturnAt
-		for _, e := range r.Links {
+		for _, e := range r.Links { // the earliest, whichever client and order
 			if e.Kind == "p2p" && !e.Up && !e.At.Before(r.FaultAt) && (end.IsZero() || e.At.Before(end)) {
-				res.DownKnown = e.At.Sub(r.FaultAt)
-				break
+				if d := e.At.Sub(r.FaultAt); res.DownKnown == None || d < res.DownKnown {
+					res.DownKnown = d
+				}
 			}
 		}
 	}

@@ -76,8 +76,8 @@ func TestResultUDPDeath(t *testing.T) {
 	r.Start, r.FaultAt, r.ReturnAt = at(0), at(1000), at(3000)
 	r.Links = []LinkEvent{
 		{Node: "pc", Kind: "p2p", Up: true, At: at(-500)},
-		{Node: "phone", Kind: "p2p", Up: false, At: at(1400)},
 		{Node: "pc", Kind: "p2p", Up: false, At: at(1450)},
+		{Node: "phone", Kind: "p2p", Up: false, At: at(1400)}, // earlier, listed later
 		{Node: "pc", Kind: "p2p", Up: true, At: at(3700)},
 	}
 	seq := uint64(0)
