@@ -112,6 +112,18 @@ func resumeUnderLoad(t *testing.T, ts *testServer, sess protocol.SessionResponse
 	// The PC comes back (a new connection of its client id, as after a long
 	// sleep), resumes from offset 1, which history no longer holds, reads
 	// everything until resumed, and leaves again.
+	// It leaves only once it has seen twice as many chords as history
+	// holds: before that, offset 1 may still be in history and the resume
+	// would rightly recover (a CI run resumed after three chords).
+	for seen := 0; seen < 8; {
+		m, err := pc.read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the PC saw %d chords, then: %v", seen, err)
+		}
+		if m.Type == protocol.TypeChordChange {
+			seen++
+		}
+	}
 	pc.conn.Close()
 	hc := &http.Client{Timeout: 3 * time.Second}
 	for i := 0; i < rounds; i++ {
