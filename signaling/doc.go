@@ -20,7 +20,10 @@
 //	hub.go               this instance's rooms (a session's local members), heartbeat, token buckets
 //	metrics.go           the Prometheus metrics
 //	broker.go            the Broker and Store interfaces and their delivery contract
-//	broker_memory*.go    MemoryBroker (_history: the history ring; _pairing; _durable: kept in store_bolt.go)
+//	broker_memory*.go    MemoryBroker: its config, locks, janitor and Close; _store (sessions,
+//	                     once-keys, presence), _publish (Publish, Send, Subscribe, State, the
+//	                     delivery to handlers), _history (the history ring), _pairing,
+//	                     _durable (what store_bolt.go keeps across a restart)
 //	broker_redis*.go     RedisBroker: _config (URL forms), _health (degraded mode, heartbeat),
 //	                     _store (sessions, once-keys, presence), _publish (Publish, Send, History,
 //	                     State), _batch (pipelined publishes), _subscribe (the pub/sub dispatcher,
