@@ -82,14 +82,17 @@
 //
 // # Files
 //
-//	client.go     Client: Dial, Send, Recv, Close, state and statistics
-//	config.go     Config: zero means the default, Validate refuses the rest
-//	ws.go         the WebSocket: connect, resume, read, write, reconnect
-//	link.go       the data channels: offer, answer, candidates, up and down, retries
-//	linkstate.go  a data channel link's states (LinkState)
-//	outbox.go     the messages kept until the server confirms them, and their resends
-//	dedupe.go     delivery once and in order per sender, whichever path came first
-//	http.go       CreateSession and Pair (the API's types are protocol's)
-//	faults.go     fault injection for tests and benchmarks; logging.go pion's logs to slog
-//	errors.go     the sentinel errors
+//	client.go          Client: Dial, Send, Recv, Flush, Close, the send queue, its goroutines
+//	status.go          what it reports: State, Event, Stats, Status, LinkInfo, paths and latencies
+//	config.go          Config: zero means the default, Validate refuses the rest
+//	ws.go              the WebSocket: connect, resume, read, write, reconnect
+//	link.go            a data channel link to one peer: its attempts, state changes, close, retries
+//	link_signal.go     setting one up: offer, answer, candidates, pion's callbacks, the channel opening
+//	link_heartbeat.go  over an open channel: the peer's messages, the heartbeat, acks, the timers' loop
+//	linkstate.go       a data channel link's states (LinkState)
+//	outbox.go          the messages kept until the server confirms them, and their resends
+//	dedupe.go          delivery once and in order per sender, whichever path came first
+//	http.go            CreateSession and Pair (the API's types are protocol's)
+//	faults.go          fault injection for tests and benchmarks; logging.go pion's logs to slog
+//	errors.go          the sentinel errors
 package peer
