@@ -348,7 +348,7 @@ func (lr *loadRun) start(ctx context.Context, t string) (*loadServer, error) {
 		for _, n := range names {
 			args := []string{"--serve", "--instance", "bench-" + n}
 			if s.redis != nil {
-				args = append(args, "--redis", s.redis.URL)
+				args = append(args, "--redis", s.redis.URL())
 			}
 			cp, err := startProc(t+"-"+n, self, args, nil, true)
 			if err != nil {
@@ -373,7 +373,7 @@ func (lr *loadRun) start(ctx context.Context, t string) (*loadServer, error) {
 		n := 1
 		redisURL := ""
 		if s.redis != nil {
-			n, redisURL = 2, s.redis.URL
+			n, redisURL = 2, s.redis.URL()
 		}
 		for i := range n {
 			cp, err := startCentrifugo(lr.cfBin, lr.cfDir, fmt.Sprintf("%s-%d", t, i+1), s.cfSecret, redisURL)

@@ -276,6 +276,12 @@ func serveHub() error {
 	return nil
 }
 
+// childStats is what a --serve or --serve-hub child reports at /bench/stats.
+type childStats struct {
+	Mem goMem   `json:"mem"`
+	CPU float64 `json:"cpu_seconds"`
+}
+
 // childStatsOf asks a bench server child (project or hub) for its memory
 // after a GC.
 func childStatsOf(ctx context.Context, base string) (childStats, error) {

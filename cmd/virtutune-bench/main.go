@@ -274,7 +274,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		rep.Floors.PionHalfRTT = note("pion rtt/2 floor", l, err)
 		if rd != nil {
 			status(opt, "floor: bare redis hop")
-			l, err = floorRedis(ctx, rd.URL, opt.FloorCount, 30*time.Second)
+			l, err = floorRedis(ctx, rd.URL(), opt.FloorCount, 30*time.Second)
 			rep.Floors.RedisHop = note("redis hop floor", l, err)
 		}
 	}
@@ -337,14 +337,14 @@ func runPath(ctx context.Context, opt *options, log *slog.Logger, path string, r
 		case opt.URL != "":
 			srv = server{api: opt.URL, phoneBase: opt.URL, pcBase: opt.URL, pid: -1}
 		case opt.Child && path == "relay":
-			c, err := startChild(ctx)
+			c, err := startChild()
 			if err != nil {
 				return nil, err
 			}
 			cleanup = append(cleanup, c.Close)
 			srv = server{api: c.URL, phoneBase: c.URL, pcBase: c.URL, scope: "server", pid: c.Pid(),
 				probe: func(ctx context.Context) (goMem, time.Duration, error) {
-					st, err := c.Stats(ctx)
+					st, err := childStatsOf(ctx, c.URL)
 					if err != nil {
 						return goMem{}, 0, err
 					}
@@ -356,14 +356,14 @@ func runPath(ctx context.Context, opt *options, log *slog.Logger, path string, r
 				}}
 			srv.loaded = func(ctx context.Context) {
 				if opt.MemProfile != "" {
-					if err := c.saveProfile(ctx, "heap", opt.MemProfile+".server"); err != nil {
+					if err := saveChildProfile(ctx, c.URL, "heap", opt.MemProfile+".server"); err != nil {
 						log.Error("server heap profile", "err", err)
 					}
 				}
 				if opt.CPUProfile != "" { // the server's CPU while the load runs
 					secs := max(1, int(min(opt.Duration, 30*time.Second)/time.Second)-1)
 					go func() {
-						if err := c.saveProfile(ctx, "cpu?seconds="+strconv.Itoa(secs), opt.CPUProfile+".server"); err != nil {
+						if err := saveChildProfile(ctx, c.URL, "cpu?seconds="+strconv.Itoa(secs), opt.CPUProfile+".server"); err != nil {
 							log.Error("server cpu profile", "err", err)
 						}
 					}()
@@ -419,7 +419,7 @@ func runPath(ctx context.Context, opt *options, log *slog.Logger, path string, r
 		default:
 			var ins []*instance
 			for _, name := range []string{"bench-a", "bench-b"} {
-				b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rd.URL, Prefix: "vtb:", Instance: name, Logger: log})
+				b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rd.URL(), Prefix: "vtb:", Instance: name, Logger: log})
 				if err != nil {
 					return nil, fmt.Errorf("redis broker: %w", err)
 				}
@@ -444,12 +444,12 @@ func runPath(ctx context.Context, opt *options, log *slog.Logger, path string, r
 		}
 		status(opt, "path: "+name)
 		if rd != nil && opt.URL == "" {
-			_ = redisCommandStats(ctx, rd.URL, true)
+			_ = redisCommandStats(ctx, rd.URL(), true)
 		}
 		r, err := runRelay(ctx, opt, name, srv)
 		if r != nil {
 			if rd != nil && opt.URL == "" {
-				r.Notes = append(r.Notes, redisCommandStats(ctx, rd.URL, false)...)
+				r.Notes = append(r.Notes, redisCommandStats(ctx, rd.URL(), false)...)
 			}
 			out = append(out, r)
 		}

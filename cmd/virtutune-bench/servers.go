@@ -1,25 +1,21 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/virtutune/link/signaling"
+	"github.com/virtutune/link/signaling/redistest"
 )
 
 // benchSecret signs the tokens of the servers the bench starts itself.
@@ -74,190 +70,42 @@ func (in *instance) Close() {
 	_ = in.hs.Shutdown(ctx)
 }
 
-// redisProc is a redis-server the bench started on a free port of 127.0.0.1.
+// redisProc is a redis-server the bench started (redistest's launcher) on a
+// free port of 127.0.0.1, never 6379, in a temporary directory of its own.
 type redisProc struct {
-	URL  string
-	cmd  *exec.Cmd
-	dir  string
-	done chan struct{}
+	*redistest.Server
 }
 
-// startRedis starts `redis-server --port <free> --save "" --appendonly no` on
-// 127.0.0.1 in a temporary directory; it never uses port 6379.
+// startRedis starts bin (redis-server) with persistence off and waits until
+// it answers PING.
 func startRedis(ctx context.Context, bin string) (*redisProc, error) {
-	path, err := exec.LookPath(bin)
-	if err != nil {
-		return nil, fmt.Errorf("redis-server not found (%w): install it (apt-get install redis-server) or skip the redis path", err)
-	}
-	var port int
-	for range 10 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port = ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if port != 6379 {
-			break
-		}
-	}
-	if port == 6379 {
-		return nil, errors.New("no free port other than 6379")
-	}
 	dir, err := os.MkdirTemp("", "virtutune-bench-redis-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := redistest.StartBin(ctx, bin, dir)
+	if err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("start redis-server: %w", err)
+		if errors.Is(err, redistest.ErrNoRedis) {
+			return nil, fmt.Errorf("%w, or skip the redis path", err)
+		}
+		return nil, err
 	}
-	r := &redisProc{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(r.done) }()
-	opt, _ := redis.ParseURL(r.URL)
-	rc := redis.NewClient(opt)
-	defer rc.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		err := rc.Ping(pctx).Err()
-		cancel()
-		if err == nil {
-			return r, nil
-		}
-		select {
-		case <-r.done:
-			_ = os.RemoveAll(dir)
-			return nil, errors.New("redis-server exited at start")
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			r.Close()
-			return nil, fmt.Errorf("redis-server on port %d does not answer PING: %w", port, err)
-		}
-	}
+	return &redisProc{s}, nil
 }
 
-// Close kills redis-server and waits for it.
+// Close kills redis-server, waits for it and removes its directory.
 func (r *redisProc) Close() {
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	_ = os.RemoveAll(r.dir)
+	_ = r.Kill()
+	_ = os.RemoveAll(r.Dir)
 }
 
-// childServer is the bench itself re-executed with --serve: a signaling
+// startChild re-executes the bench with --serve (serveProject): a signaling
 // server in its own process, so that its memory and CPU are its own.
-type childServer struct {
-	URL   string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{}
-}
-
-// childStats is what a --serve child reports at /bench/stats.
-type childStats struct {
-	Mem goMem   `json:"mem"`
-	CPU float64 `json:"cpu_seconds"`
-}
-
-// startChild re-executes the bench with --serve and waits for its URL.
-func startChild(ctx context.Context) (*childServer, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe, "--serve")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	c := &childServer{cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default:
-			}
-		}
-	}()
-	go func() { _ = cmd.Wait(); close(c.done) }()
-	select {
-	case l := <-lines:
-		u, ok := strings.CutPrefix(l, "LISTEN ")
-		if !ok {
-			c.Close()
-			return nil, fmt.Errorf("child server said %q", l)
-		}
-		c.URL = u
-		return c, nil
-	case <-c.done:
-		return nil, errors.New("child server exited at start")
-	case <-ctx.Done():
-		c.Close()
-		return nil, ctx.Err()
-	case <-time.After(20 * time.Second):
-		c.Close()
-		return nil, errors.New("child server did not start within 20s")
-	}
-}
-
-// Pid is the child's process id.
-func (c *childServer) Pid() int { return c.cmd.Process.Pid }
-
-// Stats asks the child for its memory (after a GC) and CPU time.
-func (c *childServer) Stats(ctx context.Context) (childStats, error) {
-	var st childStats
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/bench/stats", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
-}
-
-// saveProfile writes the child's profile (heap or goroutine) to file.
-func (c *childServer) saveProfile(ctx context.Context, kind, file string) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/bench/"+kind, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, resp.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// Close ends the child (closing its stdin asks it to shut down) and waits.
-func (c *childServer) Close() {
-	_ = c.stdin.Close()
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+func startChild() (*childProc, error) {
+	return startProc("child server", os.Args[0], []string{"--serve"}, nil, true)
 }
 
 // redisCommandStats resets (reset) or reads Redis's own time per call of the

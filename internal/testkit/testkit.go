@@ -6,7 +6,8 @@
 //
 // It is an ordinary package (not a _test.go file) because external test
 // packages (signaling_test, web_test) and helper packages (redistest) cannot
-// see another package's test files. Only tests import it.
+// see another package's test files. Only tests import it, and redistest
+// (whose launcher virtutune-bench also runs its redis-server with).
 package testkit
 
 import (

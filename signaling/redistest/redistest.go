@@ -43,7 +43,13 @@ type Server struct {
 // arguments are appended, e.g. "--appendonly", "yes"), in dir, and waits
 // until it answers PING or ctx ends.
 func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
-	path, port, err := binAndPort()
+	return StartBin(ctx, "redis-server", dir, extra...)
+}
+
+// StartBin is Start with another redis-server binary (a name looked up on
+// PATH, or a path), as virtutune-bench's --redis-server gives it.
+func StartBin(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
+	path, port, err := binAndPort(bin)
 	if err != nil {
 		return nil, err
 	}
@@ -56,10 +62,13 @@ func Start(ctx context.Context, dir string, extra ...string) (*Server, error) {
 	return s, nil
 }
 
-// binAndPort finds redis-server and a free port for it.
-func binAndPort() (string, int, error) {
-	path, err := exec.LookPath("redis-server")
+// binAndPort finds bin (redis-server) and a free port for it.
+func binAndPort(bin string) (string, int, error) {
+	path, err := exec.LookPath(bin)
 	if err != nil {
+		if bin != "redis-server" {
+			return "", 0, fmt.Errorf("%w: %s: %v", ErrNoRedis, bin, err)
+		}
 		return "", 0, ErrNoRedis
 	}
 	port, err := testkit.FreePort()

@@ -121,7 +121,7 @@ func readRESP(r *bufio.Reader) (any, error) {
 // master at master.Addr() and has connected to it (flags exactly "master").
 // Kill stops it.
 func StartSentinel(ctx context.Context, dir, name string, master *Server) (*Server, error) {
-	path, port, err := binAndPort()
+	path, port, err := binAndPort("redis-server")
 	if err != nil {
 		return nil, err
 	}
