@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/virtutune/link/protocol"
+)
+
+// One session of a load worker: its sender's chords and its receiver's
+// count of what arrived (lost, duplicated, reordered, the latencies).
+
+// loadSession is one sender (the phone) and one receiver (the PC).
+type loadSession struct {
+	w           *worker
+	idx         int
+	phone, pc   *loadConn
+	channel     string // centrifugo
+	seq         uint64 // the sender's; one goroutine sends at a time
+	cmdID       uint64
+	sentN       atomic.Uint64
+	mu          sync.Mutex
+	seen        []uint64 // bitmap by seq
+	maxSeq      uint64
+	unique, dup uint64
+	reord       uint64
+	base        uint64 // seqs at or below it belong to earlier steps
+	stepRecv    uint64
+	notify      chan uint64
+}
+
+func (w *worker) dialSession(ctx context.Context, cmd workerCmd, api *apiClient, i int) (*loadSession, error) {
+	s := &loadSession{w: w, idx: i, notify: make(chan uint64, 1)}
+	var err error
+	switch cmd.Target {
+	case "project":
+		p, err := api.createPairing(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if s.pc, err = dialProject(ctx, cmd.PCBase, p.SessionID, p.PCToken); err != nil {
+			return nil, fmt.Errorf("pc: %w", err)
+		}
+		if s.phone, err = dialProject(ctx, cmd.PhoneBase, p.SessionID, p.PhoneToken); err != nil {
+			_ = s.pc.conn.Close()
+			return nil, fmt.Errorf("phone: %w", err)
+		}
+	case "hub":
+		room := cmd.RunID + "-" + strconv.Itoa(i)
+		if s.pc, err = dialWS(ctx, wsBase(cmd.PCBase)+"/hub/"+room, nil); err != nil {
+			return nil, fmt.Errorf("pc: %w", err)
+		}
+		if s.phone, err = dialWS(ctx, wsBase(cmd.PhoneBase)+"/hub/"+room, nil); err != nil {
+			_ = s.pc.conn.Close()
+			return nil, fmt.Errorf("phone: %w", err)
+		}
+		for _, c := range []*loadConn{s.pc, s.phone} {
+			if _, err := c.readUntil(ctx, func(b []byte) bool { return bytes.Equal(b, hubReady) }); err != nil {
+				_ = s.pc.conn.Close()
+				_ = s.phone.conn.Close()
+				return nil, fmt.Errorf("hub pairing: %w", err)
+			}
+		}
+	case "centrifugo":
+		s.channel = "s" + cmd.RunID + "-" + strconv.Itoa(i)
+		if s.pc, err = dialCentrifugo(ctx, cmd.PCBase, cmd.CFSecret, "pc"+strconv.Itoa(i), s.channel); err != nil {
+			return nil, fmt.Errorf("pc: %w", err)
+		}
+		if s.phone, err = dialCentrifugo(ctx, cmd.PhoneBase, cmd.CFSecret, "ph"+strconv.Itoa(i), ""); err != nil {
+			_ = s.pc.conn.Close()
+			return nil, fmt.Errorf("phone: %w", err)
+		}
+		s.cmdID = 10
+	default:
+		return nil, fmt.Errorf("unknown target %q", cmd.Target)
+	}
+	return s, nil
+}
+
+// send makes the phone send its next chord change. One goroutine at a time
+// per session (the pacing shard that owns it, or the closed loop).
+func (s *loadSession) send() error {
+	s.seq++
+	m := protocol.Message{Type: protocol.TypeChordChange, Data: chordData[s.seq%uint64(len(chords))], Seq: s.seq, At: nowMillis()}
+	c := s.phone
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch s.w.target {
+	case "centrifugo":
+		s.cmdID++
+		c.buf = append(c.buf[:0], `{"id":`...)
+		c.buf = strconv.AppendUint(c.buf, s.cmdID, 10)
+		c.buf = append(c.buf, `,"publish":{"channel":"`...)
+		c.buf = append(c.buf, s.channel...)
+		c.buf = append(c.buf, `","data":`...)
+		c.buf = protocol.Append(c.buf, &m)
+		c.buf = append(c.buf, `}}`...)
+	default:
+		c.buf = protocol.Append(c.buf[:0], &m)
+	}
+	if err := c.conn.WriteMessage(websocket.TextMessage, c.buf); err != nil {
+		return err
+	}
+	s.sentN.Add(1)
+	return nil
+}
+
+// readLoop reads c until it ends; on the receiver it records every chord
+// change (seq and at picked out of the bytes, a reused buffer per connection).
+func (s *loadSession) readLoop(c *loadConn, receiver bool) {
+	defer close(c.done)
+	buf := make([]byte, 512)
+	for {
+		_, r, err := c.conn.NextReader()
+		if err != nil {
+			c.err.Store(err)
+			return
+		}
+		n := 0
+		for {
+			if n == len(buf) {
+				buf = append(buf, make([]byte, len(buf))...)
+			}
+			k, err := r.Read(buf[n:])
+			n += k
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				c.err.Store(err)
+				return
+			}
+		}
+		now := time.Now()
+		b := buf[:n]
+		for len(b) > 0 {
+			line := b
+			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+				line, b = b[:i], b[i+1:]
+			} else {
+				b = nil
+			}
+			if len(line) == 2 && bytes.Equal(line, cfPing) {
+				_ = c.write(cfPing)
+				continue
+			}
+			if !receiver || !bytes.Contains(line, chordPrefix) {
+				continue
+			}
+			seq, ok1 := numberAfter(line, `"seq":`)
+			at, ok2 := numberAfter(line, `"at":`)
+			if !ok1 || !ok2 {
+				continue
+			}
+			q, _ := strconv.ParseUint(string(seq), 10, 64)
+			a, _ := strconv.ParseFloat(string(at), 64)
+			s.received(q, sinceMillis(now, a))
+		}
+	}
+}
+
+func (s *loadSession) received(seq uint64, lat time.Duration) {
+	s.mu.Lock()
+	w, bit := seq/64, uint64(1)<<(seq%64)
+	for uint64(len(s.seen)) <= w {
+		s.seen = append(s.seen, make([]uint64, len(s.seen)+4)...)
+	}
+	if s.seen[w]&bit != 0 {
+		s.dup++
+		s.mu.Unlock()
+		return
+	}
+	s.seen[w] |= bit
+	s.unique++
+	if seq < s.maxSeq {
+		s.reord++
+	} else {
+		s.maxSeq = seq
+	}
+	mine := seq > s.base
+	if mine {
+		s.stepRecv++
+	}
+	s.mu.Unlock()
+	if mine {
+		s.w.h.add(lat)
+	}
+	select {
+	case <-s.notify:
+	default:
+	}
+	select {
+	case s.notify <- seq:
+	default:
+	}
+}
