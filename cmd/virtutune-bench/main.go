@@ -39,6 +39,24 @@
 //	                     [--tests loop,fixed,search] [--fixed-rate 5000] [--compare-bin OLD] [--json]
 //
 // See RESULTS.md beside this file for the figures on the reference machine.
+//
+// # Files
+//
+//	main.go          flags, run, runPath (each path against the bench's own servers or --url)
+//	servers.go       the servers it starts: in process (startInstance), redis-server (through
+//	                 signaling/redistest), the --serve child; Redis's own time per command
+//	run.go           driving the sessions of a path (closed loop or a rate), draining, collecting
+//	relay.go, lite.go  the relay path's light WebSocket clients and the HTTP API calls they make
+//	p2p.go           the p2p path's Go peers (package peer)
+//	floors.go        the floors: bare WebSocket relay, bare pion round trip, bare Redis hop
+//	stats.go, hist.go  latencies and their summaries; report.go the report, ratios and table
+//	proxy.go         the delay proxy of --far-rtt; sys.go /proc readings, open-file limit
+//	impaired.go      --impaired (the scenarios of internal/impaired)
+//	load.go          `load`: options, the servers under test, one round (measure)
+//	load_steps.go    its steps and the sustained-rate search; load_report.go its results and table
+//	loadproc.go      the child processes (childProc), their --serve and --serve-hub servers
+//	loadworker.go    the --load-clients worker; loadsession.go its sessions; loadconn.go their
+//	                 WebSockets (the project's protocol, Centrifugo's); centrifugo.go builds and runs it
 package main
 
 import (
