@@ -78,28 +78,37 @@
 //
 // # Joining: HTTP and the WebSocket URL
 //
-// (Served by package signaling; stated here so that a client can be written
-// from this file and the README alone.)
+// (Served by package signaling, whose doc has the whole HTTP contract and
+// the pairing rules; stated here so that a client can be written from this
+// file and the README alone. The bodies are api.go's types.)
 //
-//	POST /api/sessions      201 {"session_id", "user_id", "role":"pc", "token", "ws_url",
-//	                        "expires_at", "pairing_url", "pairing_expires_at", "pairing_qr"}
-//	POST /api/pair          body {"pairing_token": P}
-//	                        200 {"session_id", "user_id", "role":"phone", "token", "ws_url", "expires_at"}
-//	                        401 invalid_token (expired or not a pairing token), 410 pairing_used,
-//	                        404 session_not_found, 400 invalid_json, 413 too_large, 503 unavailable
+//	POST /api/sessions      201 {"session_id", "user_id", "role":"pc", "client_id", "token", "ws_url",
+//	                        "expires_at", "pairing_url", "pairing_code", "pairing_pin",
+//	                        "pairing_expires_at", "pairing_qr", "pairing_qr_modules"}
+//	POST /api/pair          body {"code": C} or {"pin": "123456"}, optionally "previous_token", "name"
+//	                        200 {"session_id", "user_id", "role":"phone", "client_id", "token", "ws_url", "expires_at"}
+//	                        400 no code, 401 pairing_invalid or pairing_expired, 404 session_not_found,
+//	                        409 too_many_devices, 410 pairing_used or pairing_burned, 429 too_many_attempts
 //
-// Times are RFC 3339; a refusal's body is {"error": "...", "code": "..."}.
-// pairing_url is BASE/phone/#s=SESSION&p=P (P in the fragment, so it never
-// reaches a server log); BASE is the configured public URL, else the
-// request's scheme and host with this machine's LAN address in place of a
-// loopback name: localhost, *.localhost, 127.0.0.0/8, ::1 and the
-// unspecified addresses are all replaced alike. pairing_qr is a data: URL
-// of a PNG of pairing_url.
+// Times are RFC 3339; a refusal's body is {"code": "...", "error": "..."}
+// (APIError). pairing_url is BASE/p/CODE, CODE the 12-character pairing
+// code (Crockford's base32; pairing_code), single use together with the
+// 6-digit pairing_pin, until pairing_expires_at; a new pairing of the session
+// (POST /api/sessions/{id}/pairing, the PC's token) ends the one before it.
+// BASE is the configured public URL, else the request's scheme and host with
+// this machine's LAN address in place of a loopback name: localhost,
+// *.localhost, 127.0.0.0/8, ::1 and the unspecified addresses are all
+// replaced alike. pairing_qr is a data: URL of a PNG of pairing_url's QR
+// code, one pixel per module (pairing_qr_modules of them across, the quiet
+// zone included).
 //
-// The WebSocket is ws_url (ws(s)://host/ws/guitar/SESSION/) with query
-// parameters: token (or an Authorization: Bearer header instead), client_id
-// (optional, see below) and p2p=0 (optional: this client takes no part in
-// data channels).
+// The WebSocket is ws_url (ws(s)://host/ws/guitar/SESSION/). The token goes
+// in an Authorization: Bearer header, or (a browser, which cannot set
+// headers) as the subprotocol "virtutune.token.<token>" offered beside
+// "virtutune.v1", or, for old clients, as the query parameter token. The
+// query may also carry client_id (optional: it may only repeat the id the
+// token is bound to, see below) and p2p=0 (optional: this client takes no
+// part in data channels).
 //
 // A member, in session_state's members and as connection_update describes
 // one: {"client_id", "user_id", "role": "pc"|"phone", "since": RFC 3339
@@ -109,11 +118,14 @@
 //
 // # Identity, dedupe and resume
 //
-// A client id names one client (one page load, one Go peer) across its
-// reconnects. A client may bring its own (query parameter client_id, 4-64 bytes
-// of [A-Za-z0-9_-]) or let the server pick one; the first connection_update
-// tells it which. A second connection with the same client id replaces the
-// first (close 4100).
+// A client id names one device of a session (a paired phone, the PC, a Go
+// peer) across its reconnects. It is bound to the token: the tokens the
+// server mints carry it (the cid claim: the PC's, and each phone's, minted
+// at pairing), and a token without one gets an id derived from the token; the
+// first connection_update tells the client which it is. A client_id in the
+// query that differs is refused before the upgrade (403 client_id_mismatch).
+// A second connection with the same client id (the same holder, back from
+// a network change) replaces the first (close 4100).
 //
 // Application messages (chord_change, practice_start, practice_end) carry seq,
 // counted per client id from 1. A client that omits seq gets the next one from
@@ -288,10 +300,11 @@
 // 204). Every refusal, of the API and of the WebSocket's upgrade, has an
 // APIError body {"code", "error"}; its codes are the Code constants of api.go
 // (token_required, invalid_token, pairing_token, api_key_required,
-// wrong_session, origin_not_allowed, forbidden, session_not_found, not_found,
-// method_not_allowed, invalid_client_id, pairing_used, pairing_invalid,
-// pairing_expired, pairing_burned, too_many_attempts, too_many_devices,
-// revoked, device_not_found, full, draining) and invalid_json, invalid_data,
+// wrong_session, client_id_mismatch, origin_not_allowed, forbidden,
+// session_not_found, not_found, method_not_allowed, invalid_client_id,
+// pairing_used, pairing_invalid, pairing_expired, pairing_burned,
+// too_many_attempts, too_many_devices, revoked, device_not_found, full,
+// draining, host_not_allowed) and invalid_json, invalid_data,
 // too_large, unavailable and internal. testdata/api_codes.json lists every
 // code of the package; TestAPICodesFile keeps it current and the browser
 // client's tests check against it.

@@ -17,7 +17,7 @@ import (
 //   - When nothing is queued and nobody is writing, push writes the frame at
 //     once with one non-blocking write(2) on the socket, in the delivering
 //     goroutine. A socket whose buffer has room takes it whole; what it does
-//     not take (a partial write, EAGAIN) is left for the writer goroutine,
+//     not take (a partial write, EAGAIN) is left for the flusher (below),
 //     so a slow receiver never makes the deliverer wait.
 //   - Otherwise the frame is queued (at most limit frames; push reports false
 //     beyond, and the caller closes the client as a slow consumer) and a
@@ -83,7 +83,7 @@ func newOutbox(nc net.Conn, limit int, wait time.Duration, onError func(error)) 
 			o.raw = raw
 			o.wfn = func(fd uintptr) bool {
 				o.wn, o.we = syscall.Write(int(fd), o.wp)
-				return true // never wait for the socket: the writer goroutine does
+				return true // never wait for the socket: the flusher does
 			}
 		}
 	}

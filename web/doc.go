@@ -20,10 +20,14 @@
 // # Files
 //
 //	static/link.js     the link library: createSession, pair, and Link, which
-//	                   speaks protocol/doc.go exactly: client id, seq/outbox and
-//	                   resend, dedupe and reorder per sender, resume, backoff
-//	                   reconnect, the WebRTC data channel with the offerer rule,
-//	                   generations, failure reasons in words, RTT on both paths
+//	                   speaks protocol/doc.go exactly: client id, seq and
+//	                   resend, resume, backoff reconnect, the WebRTC data
+//	                   channel with the offerer rule, generations, the
+//	                   heartbeat, failure reasons in words, RTT on both paths
+//	static/delivery.js the delivery rules as pure types (Inbox: dedupe and
+//	                   order; Outbox: confirmation and resend; the link's
+//	                   states; the heartbeat's verdict; backoff), run against
+//	                   protocol/testdata/delivery.json like package peer
 //	static/chords.js   finger diagrams (inline SVG) and a Karplus-Strong
 //	                   plucked-string synth rendered into AudioBuffers
 //	static/ui.js       DOM helpers shared by the pages (timer, link state)
@@ -42,6 +46,11 @@
 //	                   interface, because Chromium gathers no ICE candidates on
 //	                   loopback alone; p2p, relay (?nop2p=1, no RTCPeerConnection),
 //	                   and Chromium <-> pion in both offer directions
+//	e2e_pairing_test.go  pairing (the QR code, the 6-digit code), pairing that
+//	                   lasts, a removed phone, a restart, layout, accessibility
+//	e2e_helpers_test.go  their harness: the namespace, the server, the tabs
+//	impaired_e2e_test.go  both pages on an emulated LAN (internal/impaired)
+//	                   while UDP between them dies and returns
 //	screenshots/       both pages at phone (390x844 @2x) and desktop (1366x850)
 //	                   sizes, written by the browser tests when VT_SCREENSHOTS=1
 //
@@ -55,7 +64,7 @@
 //
 // # Decisions
 //
-// No build step and no framework: the client is five small ES modules that
+// No build step and no framework: the client is seven small ES modules that
 // browsers load as they are, so what is embedded is what was reviewed, the
 // binary needs no Node toolchain, and nothing is fetched from a CDN (the phone
 // may be on a LAN without Internet). The pure logic of link.js and chords.js
@@ -82,11 +91,12 @@
 // focused), and the string buttons' accessible names are their visible text
 // plus "string".
 //
-// Dedupe: a receiver takes the first message it sees from an unknown sender
-// as that sender's baseline (a member who joins late cannot know earlier
-// seqs); after that it delivers seq last+1, buffers later ones (at most 256
-// per sender, a gap older than 10 s is skipped) and drops the rest. A
-// session_state with recovered:false rebases every sender.
+// Delivery: the rules are protocol/doc.go's ("Delivery"), the same as the Go
+// client's: every message goes over the WebSocket and every open channel,
+// the receiver delivers each (sender, seq) once and in order and holds back
+// what comes early (at most 1,024 per sender, released by no timer), where a
+// sender's count starts comes from the server (session_state, connected
+// notices), and a session_state with recovered:false forgets every count.
 //
 // # Plain http://
 //
