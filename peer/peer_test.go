@@ -1,21 +1,17 @@
 package peer_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -24,45 +20,23 @@ import (
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-peer-test")
 
-var chords = []string{"C", "G", "Am", "F", "D", "E", "Em", "A", "Dm7", "G/B", "Cmaj7", "Bb"}
-
 // chordFor is the chord a sender sends as its message seq.
-func chordFor(seq uint64) string { return chords[(seq-1)%uint64(len(chords))] }
-
-type tWriter struct {
-	t  testing.TB
-	mu *sync.Mutex
-	on *bool
-}
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if *w.on {
-		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	}
-	return len(p), nil
-}
+func chordFor(seq uint64) string { return peertest.ChordFor(int(seq)) }
 
 // env is a signaling server on loopback.
 type env struct {
-	t     testing.TB
-	srv   *signaling.Server
-	hs    *httptest.Server
-	url   string
-	log   *slog.Logger
-	logMu sync.Mutex
-	logOn bool
+	t   testing.TB
+	srv *signaling.Server
+	hs  *httptest.Server
+	url string
+	log *slog.Logger
 }
 
+// newEnv starts the server; its logs and the clients' go to t.Logf
+// (warnings and above; everything with VIRTUTUNE_TEST_DEBUG set).
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, logOn: true}
-	level := slog.LevelWarn
-	if os.Getenv("PEER_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	e.log = slog.New(slog.NewTextHandler(tWriter{t: t, mu: &e.logMu, on: &e.logOn}, &slog.HandlerOptions{Level: level}))
+	e := &env{t: t, log: testkit.Logger(t, slog.LevelWarn)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,32 +59,18 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
-// close stops the server; logging stops so that nothing logs after the test.
+// close stops the server.
 func (e *env) close() {
 	_ = e.srv.Close()
 	e.hs.CloseClientConnections()
 	e.hs.Close()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	e.logMu.Lock()
-	e.logOn = false
-	e.logMu.Unlock()
 }
 
-// config is a client config for tests: loopback only, quick timers.
+// config is a client config for tests (peertest.Config) for this server.
 func (e *env) config(role string, mod func(*peer.Config)) peer.Config {
-	cfg := peer.Config{
-		ServerURL:      e.url,
-		Role:           role,
-		LoopbackOnly:   true,
-		Logger:         e.log.With("side", role),
-		BackoffMin:     20 * time.Millisecond,
-		BackoffMax:     200 * time.Millisecond,
-		PingInterval:   250 * time.Millisecond,
-		ConnectTimeout: 5 * time.Second,
-		SettingEngine: func(se *webrtc.SettingEngine) {
-			se.SetICETimeouts(2*time.Second, 3*time.Second, 200*time.Millisecond)
-		},
-	}
+	cfg := peertest.Config(e.log, role)
+	cfg.ServerURL = e.url
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -148,76 +108,32 @@ func (e *env) pair(ctx context.Context, pcMod, phoneMod func(*peer.Config)) (sid
 	return info.SessionID, pc, phone
 }
 
-// collector reads a client's deliveries in a goroutine and keeps the
-// application messages from one sender.
+// collector is what a client received from one sender (a peertest.Recorder
+// until ctx ends or the client is closed).
 type collector struct {
-	mu   sync.Mutex
+	*peertest.Recorder
 	from string
-	got  []peer.Delivery
-	done chan struct{}
+	done <-chan struct{}
 }
 
 func collect(ctx context.Context, c *peer.Client, from string) *collector {
-	col := &collector{from: from, done: make(chan struct{})}
-	go func() {
-		defer close(col.done)
-		for {
-			d, err := c.Recv(ctx)
-			if err != nil {
-				return
-			}
-			if d.Msg.Type == protocol.TypeChordChange && d.Msg.From == from {
-				col.mu.Lock()
-				col.got = append(col.got, d)
-				col.mu.Unlock()
-			}
-		}
-	}()
-	return col
+	r := peertest.Record(ctx, c)
+	return &collector{Recorder: r, from: from, done: r.Done()}
 }
 
-func (col *collector) snapshot() []peer.Delivery {
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	return append([]peer.Delivery(nil), col.got...)
-}
+// snapshot returns the chord changes received from the sender so far.
+func (col *collector) snapshot() []peer.Delivery { return col.ChordsFrom(col.from) }
 
-func (col *collector) len() int {
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	return len(col.got)
-}
+func (col *collector) len() int { return col.CountFrom(col.from) }
 
-// count returns how many deliveries satisfy f.
-func (col *collector) count(f func(peer.Delivery) bool) int {
-	col.mu.Lock()
-	defer col.mu.Unlock()
-	n := 0
-	for _, d := range col.got {
-		if f(d) {
-			n++
-		}
-	}
-	return n
-}
+// count returns how many of the sender's chord changes satisfy f.
+func (col *collector) count(f func(peer.Delivery) bool) int { return col.CountFromIf(col.from, f) }
 
 // checkExact asserts that the deliveries are seq 1..n, in order, each with
 // the chord sent as that seq.
 func checkExact(t testing.TB, name string, ds []peer.Delivery, n int) {
 	t.Helper()
-	if len(ds) != n {
-		t.Fatalf("%s: %d deliveries, want %d", name, len(ds), n)
-	}
-	for i, d := range ds {
-		want := uint64(i + 1)
-		if d.Msg.Seq != want {
-			t.Fatalf("%s: delivery %d has seq %d, want %d (lost, duplicated or reordered)", name, i, d.Msg.Seq, want)
-		}
-		var cc protocol.ChordChange
-		if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != chordFor(want) {
-			t.Fatalf("%s: seq %d carries %q, want %q", name, want, cc.Chord, chordFor(want))
-		}
-	}
+	peertest.CheckChords(t, name, ds, 1, n)
 }
 
 // waitFor waits until cond holds, failing the test when ctx is done first.
@@ -235,43 +151,6 @@ func waitP2P(ctx context.Context, t testing.TB, a, b *peer.Client) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// sender sends chords until stop is closed or max is reached, pausing pace
-// between them; it returns how many it sent.
-type sender struct {
-	n    int
-	done chan struct{}
-	err  error
-}
-
-func startSender(ctx context.Context, c *peer.Client, max int, pace time.Duration, stop <-chan struct{}) *sender {
-	s := &sender{done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		var tick *time.Ticker
-		if pace > 0 {
-			tick = time.NewTicker(pace)
-			defer tick.Stop()
-		}
-		for s.n < max {
-			if tick != nil {
-				select {
-				case <-tick.C:
-				case <-stop:
-					return
-				case <-ctx.Done():
-					return
-				}
-			}
-			if err := c.SendChord(ctx, chordFor(uint64(s.n+1))); err != nil {
-				s.err = err
-				return
-			}
-			s.n++
-		}
-	}()
-	return s
 }
 
 func TestMain(m *testing.M) {
@@ -297,12 +176,12 @@ func TestP2PThousandEachWay(t *testing.T) {
 
 	waitP2P(ctx, t, pc, phone)
 	const n = 1000
-	s1 := startSender(ctx, phone, n, 0, nil)
-	s2 := startSender(ctx, pc, n, 0, nil)
-	<-s1.done
-	<-s2.done
-	if s1.err != nil || s2.err != nil {
-		t.Fatal(s1.err, s2.err)
+	s1 := peertest.StartSender(ctx, phone, n, 0)
+	s2 := peertest.StartSender(ctx, pc, n, 0)
+	<-s1.Done()
+	<-s2.Done()
+	if s1.Err() != nil || s2.Err() != nil {
+		t.Fatal(s1.Err(), s2.Err())
 	}
 	waitFor(ctx, t, "1000 chords each way", func() bool { return atPC.len() >= n && atPhone.len() >= n })
 	// what is left in flight (relay copies) must be dropped, not delivered
@@ -369,17 +248,13 @@ func TestDirectPathBreaksAndComesBack(t *testing.T) {
 	waitP2P(ctx, t, pc, phone)
 	gen0 := pc.Links()[0].Generation
 
-	stop := make(chan struct{})
-	s1 := startSender(ctx, phone, 1<<30, time.Millisecond, stop)
-	s2 := startSender(ctx, pc, 1<<30, time.Millisecond, stop)
+	s1 := peertest.StartSender(ctx, phone, 1<<30, time.Millisecond)
+	s2 := peertest.StartSender(ctx, pc, 1<<30, time.Millisecond)
 	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		<-s1.done
-		<-s2.done
+		s1.Stop()
+		s2.Stop()
+		<-s1.Done()
+		<-s2.Done()
 	}()
 	waitFor(ctx, t, "100 chords over p2p", func() bool { return atPC.len() >= 100 && atPhone.len() >= 100 })
 
@@ -417,23 +292,24 @@ func TestDirectPathBreaksAndComesBack(t *testing.T) {
 		}
 		return true
 	})
-	close(stop)
-	<-s1.done
-	<-s2.done
-	if s1.err != nil || s2.err != nil {
-		t.Fatal(s1.err, s2.err)
+	s1.Stop()
+	s2.Stop()
+	<-s1.Done()
+	<-s2.Done()
+	if s1.Err() != nil || s2.Err() != nil {
+		t.Fatal(s1.Err(), s2.Err())
 	}
-	waitFor(ctx, t, "every chord", func() bool { return atPC.len() >= s1.n && atPhone.len() >= s2.n })
+	waitFor(ctx, t, "every chord", func() bool { return atPC.len() >= s1.Count() && atPhone.len() >= s2.Count() })
 	for _, c := range []*peer.Client{pc, phone} {
 		if err := c.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkExact(t, "phone->pc", atPC.snapshot(), s1.n)
-	checkExact(t, "pc->phone", atPhone.snapshot(), s2.n)
+	checkExact(t, "phone->pc", atPC.snapshot(), s1.Count())
+	checkExact(t, "pc->phone", atPhone.snapshot(), s2.Count())
 	relayed := atPC.count(func(d peer.Delivery) bool { return d.Path == protocol.PathRelay })
 	t.Logf("phone->pc %d chords (%d by relay), pc->phone %d chords; generation %d -> %d; duplicates dropped pc=%d phone=%d",
-		s1.n, relayed, s2.n, gen0, pc.Links()[0].Generation, pc.Stats().Duplicates, phone.Stats().Duplicates)
+		s1.Count(), relayed, s2.Count(), gen0, pc.Links()[0].Generation, pc.Stats().Duplicates, phone.Stats().Duplicates)
 	stopRecv()
 	<-atPC.done
 	<-atPhone.done
@@ -460,17 +336,13 @@ func TestWebSocketCutWhileP2PUp(t *testing.T) {
 	atPhone := collect(rctx, phone, pc.ClientID())
 	waitP2P(ctx, t, pc, phone)
 
-	stop := make(chan struct{})
-	s1 := startSender(ctx, phone, 1<<30, time.Millisecond, stop)
-	s2 := startSender(ctx, pc, 1<<30, time.Millisecond, stop)
+	s1 := peertest.StartSender(ctx, phone, 1<<30, time.Millisecond)
+	s2 := peertest.StartSender(ctx, pc, 1<<30, time.Millisecond)
 	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		<-s1.done
-		<-s2.done
+		s1.Stop()
+		s2.Stop()
+		<-s1.Done()
+		<-s2.Done()
 	}()
 	waitFor(ctx, t, "100 chords over p2p", func() bool { return atPC.len() >= 100 && atPhone.len() >= 100 })
 
@@ -512,20 +384,21 @@ func TestWebSocketCutWhileP2PUp(t *testing.T) {
 		t.Fatalf("the server does not list the phone after its reconnect: %+v", members)
 	}
 
-	close(stop)
-	<-s1.done
-	<-s2.done
-	if s1.err != nil || s2.err != nil {
-		t.Fatal(s1.err, s2.err)
+	s1.Stop()
+	s2.Stop()
+	<-s1.Done()
+	<-s2.Done()
+	if s1.Err() != nil || s2.Err() != nil {
+		t.Fatal(s1.Err(), s2.Err())
 	}
-	waitFor(ctx, t, "every chord", func() bool { return atPC.len() >= s1.n && atPhone.len() >= s2.n })
+	waitFor(ctx, t, "every chord", func() bool { return atPC.len() >= s1.Count() && atPhone.len() >= s2.Count() })
 	for _, c := range []*peer.Client{pc, phone} {
 		if err := c.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkExact(t, "phone->pc", atPC.snapshot(), s1.n)
-	checkExact(t, "pc->phone", atPhone.snapshot(), s2.n)
+	checkExact(t, "phone->pc", atPC.snapshot(), s1.Count())
+	checkExact(t, "pc->phone", atPhone.snapshot(), s2.Count())
 	// the server holds everything the phone sent while its WebSocket was down
 	st, err := e.srv.Broker().State(ctx, sid)
 	if err != nil {
@@ -535,11 +408,11 @@ func TestWebSocketCutWhileP2PUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last != uint64(s1.n) {
-		t.Fatalf("server holds the phone's messages up to seq %d, want %d", last, s1.n)
+	if last != uint64(s1.Count()) {
+		t.Fatalf("server holds the phone's messages up to seq %d, want %d", last, s1.Count())
 	}
 	t.Logf("phone->pc %d, pc->phone %d chords; state chord %q; phone reconnects %d, duplicates dropped pc=%d phone=%d",
-		s1.n, s2.n, st.Chord, phone.Stats().Reconnects, pc.Stats().Duplicates, phone.Stats().Duplicates)
+		s1.Count(), s2.Count(), st.Chord, phone.Stats().Reconnects, pc.Stats().Duplicates, phone.Stats().Duplicates)
 	stopRecv()
 	<-atPC.done
 	<-atPhone.done
@@ -561,12 +434,12 @@ func TestDisableP2PUsesRelay(t *testing.T) {
 	atPhone := collect(rctx, phone, pc.ClientID())
 
 	const n = 300
-	s1 := startSender(ctx, phone, n, 0, nil)
-	s2 := startSender(ctx, pc, n, 0, nil)
-	<-s1.done
-	<-s2.done
-	if s1.err != nil || s2.err != nil {
-		t.Fatal(s1.err, s2.err)
+	s1 := peertest.StartSender(ctx, phone, n, 0)
+	s2 := peertest.StartSender(ctx, pc, n, 0)
+	<-s1.Done()
+	<-s2.Done()
+	if s1.Err() != nil || s2.Err() != nil {
+		t.Fatal(s1.Err(), s2.Err())
 	}
 	waitFor(ctx, t, "every chord", func() bool { return atPC.len() >= n && atPhone.len() >= n })
 	for _, c := range []*peer.Client{pc, phone} {

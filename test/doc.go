@@ -14,7 +14,7 @@
 //
 //	testenv_test.go      the harness: the server binary built once, child processes
 //	                     (proc), server instances (instance), Redis (signaling/redistest),
-//	                     Go peers and what they receive (recorder, sender)
+//	                     Go peers (dialPeer; recorders and senders: internal/peertest)
 //	rawclient_test.go    a plain WebSocket client speaking the original protocol
 //	integration_test.go  two instances sharing Redis: the original flows and a data
 //	                     channel across instances
@@ -27,5 +27,7 @@
 //	                     (internal/netem, internal/impaired)
 //
 // The polling and tool helpers are internal/testkit's, shared with every
-// other test package.
+// other test package; the Go peers' harness (configuration, recorder,
+// sender, the exactly-once check) is internal/peertest's, shared with
+// package peer's tests.
 package test

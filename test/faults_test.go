@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -42,22 +43,22 @@ func TestRedisRestart(t *testing.T) {
 	phone := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, true), a.url, info.SessionID, pairPhone(ctx, t, info.PairingURL).Token)
 	far := dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, true), b.url, info.SessionID,
 		pairPhone(ctx, t, newPairing(ctx, t, a.url, info)).Token)
-	atPC, atPhone, atFar := record(t, pc), record(t, phone), record(t, far)
+	atPC, atPhone, atFar := peertest.RecordT(t, pc), peertest.RecordT(t, phone), peertest.RecordT(t, far)
 	if instanceOf(pc) != "A" || instanceOf(phone) != "A" || instanceOf(far) != "B" {
 		t.Fatalf("instances: PC %q phone %q far %q; want A A B", instanceOf(pc), instanceOf(phone), instanceOf(far))
 	}
 
 	// 50 chords a second from each sender: far more than a guitarist plays.
 	const pace = 20 * time.Millisecond
-	sPhone := startSender(ctx, phone, 1_000_000, pace)
-	sFar := startSender(ctx, far, 1_000_000, pace)
-	defer sPhone.stop()
-	defer sFar.stop()
+	sPhone := peertest.StartSender(ctx, phone, 1_000_000, pace)
+	sFar := peertest.StartSender(ctx, far, 1_000_000, pace)
+	defer sPhone.Stop()
+	defer sFar.Stop()
 	testkit.Eventually(ctx, t, "50 chords across before the fault", func() bool {
-		return atFar.countFrom(phone.ClientID()) >= 50 && atPhone.countFrom(far.ClientID()) >= 50
+		return atFar.CountFrom(phone.ClientID()) >= 50 && atPhone.CountFrom(far.ClientID()) >= 50
 	})
 
-	sentBefore := sPhone.count()
+	sentBefore := sPhone.Count()
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,21 +67,21 @@ func TestRedisRestart(t *testing.T) {
 	degradedAfter := time.Since(killed)
 	// Members of one instance keep talking: the PC gets the phone's chords
 	// sent during the outage at once.
-	atPCDown := atPC.countFrom(phone.ClientID())
-	farDown := atFar.countFrom(phone.ClientID())
+	atPCDown := atPC.CountFrom(phone.ClientID())
+	farDown := atFar.CountFrom(phone.ClientID())
 	testkit.Eventually(ctx, t, "the PC to get 20 chords of the phone during the outage", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= atPCDown+20
+		return atPC.CountFrom(phone.ClientID()) >= atPCDown+20
 	})
-	if got := atFar.countFrom(phone.ClientID()); got != farDown {
+	if got := atFar.CountFrom(phone.ClientID()); got != farDown {
 		t.Fatalf("instance B delivered %d chords of the phone while Redis was down", got-farDown)
 	}
 	if st, code := readyStatus(ctx, a.url); st != "degraded" || code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz during the outage: %d %q", code, st)
 	}
-	sentDuring := sPhone.count() - sentBefore
+	sentDuring := sPhone.Count() - sentBefore
 	outage := time.Since(killed)
 	var localLat []time.Duration // phone->PC on A while Redis was down
-	for _, d := range atPC.chordsFrom(phone.ClientID())[atPCDown:] {
+	for _, d := range atPC.ChordsFrom(phone.ClientID())[atPCDown:] {
 		localLat = append(localLat, d.At.Sub(time.UnixMicro(int64(d.Msg.At*1000))))
 	}
 	slices.Sort(localLat)
@@ -95,28 +96,28 @@ func TestRedisRestart(t *testing.T) {
 	readyAfter := time.Since(restarted)
 	// Cross-instance delivery resumes by itself: the far member catches up.
 	testkit.Eventually(ctx, t, "the far member to get the phone's chords of the outage", func() bool {
-		return atFar.countFrom(phone.ClientID()) >= sentBefore+sentDuring
+		return atFar.CountFrom(phone.ClientID()) >= sentBefore+sentDuring
 	})
 	resumedAfter := time.Since(restarted)
 	// A little more traffic after the recovery, then stop and count.
-	n1 := sPhone.count()
-	testkit.Eventually(ctx, t, "50 more chords after recovery", func() bool { return sPhone.count() >= n1+50 })
-	sPhone.stop()
-	sFar.stop()
-	sPhone.wait(ctx, t, "phone")
-	sFar.wait(ctx, t, "far")
-	nPhone, nFar := sPhone.count(), sFar.count()
+	n1 := sPhone.Count()
+	testkit.Eventually(ctx, t, "50 more chords after recovery", func() bool { return sPhone.Count() >= n1+50 })
+	sPhone.Stop()
+	sFar.Stop()
+	sPhone.Wait(ctx, t, "phone")
+	sFar.Wait(ctx, t, "far")
+	nPhone, nFar := sPhone.Count(), sFar.Count()
 	testkit.Eventually(ctx, t, "every chord everywhere", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= nPhone && atFar.countFrom(phone.ClientID()) >= nPhone &&
-			atPC.countFrom(far.ClientID()) >= nFar && atPhone.countFrom(far.ClientID()) >= nFar
+		return atPC.CountFrom(phone.ClientID()) >= nPhone && atFar.CountFrom(phone.ClientID()) >= nPhone &&
+			atPC.CountFrom(far.ClientID()) >= nFar && atPhone.CountFrom(far.ClientID()) >= nFar
 	})
 	settle(ctx, t, pc, phone, far)
-	checkChords(t, "phone->PC (same instance)", atPC.chordsFrom(phone.ClientID()), 1, nPhone)
-	checkChords(t, "phone->far (across)", atFar.chordsFrom(phone.ClientID()), 1, nPhone)
-	checkChords(t, "far->PC (across)", atPC.chordsFrom(far.ClientID()), 1, nFar)
-	checkChords(t, "far->phone (across)", atPhone.chordsFrom(far.ClientID()), 1, nFar)
+	peertest.CheckChords(t, "phone->PC (same instance)", atPC.ChordsFrom(phone.ClientID()), 1, nPhone)
+	peertest.CheckChords(t, "phone->far (across)", atFar.ChordsFrom(phone.ClientID()), 1, nPhone)
+	peertest.CheckChords(t, "far->PC (across)", atPC.ChordsFrom(far.ClientID()), 1, nFar)
+	peertest.CheckChords(t, "far->phone (across)", atPhone.ChordsFrom(far.ClientID()), 1, nFar)
 
-	if codes := atPhone.errorCodes(); codes[string(protocol.CodeUnavailable)] == 0 {
+	if codes := atPhone.ErrorCodes(); codes[string(protocol.CodeUnavailable)] == 0 {
 		t.Errorf("the phone got no unavailable error during the outage (errors %v)", codes)
 	}
 	for name, c := range map[string]*peer.Client{"PC": pc, "phone": phone, "far": far} {
@@ -131,7 +132,7 @@ func TestRedisRestart(t *testing.T) {
 		outage.Round(time.Millisecond), degradedAfter.Round(time.Millisecond), sentBefore, sentDuring,
 		len(localLat), localLat[len(localLat)/2].Round(time.Millisecond), localLat[len(localLat)-1].Round(time.Millisecond),
 		readyAfter.Round(time.Millisecond), resumedAfter.Round(time.Millisecond), nPhone, nFar,
-		atPhone.errorCodes(), atFar.errorCodes(), pc.Stats().Duplicates, far.Stats().Duplicates, phone.Stats().Duplicates)
+		atPhone.ErrorCodes(), atFar.ErrorCodes(), pc.Stats().Duplicates, far.Stats().Duplicates, phone.Stats().Duplicates)
 }
 
 // eventLog keeps a client's link events.
@@ -184,41 +185,41 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	defer cancel()
 	a, b, ng := behindNginx(t)
 	info, pc, phone := joinApart(ctx, t, ng.url, true)
-	atPC, atPhone := record(t, pc), record(t, phone)
+	atPC, atPhone := peertest.RecordT(t, pc), peertest.RecordT(t, phone)
 	events := logEvents(t, phone)
 	victim, survivor := a, b
 	if instanceOf(phone) == "B" {
 		victim, survivor = b, a
 	}
 	const pace = 5 * time.Millisecond
-	sPhone, sPC := startSender(ctx, phone, 1_000_000, pace), startSender(ctx, pc, 1_000_000, pace)
-	defer sPhone.stop()
-	defer sPC.stop()
+	sPhone, sPC := peertest.StartSender(ctx, phone, 1_000_000, pace), peertest.StartSender(ctx, pc, 1_000_000, pace)
+	defer sPhone.Stop()
+	defer sPC.Stop()
 	testkit.Eventually(ctx, t, "100 chords each way before the fault", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= 100 && atPhone.countFrom(pc.ClientID()) >= 100
+		return atPC.CountFrom(phone.ClientID()) >= 100 && atPhone.CountFrom(pc.ClientID()) >= 100
 	})
 
-	beforePhone, beforePC := sPhone.count(), sPC.count()
+	beforePhone, beforePC := sPhone.Count(), sPC.Count()
 	detail := fault(victim)
 	testkit.Eventually(ctx, t, "the phone to be back, on the other instance", func() bool {
 		return phone.State() == peer.StateConnected && instanceOf(phone) == survivor.name
 	})
-	n1, n2 := sPhone.count(), sPC.count()
+	n1, n2 := sPhone.Count(), sPC.Count()
 	testkit.Eventually(ctx, t, "100 more chords each way after the fault", func() bool {
-		return sPhone.count() >= n1+100 && sPC.count() >= n2+100 &&
-			atPC.countFrom(phone.ClientID()) >= n1 && atPhone.countFrom(pc.ClientID()) >= n2
+		return sPhone.Count() >= n1+100 && sPC.Count() >= n2+100 &&
+			atPC.CountFrom(phone.ClientID()) >= n1 && atPhone.CountFrom(pc.ClientID()) >= n2
 	})
-	sPhone.stop()
-	sPC.stop()
-	sPhone.wait(ctx, t, "phone")
-	sPC.wait(ctx, t, "pc")
-	nPhone, nPC := sPhone.count(), sPC.count()
+	sPhone.Stop()
+	sPC.Stop()
+	sPhone.Wait(ctx, t, "phone")
+	sPC.Wait(ctx, t, "pc")
+	nPhone, nPC := sPhone.Count(), sPC.Count()
 	testkit.Eventually(ctx, t, "every chord both ways", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= nPhone && atPhone.countFrom(pc.ClientID()) >= nPC
+		return atPC.CountFrom(phone.ClientID()) >= nPhone && atPhone.CountFrom(pc.ClientID()) >= nPC
 	})
 	settle(ctx, t, pc, phone)
-	checkChords(t, "phone->PC", atPC.chordsFrom(phone.ClientID()), 1, nPhone)
-	checkChords(t, "PC->phone", atPhone.chordsFrom(pc.ClientID()), 1, nPC)
+	peertest.CheckChords(t, "phone->PC", atPC.ChordsFrom(phone.ClientID()), 1, nPhone)
+	peertest.CheckChords(t, "PC->phone", atPhone.ChordsFrom(pc.ClientID()), 1, nPC)
 	if st := phone.Stats(); st.OutboxDropped != 0 || st.Reconnects != 1 {
 		t.Errorf("phone: %d outbox drops, %d reconnects (want 0, 1)", st.OutboxDropped, st.Reconnects)
 	}
@@ -235,7 +236,7 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	gap := ups[1].At.Sub(downs[0].At)
 	// The PC's last word about the phone is that it is connected (a drained
 	// instance announces the phone's departure; its return follows).
-	if cus := atPC.connUpdates(phone.ClientID()); len(cus) > 0 && cus[len(cus)-1].Status != protocol.StatusConnected {
+	if cus := atPC.ConnUpdates(phone.ClientID()); len(cus) > 0 && cus[len(cus)-1].Status != protocol.StatusConnected {
 		t.Errorf("the PC's last connection_update about the phone is %+v", cus[len(cus)-1])
 	}
 	// Presence: a newcomer sees both members, on the surviving instance.

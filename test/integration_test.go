@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -77,15 +78,15 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	// The newcomer's own connection_update came first (peer.Dial checks it
 	// in its handshake and keeps it); then the state with both members and
 	// where each is connected. (The raw clients below check the order on the wire.)
-	testkit.Eventually(ctx, t, "the phone's session_state", func() bool { return len(atPhone.ofType(protocol.TypeSessionState)) == 1 })
-	if first := atPhone.matching(func(peer.Delivery) bool { return true })[0]; first.Msg.Type != protocol.TypeSessionState {
+	testkit.Eventually(ctx, t, "the phone's session_state", func() bool { return len(atPhone.OfType(protocol.TypeSessionState)) == 1 })
+	if first := atPhone.Matching(func(peer.Delivery) bool { return true })[0]; first.Msg.Type != protocol.TypeSessionState {
 		t.Fatalf("phone's first delivery: %s %s, want session_state", first.Msg.Type, first.Msg.Data)
 	}
 	wantMembers(t, "phone's snapshot", phone.SessionState(), map[string]string{pc.ClientID(): "B", phone.ClientID(): "A"})
 
 	// connection_update crosses from A to B.
-	testkit.Eventually(ctx, t, "the PC to hear the phone connect", func() bool { return len(atPC.connUpdates(phone.ClientID())) == 1 })
-	if got := atPC.connUpdates(phone.ClientID())[0]; got.Status != protocol.StatusConnected || got.Role != protocol.RolePhone || got.UserID != info.UserID {
+	testkit.Eventually(ctx, t, "the PC to hear the phone connect", func() bool { return len(atPC.ConnUpdates(phone.ClientID())) == 1 })
+	if got := atPC.ConnUpdates(phone.ClientID())[0]; got.Status != protocol.StatusConnected || got.Role != protocol.RolePhone || got.UserID != info.UserID {
 		t.Fatalf("PC got %+v about the phone", got)
 	}
 
@@ -93,28 +94,28 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	if err := phone.SendChord(ctx, "Am"); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(ctx, t, "the phone's chord at the PC", func() bool { return atPC.countFrom(phone.ClientID()) == 1 })
+	testkit.Eventually(ctx, t, "the phone's chord at the PC", func() bool { return atPC.CountFrom(phone.ClientID()) == 1 })
 	if err := pc.SendChord(ctx, "G"); err != nil { // after Am: the session's chord is G
 		t.Fatal(err)
 	}
-	testkit.Eventually(ctx, t, "the PC's chord at the phone", func() bool { return atPhone.countFrom(pc.ClientID()) == 1 })
+	testkit.Eventually(ctx, t, "the PC's chord at the phone", func() bool { return atPhone.CountFrom(pc.ClientID()) == 1 })
 	// practice_update: to both, the sender included.
 	if err := phone.PracticeStart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(ctx, t, "practice started at both", func() bool {
-		return len(atPC.ofType(protocol.TypePracticeUpdate)) == 1 && len(atPhone.ofType(protocol.TypePracticeUpdate)) == 1
+		return len(atPC.OfType(protocol.TypePracticeUpdate)) == 1 && len(atPhone.OfType(protocol.TypePracticeUpdate)) == 1
 	})
 	if err := pc.PracticeEnd(ctx); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(ctx, t, "practice ended at both", func() bool {
-		return len(atPC.ofType(protocol.TypePracticeUpdate)) == 2 && len(atPhone.ofType(protocol.TypePracticeUpdate)) == 2
+		return len(atPC.OfType(protocol.TypePracticeUpdate)) == 2 && len(atPhone.OfType(protocol.TypePracticeUpdate)) == 2
 	})
 	settle(ctx, t, pc, phone)
-	for name, r := range map[string]*recorder{"PC": atPC, "phone": atPhone} {
+	for name, r := range map[string]*peertest.Recorder{"PC": atPC, "phone": atPhone} {
 		var st []string
-		for _, d := range r.ofType(protocol.TypePracticeUpdate) {
+		for _, d := range r.OfType(protocol.TypePracticeUpdate) {
 			var pu protocol.PracticeUpdate
 			_ = json.Unmarshal(d.Msg.Data, &pu)
 			st = append(st, pu.Status)
@@ -123,7 +124,7 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 			t.Fatalf("%s got practice updates %v, want [started ended]", name, st)
 		}
 	}
-	if n := atPhone.countFrom(phone.ClientID()) + atPC.countFrom(pc.ClientID()); n != 0 {
+	if n := atPhone.CountFrom(phone.ClientID()) + atPC.CountFrom(pc.ClientID()); n != 0 {
 		t.Fatalf("a sender got its own chord_change back (%d)", n)
 	}
 
@@ -164,7 +165,7 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	raw1.send(`{"type":"chord_change","data":{"chord":"Em"}}`)
 	raw2.wait(ctx, "raw1's chord", isType(protocol.TypeChordChange, map[string]string{"chord": `"Em"`}))
 	testkit.Eventually(ctx, t, "raw1's chord at PC and phone", func() bool {
-		return atPC.countFrom(raw1.id) == 1 && atPhone.countFrom(raw1.id) == 1
+		return atPC.CountFrom(raw1.id) == 1 && atPhone.CountFrom(raw1.id) == 1
 	})
 	raw2.send(`{"type":"ping","data":{"timestamp":2}}`)
 	raw2.wait(ctx, "its second pong", isType(protocol.TypePong, map[string]string{"timestamp": `2`}))
@@ -190,9 +191,9 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	// Disconnect notice: raw2 (on A) leaves; every remaining member hears it.
 	raw2.close()
 	testkit.Eventually(ctx, t, "the disconnect notice", func() bool {
-		return len(atPC.connUpdates(raw2.id)) == 2 && len(atPhone.connUpdates(raw2.id)) == 2
+		return len(atPC.ConnUpdates(raw2.id)) == 2 && len(atPhone.ConnUpdates(raw2.id)) == 2
 	})
-	for name, cus := range map[string][]protocol.ConnectionUpdate{"PC": atPC.connUpdates(raw2.id), "phone": atPhone.connUpdates(raw2.id)} {
+	for name, cus := range map[string][]protocol.ConnectionUpdate{"PC": atPC.ConnUpdates(raw2.id), "phone": atPhone.ConnUpdates(raw2.id)} {
 		if cus[0].Status != protocol.StatusConnected || cus[1].Status != protocol.StatusDisconnected || cus[1].UserID != info.UserID {
 			t.Fatalf("%s heard %+v about raw2, want connected then disconnected", name, cus)
 		}
@@ -204,17 +205,17 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 	const n = 1000
 	basePhone, basePC := uint64(3), uint64(3) // seqs 1-2 were a chord and a practice message
 	start := time.Now()
-	s1 := startSender(ctx, phone, n, 0)
-	s2 := startSender(ctx, pc, n, 0)
-	s1.wait(ctx, t, "phone")
-	s2.wait(ctx, t, "pc")
+	s1 := peertest.StartSender(ctx, phone, n, 0)
+	s2 := peertest.StartSender(ctx, pc, n, 0)
+	s1.Wait(ctx, t, "phone")
+	s2.Wait(ctx, t, "pc")
 	testkit.Eventually(ctx, t, "1,000 chords each way", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= n+1 && atPhone.countFrom(pc.ClientID()) >= n+1
+		return atPC.CountFrom(phone.ClientID()) >= n+1 && atPhone.CountFrom(pc.ClientID()) >= n+1
 	}, describe("PC", pc, atPC), describe("phone", phone, atPhone))
 	elapsed := time.Since(start)
 	settle(ctx, t, pc, phone)
-	checkChords(t, "phone->PC", atPC.chordsFrom(phone.ClientID())[1:], basePhone, n)
-	checkChords(t, "PC->phone", atPhone.chordsFrom(pc.ClientID())[1:], basePC, n)
+	peertest.CheckChords(t, "phone->PC", atPC.ChordsFrom(phone.ClientID())[1:], basePhone, n)
+	peertest.CheckChords(t, "PC->phone", atPhone.ChordsFrom(pc.ClientID())[1:], basePC, n)
 	for name, c := range map[string]*peer.Client{"PC": pc, "phone": phone} {
 		st := c.Stats()
 		if st.Reconnects != 0 || st.OutboxDropped != 0 {
@@ -222,10 +223,10 @@ func TestTwoInstancesOriginalFlows(t *testing.T) {
 		}
 		t.Logf("%s: duplicates dropped %d", name, st.Duplicates)
 	}
-	if codes := atPC.errorCodes(); len(codes) != 0 {
+	if codes := atPC.ErrorCodes(); len(codes) != 0 {
 		t.Errorf("PC got errors %v", codes)
 	}
-	if codes := atPhone.errorCodes(); len(codes) != 0 {
+	if codes := atPhone.ErrorCodes(); len(codes) != 0 {
 		t.Errorf("phone got errors %v", codes)
 	}
 	t.Logf("1,000 chord changes each way across instances A and B (relay): all arrived once and in order in %v", elapsed.Round(time.Millisecond))
@@ -254,17 +255,17 @@ func TestTwoInstancesP2P(t *testing.T) {
 
 	const n = 1000
 	start = time.Now()
-	s1 := startSender(ctx, phone, n, 0)
-	s2 := startSender(ctx, pc, n, 0)
-	s1.wait(ctx, t, "phone")
-	s2.wait(ctx, t, "pc")
+	s1 := peertest.StartSender(ctx, phone, n, 0)
+	s2 := peertest.StartSender(ctx, pc, n, 0)
+	s1.Wait(ctx, t, "phone")
+	s2.Wait(ctx, t, "pc")
 	testkit.Eventually(ctx, t, "1,000 chords each way", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= n && atPhone.countFrom(pc.ClientID()) >= n
+		return atPC.CountFrom(phone.ClientID()) >= n && atPhone.CountFrom(pc.ClientID()) >= n
 	}, describe("PC", pc, atPC), describe("phone", phone, atPhone))
 	elapsed := time.Since(start)
 	settle(ctx, t, pc, phone)
-	p1 := checkChords(t, "phone->PC", atPC.chordsFrom(phone.ClientID()), 1, n)
-	p2 := checkChords(t, "PC->phone", atPhone.chordsFrom(pc.ClientID()), 1, n)
+	p1 := peertest.CheckChords(t, "phone->PC", atPC.ChordsFrom(phone.ClientID()), 1, n)
+	p2 := peertest.CheckChords(t, "PC->phone", atPhone.ChordsFrom(pc.ClientID()), 1, n)
 	// Both paths race: each chord arrives over the data channel and over the
 	// relay, and whichever comes first is delivered.
 	if pc.Stats().P2PCopies < n || phone.Stats().P2PCopies < n {
@@ -280,8 +281,8 @@ func TestTwoInstancesP2P(t *testing.T) {
 		tok := pairPhone(ctx, t, newPairing(ctx, t, in.url, info)).Token
 		rc := dialRaw(ctx, t, in.url, info.SessionID, tok, "")
 		st := decodeState(t, rc.wait(ctx, "session_state", isType(protocol.TypeSessionState, nil)))
-		if st.Chord != chordFor(n) {
-			t.Fatalf("newcomer on %s: chord %q, want %q", in.name, st.Chord, chordFor(n))
+		if st.Chord != peertest.ChordFor(n) {
+			t.Fatalf("newcomer on %s: chord %q, want %q", in.name, st.Chord, peertest.ChordFor(n))
 		}
 		rc.close()
 	}

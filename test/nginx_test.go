@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -285,7 +286,7 @@ func TestNginxTwoInstances(t *testing.T) {
 	}
 
 	info, pc, phone := joinApart(ctx, t, ng.url, false)
-	atPC, atPhone := record(t, pc), record(t, phone)
+	atPC, atPhone := peertest.RecordT(t, pc), peertest.RecordT(t, phone)
 	t.Logf("through nginx: PC on instance %s, phone on instance %s", instanceOf(pc), instanceOf(phone))
 	wantMembers(t, "phone's snapshot", phone.SessionState(), map[string]string{pc.ClientID(): instanceOf(pc), phone.ClientID(): instanceOf(phone)})
 	start := time.Now()
@@ -296,15 +297,15 @@ func TestNginxTwoInstances(t *testing.T) {
 	settle(ctx, t, pc, phone)
 
 	const n = 300
-	s1, s2 := startSender(ctx, phone, n, 0), startSender(ctx, pc, n, 0)
-	s1.wait(ctx, t, "phone")
-	s2.wait(ctx, t, "pc")
+	s1, s2 := peertest.StartSender(ctx, phone, n, 0), peertest.StartSender(ctx, pc, n, 0)
+	s1.Wait(ctx, t, "phone")
+	s2.Wait(ctx, t, "pc")
 	testkit.Eventually(ctx, t, "the chords both ways", func() bool {
-		return atPC.countFrom(phone.ClientID()) >= n && atPhone.countFrom(pc.ClientID()) >= n
+		return atPC.CountFrom(phone.ClientID()) >= n && atPhone.CountFrom(pc.ClientID()) >= n
 	})
 	settle(ctx, t, pc, phone)
-	p1 := checkChords(t, "phone->PC", atPC.chordsFrom(phone.ClientID()), 1, n)
-	p2 := checkChords(t, "PC->phone", atPhone.chordsFrom(pc.ClientID()), 1, n)
+	p1 := peertest.CheckChords(t, "phone->PC", atPC.ChordsFrom(phone.ClientID()), 1, n)
+	p2 := peertest.CheckChords(t, "PC->phone", atPhone.ChordsFrom(pc.ClientID()), 1, n)
 	t.Logf("%d chord changes each way through nginx: exactly once, in order (paths phone->PC %v, PC->phone %v)", n, p1, p2)
 
 	// A browser's WebSocket (token in the query, Origin of the page) is
@@ -312,7 +313,7 @@ func TestNginxTwoInstances(t *testing.T) {
 	tok := pairPhone(ctx, t, newPairing(ctx, t, ng.url, info)).Token
 	rc := dialRaw(ctx, t, ng.url, info.SessionID, tok, ng.url)
 	st := decodeState(t, rc.wait(ctx, "session_state", isType(protocol.TypeSessionState, nil)))
-	if st.Chord != chordFor(n) || len(st.Members) != 3 {
+	if st.Chord != peertest.ChordFor(n) || len(st.Members) != 3 {
 		t.Fatalf("browser-like newcomer through nginx: chord %q, %d members", st.Chord, len(st.Members))
 	}
 	rc.close()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -756,8 +757,8 @@ func countP2P(sess []*soakSession) int {
 	return n
 }
 
-// sendLoop sends chordFor(1, 2, ...) every period after a first delay,
-// until ctx is done.
+// sendLoop sends peertest.ChordFor(1, 2, ...) every period after a first
+// delay, until ctx is done.
 func (m *soakMember) sendLoop(ctx context.Context, wg *sync.WaitGroup, first, period time.Duration) {
 	defer wg.Done()
 	if !waitUntil(ctx, time.Now().Add(first)) {
@@ -766,7 +767,7 @@ func (m *soakMember) sendLoop(ctx context.Context, wg *sync.WaitGroup, first, pe
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for seq := 1; ; seq++ {
-		if err := m.c.SendChord(ctx, chordFor(seq)); err != nil {
+		if err := m.c.SendChord(ctx, peertest.ChordFor(seq)); err != nil {
 			if ctx.Err() == nil {
 				m.mu.Lock()
 				m.err = err
@@ -809,7 +810,7 @@ func (m *soakMember) sentTime(seq int) time.Time {
 
 // soakRx checks, as they arrive, the chords a member receives from the
 // other member of its session: seq 1, 2, 3, ... each once, carrying
-// chordFor(seq). It keeps counts, not the deliveries.
+// peertest.ChordFor(seq). It keeps counts, not the deliveries.
 type soakRx struct {
 	mu     sync.Mutex
 	from   string
@@ -866,9 +867,9 @@ func (r *soakRx) chordLocked(d peer.Delivery) {
 		issue("seq %d delivered while %d..%d were not (reordered or lost)", seq, r.next, seq-1)
 	}
 	var cc protocol.ChordChange
-	if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != chordFor(int(seq)) {
+	if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != peertest.ChordFor(int(seq)) {
 		r.wrong++
-		issue("seq %d carries %q, want %q", seq, cc.Chord, chordFor(int(seq)))
+		issue("seq %d carries %q, want %q", seq, cc.Chord, peertest.ChordFor(int(seq)))
 	}
 	r.next = seq + 1
 	r.got++

@@ -2,10 +2,11 @@ package test
 
 // The test environment of the multi-instance tests: the server binary built
 // once, child processes (proc), server instances (instance) on free ports of
-// 127.0.0.1, real redis-server processes (signaling/redistest), Go peers, and
-// recorders that count what every peer receives. Every child process is
-// killed at the test's cleanup (and, should the test binary die, by the
-// kernel: Pdeathsig). Polling and tool lookups are internal/testkit's.
+// 127.0.0.1, real redis-server processes (signaling/redistest), Go peers
+// (their configuration, recorders and senders are internal/peertest's).
+// Every child process is killed at the test's cleanup (and, should the test
+// binary die, by the kernel: Pdeathsig). Polling and tool lookups are
+// internal/testkit's.
 
 import (
 	"bytes"
@@ -20,14 +21,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -95,19 +95,9 @@ func buildServer(dir string) (string, error) {
 }
 
 // describe tells what a client received from each sender and its counters.
-func describe(name string, c *peer.Client, r *recorder) func() string {
+func describe(name string, c *peer.Client, r *peertest.Recorder) func() string {
 	return func() string {
-		r.mu.Lock()
-		counts := map[string]string{}
-		for from, ds := range r.byID {
-			var last uint64
-			if len(ds) > 0 {
-				last = ds[len(ds)-1].Msg.Seq
-			}
-			counts[from] = fmt.Sprintf("%d (last seq %d)", len(ds), last)
-		}
-		r.mu.Unlock()
-		return fmt.Sprintf("%s %s: state %s, received %v, errors %v, stats %+v", name, c.ClientID(), c.State(), counts, r.errorCodes(), c.Stats())
+		return fmt.Sprintf("%s %s: state %s, received %v, errors %v, stats %+v", name, c.ClientID(), c.State(), r.PerSender(), r.ErrorCodes(), c.Stats())
 	}
 }
 
@@ -380,23 +370,13 @@ func readyStatus(ctx context.Context, base string) (string, int) {
 
 // ---- peers ----
 
-// peerConfig is a Go peer's configuration for tests: loopback only, quick
-// reconnects and pings. relayOnly keeps every message on the WebSocket, so
-// that the data channel cannot hide what the servers lose.
+// peerConfig is a Go peer's configuration for tests (peertest.Config).
+// relayOnly keeps every message on the WebSocket, so that the data channel
+// cannot hide what the servers lose.
 func peerConfig(log *slog.Logger, role string, relayOnly bool) peer.Config {
-	return peer.Config{
-		Role:           role,
-		LoopbackOnly:   true,
-		DisableP2P:     relayOnly,
-		Logger:         log.With("side", role),
-		BackoffMin:     20 * time.Millisecond,
-		BackoffMax:     200 * time.Millisecond,
-		PingInterval:   200 * time.Millisecond,
-		ConnectTimeout: 5 * time.Second,
-		SettingEngine: func(se *webrtc.SettingEngine) {
-			se.SetICETimeouts(2*time.Second, 3*time.Second, 200*time.Millisecond)
-		},
-	}
+	cfg := peertest.Config(log, role)
+	cfg.DisableP2P = relayOnly
+	return cfg
 }
 
 // dialPeer dials a Go peer with cfg completed by the server URL and token;
@@ -426,13 +406,13 @@ func createSession(ctx context.Context, t testing.TB, base string) peer.SessionI
 // the session's pairing link and dials it at phoneURL, recording what each
 // receives (the PC from before the phone joins).
 func joinPCAndPhone(ctx context.Context, t testing.TB, log *slog.Logger, info peer.SessionInfo, pcURL, phoneURL string,
-	relayOnly bool) (pc, phone *peer.Client, atPC, atPhone *recorder) {
+	relayOnly bool) (pc, phone *peer.Client, atPC, atPhone *peertest.Recorder) {
 	t.Helper()
 	pc = dialPeer(ctx, t, peerConfig(log, protocol.RolePC, relayOnly), pcURL, info.SessionID, info.Token)
-	atPC = record(t, pc)
+	atPC = peertest.RecordT(t, pc)
 	ph := pairPhone(ctx, t, info.PairingURL)
 	phone = dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, relayOnly), phoneURL, info.SessionID, ph.Token)
-	return pc, phone, atPC, record(t, phone)
+	return pc, phone, atPC, peertest.RecordT(t, phone)
 }
 
 // pairPhone trades a pairing link for a phone token.
@@ -479,193 +459,10 @@ func instanceOf(c *peer.Client) string {
 }
 
 // ---- counting what arrives ----
-
-var chords = []string{"C", "G", "Am", "F", "D", "E", "Em", "A", "Dm7", "G/B", "Cmaj7", "Bb"}
-
-// chordFor is the chord a test sends as its i-th chord (from 1).
-func chordFor(i int) string { return chords[(i-1)%len(chords)] }
-
-// recorder reads every delivery of a client in a goroutine (stopped at t's
-// cleanup) and keeps them, with the chord changes by sender.
-type recorder struct {
-	c    *peer.Client
-	mu   sync.Mutex
-	all  []peer.Delivery
-	byID map[string][]peer.Delivery // chord_change by sender
-	done chan struct{}
-}
-
-func record(t testing.TB, c *peer.Client) *recorder {
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorder{c: c, byID: map[string][]peer.Delivery{}, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		for {
-			d, err := c.Recv(ctx)
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.all = append(r.all, d)
-			if d.Msg.Type == protocol.TypeChordChange {
-				r.byID[d.Msg.From] = append(r.byID[d.Msg.From], d)
-			}
-			r.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-r.done })
-	return r
-}
-
-// chordsFrom returns the chord changes received from client id from.
-func (r *recorder) chordsFrom(from string) []peer.Delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]peer.Delivery(nil), r.byID[from]...)
-}
-
-func (r *recorder) countFrom(from string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.byID[from])
-}
-
-// matching returns the deliveries for which f holds.
-func (r *recorder) matching(f func(peer.Delivery) bool) []peer.Delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []peer.Delivery
-	for _, d := range r.all {
-		if f(d) {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// ofType returns the deliveries of type typ.
-func (r *recorder) ofType(typ protocol.Type) []peer.Delivery {
-	return r.matching(func(d peer.Delivery) bool { return d.Msg.Type == typ })
-}
-
-// errorCodes counts the error deliveries by code.
-func (r *recorder) errorCodes() map[string]int {
-	out := map[string]int{}
-	for _, d := range r.ofType(protocol.TypeError) {
-		var e struct {
-			Code string `json:"code"`
-		}
-		_ = json.Unmarshal(d.Msg.Data, &e)
-		out[e.Code]++
-	}
-	return out
-}
-
-// connUpdates returns the connection_update data received about client id.
-func (r *recorder) connUpdates(id string) []protocol.ConnectionUpdate {
-	var out []protocol.ConnectionUpdate
-	for _, d := range r.ofType(protocol.TypeConnectionUpdate) {
-		var cu protocol.ConnectionUpdate
-		if json.Unmarshal(d.Msg.Data, &cu) == nil && cu.ClientID == id {
-			out = append(out, cu)
-		}
-	}
-	return out
-}
-
-// checkChords asserts that ds are exactly the chords chordFor(1..n) sent with
-// the consecutive seqs first, first+1, ...: none lost, duplicated or
-// reordered. It returns how many came by each path.
-func checkChords(t testing.TB, name string, ds []peer.Delivery, first uint64, n int) map[string]int {
-	t.Helper()
-	if len(ds) != n {
-		t.Fatalf("%s: %d chord changes received, want %d", name, len(ds), n)
-	}
-	paths := map[string]int{}
-	for i, d := range ds {
-		if want := first + uint64(i); d.Msg.Seq != want {
-			t.Fatalf("%s: chord change #%d has seq %d, want %d (lost, duplicated or reordered)", name, i+1, d.Msg.Seq, want)
-		}
-		var cc protocol.ChordChange
-		if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != chordFor(i+1) {
-			t.Fatalf("%s: chord change #%d carries %q, want %q", name, i+1, cc.Chord, chordFor(i+1))
-		}
-		paths[d.Path]++
-	}
-	return paths
-}
-
-// sender sends the chords chordFor(1, 2, ...) from a goroutine, one every
-// pace (0: as fast as Send returns), until it sent n or is stopped, and
-// counts them.
-type sender struct {
-	mu       sync.Mutex
-	sent     int
-	done     chan struct{}
-	stopCh   chan struct{}
-	stopOnce sync.Once
-	err      error
-}
-
-func startSender(ctx context.Context, c *peer.Client, n int, pace time.Duration) *sender {
-	s := &sender{done: make(chan struct{}), stopCh: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		var tick <-chan time.Time
-		if pace > 0 {
-			tk := time.NewTicker(pace)
-			defer tk.Stop()
-			tick = tk.C
-		}
-		for i := 1; i <= n; i++ {
-			select {
-			case <-s.stopCh:
-				return
-			default:
-			}
-			if tick != nil {
-				select {
-				case <-tick:
-				case <-s.stopCh:
-					return
-				case <-ctx.Done():
-					s.err = ctx.Err()
-					return
-				}
-			}
-			if err := c.SendChord(ctx, chordFor(i)); err != nil {
-				s.err = err
-				return
-			}
-			s.mu.Lock()
-			s.sent++
-			s.mu.Unlock()
-		}
-	}()
-	return s
-}
-
-// stop makes the sender stop after the chord it is sending.
-func (s *sender) stop() { s.stopOnce.Do(func() { close(s.stopCh) }) }
-
-func (s *sender) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent
-}
-
-// wait waits for the sender to finish and fails the test on its error.
-func (s *sender) wait(ctx context.Context, t testing.TB, name string) {
-	t.Helper()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		t.Fatalf("%s: sender did not finish", name)
-	}
-	if s.err != nil {
-		t.Fatalf("%s: send: %v", name, s.err)
-	}
-}
+//
+// What a client receives is recorded by peertest.RecordT, chords are sent by
+// peertest.StartSender and checked by peertest.CheckChords (internal/peertest,
+// shared with package peer's tests).
 
 // settle waits until every client has no unconfirmed message (the server
 // holds all it sent) and has flushed its WebSocket once more, so that
