@@ -7,12 +7,17 @@
 // Examples:
 //
 //	virtutune-peer --create                      # a PC: prints the pairing link, then listens
-//	virtutune-peer --pair 'http://192.168.1.5:8000/phone/#s=...&p=...' --chords C,G,Am --interval 500ms
+//	virtutune-peer --pair 'http://192.168.1.5:8000/p/K7QX2M9DPA4T' --chords C,G,Am --interval 500ms
 //	echo -e "C\nG\nstart\nAm\nend" | virtutune-peer --session S --token T --role phone
 //	echo '{"type":"ping","data":{"timestamp":"2024-01-01T00:00:00Z"}}' | virtutune-peer --raw --session S --token T
 //
 // Lines read from stdin are chords, or "start" / "end" for practice. Latency is
 // computed from the sender's clock (at), so it is meaningful on one machine.
+//
+// main.go has the flags, the session (create, pair or token), the sending
+// and the printing, all through package peer; raw.go is --raw, a plain
+// WebSocket client that sends each stdin line as one frame and prints every
+// frame it receives.
 package main
 
 import (

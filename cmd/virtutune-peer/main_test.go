@@ -22,7 +22,7 @@ func TestParseFlags(t *testing.T) {
 		role string
 	}{
 		{[]string{"--create"}, true, "pc"},
-		{[]string{"--pair", "http://h/phone/#s=x&p=y"}, true, "phone"},
+		{[]string{"--pair", "http://h/p/ABCDEFGHJKMN"}, true, "phone"},
 		{[]string{"--session", "s", "--token", "t"}, true, "pc"},
 		{[]string{"--session", "s"}, false, ""},
 		{[]string{}, false, ""},

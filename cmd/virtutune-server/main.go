@@ -21,6 +21,11 @@
 // (VIRTUTUNE_SECRET, VIRTUTUNE_API_KEY): given as -secret or -api-key they
 // are visible to every user of the machine (ps, /proc/PID/cmdline), and the
 // server says so in its log.
+//
+// main.go reads the flags and the environment into a signaling.Config, opens
+// the data directory's store (or the Redis broker: redis.go) and serves until
+// SIGTERM or SIGINT, then drains; nginx.conf.example is a site for nginx in
+// front of one or more instances. The server itself is package signaling.
 package main
 
 import (

@@ -39,4 +39,14 @@
 // declared its data channel down, and how long after the return the PC first
 // got a chord directly again ("p2p again"). Result.Checks compares them with
 // the targets of issue 10; Table prints them.
+//
+// # Files
+//
+//	lab.go       Lab: the three hosts and their nodes, a scenario's run (Run), the floor (Floor)
+//	node.go      the node side (MaybeNode, NodeMain): server, phone or PC, its JSON events
+//	proc.go      a node process seen from the lab: commands in, events out
+//	scenario.go  the faults and the Scenarios with their timing
+//	run.go       Run: what was sent and received, the links' events; result.go its figures
+//	             (Result, Checks, Table, Median)
+//	stall.go     the stalls each process reports (a process not scheduled for over 20 ms)
 package impaired

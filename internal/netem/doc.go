@@ -53,4 +53,12 @@
 // goroutines per host (a reader of its interface and a writer of its delayed
 // frames); Close stops them and waits. A frame with no delay is written by
 // the reader at once.
+//
+// # Files
+//
+//	network.go  Network: the switch, its hosts, Block (the Rules), Check
+//	host.go     Host: a namespace on the switch, its processes and sockets
+//	port.go     a host's port on the switch: the delay queue, the impairments, counters
+//	impair.go   Direction, Impairment, Rule; frame.go what a Rule matches in a frame
+//	ns.go       the anonymous namespace and its TAP interface; tap.go opening a TAP
 package netem
