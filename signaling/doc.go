@@ -13,6 +13,8 @@
 //	api.go               POST /api/sessions
 //	pairing.go           pairing codes, POST /api/pair, the PC's paired devices
 //	token.go, lan.go     the JWTs; the LAN address of pairing links
+//	origin.go            the Host and Origin checks (421, 403 origin_not_allowed)
+//	addrlimit.go         per-address limits (the client address, X-Forwarded-For from trusted proxies)
 //	conn.go              a connection's transport: the upgrade and its checks, the reader, timers, close
 //	outbox.go            a connection's outgoing frames: direct writes and the flusher
 //	membership.go        join, leave and the disconnect grace, the snapshot, delivery to one member
