@@ -6,8 +6,8 @@ package peer
 
 // DropDirect closes the current peer connection to the member peer as if the
 // direct path broke: pion notices, the client reports p2p_state down, falls
-// back to the relay (the server replays what the channel may have lost) and a
-// fresh data channel is tried after backoff. It does not block on the
+// back to the relay (which carried every message all along, so nothing needs
+// replaying) and a fresh data channel is tried after backoff. It does not block on the
 // network. It reports whether there was a peer connection to close.
 func (c *Client) DropDirect(peer string) bool {
 	c.mu.Lock()
