@@ -60,14 +60,7 @@ func BenchmarkChannelModes(b *testing.B) {
 				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "lossy-p50-ms")
 				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "lossy-p99-ms")
 				b.ReportMetric(100*float64(byPath(ds)["relay"])/float64(len(ds)), "lossy-relay-%")
-				flaps := 0
-				h.pcEvents.mu.Lock()
-				for _, e := range h.pcEvents.evs {
-					if e.Kind == peer.EventP2P && e.State == peer.LinkDown {
-						flaps++
-					}
-				}
-				h.pcEvents.mu.Unlock()
+				flaps := len(h.pcEvents.Matching(func(e peer.Event) bool { return e.Kind == peer.EventP2P && e.State == peer.LinkDown }))
 				b.ReportMetric(float64(flaps), "lossy-downs")
 				h.close()
 

@@ -18,6 +18,7 @@ import (
 	"github.com/pion/transport/v5/vnet"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -256,8 +257,8 @@ type impaired struct {
 	proxy       *wsProxy
 	pc, phone   *peer.Client
 	atPC        *collector
-	pcEvents    *eventLog
-	phoneEvents *eventLog
+	pcEvents    *peertest.EventLog
+	phoneEvents *peertest.EventLog
 	stopRecv    context.CancelFunc
 }
 
@@ -303,8 +304,8 @@ func newImpairedWith(ctx context.Context, t testing.TB, im impairment, more func
 	rctx, stop := context.WithCancel(ctx)
 	h.stopRecv = stop
 	h.atPC = collect(rctx, h.pc, h.phone.ClientID())
-	h.pcEvents = logEvents(rctx, h.pc)
-	h.phoneEvents = logEvents(rctx, h.phone)
+	h.pcEvents = peertest.LogEvents(rctx, h.pc)
+	h.phoneEvents = peertest.LogEvents(rctx, h.phone)
 	// drain what the phone receives
 	go func() {
 		for {
@@ -319,50 +320,13 @@ func newImpairedWith(ctx context.Context, t testing.TB, im impairment, more func
 func (h *impaired) close() {
 	h.stopRecv()
 	<-h.atPC.done
-	<-h.pcEvents.done
-	<-h.phoneEvents.done
+	<-h.pcEvents.Done()
+	<-h.phoneEvents.Done()
 	h.phone.Close()
 	h.pc.Close()
 	h.proxy.close()
 	h.lan.close()
 	h.e.close()
-}
-
-// eventLog records a client's link events.
-type eventLog struct {
-	mu   sync.Mutex
-	evs  []peer.Event
-	done chan struct{}
-}
-
-func logEvents(ctx context.Context, c *peer.Client) *eventLog {
-	l := &eventLog{done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e := <-c.Events():
-				l.mu.Lock()
-				l.evs = append(l.evs, e)
-				l.mu.Unlock()
-			}
-		}
-	}()
-	return l
-}
-
-// first returns the first P2P event after t whose state satisfies f.
-func (l *eventLog) first(after time.Time, f func(peer.LinkState) bool) (peer.Event, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, e := range l.evs {
-		if e.Kind == peer.EventP2P && !e.At.Before(after) && f(e.State) {
-			return e, true
-		}
-	}
-	return peer.Event{}, false
 }
 
 // playChords sends chords from the phone every interval until stop, and
@@ -660,7 +624,7 @@ func TestImpairedBlackout(t *testing.T) {
 					after = append(after, lat[i])
 				}
 			}
-			p2pBack, _ := h.pcEvents.first(back, func(s peer.LinkState) bool { return s == peer.LinkUp })
+			p2pBack, _ := h.pcEvents.First(back, func(e peer.Event) bool { return e.Kind == peer.EventP2P && e.State == peer.LinkUp })
 			t.Logf("blackout %v (WebSocket %v): the last chord played during it arrived %v after the return (all at the PC %v after); chords after the return (%d): %s; p2p up again after %v; first by %v; phone reconnects %d",
 				d, tc.ws, lastDuring.Sub(back).Round(time.Millisecond), caughtUp.Round(time.Millisecond), len(after), summary(after),
 				p2pBack.At.Sub(back).Round(time.Millisecond), byPath(ds), h.phone.Stats().Reconnects)

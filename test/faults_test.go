@@ -135,46 +135,6 @@ func TestRedisRestart(t *testing.T) {
 		atPhone.ErrorCodes(), atFar.ErrorCodes(), pc.Stats().Duplicates, far.Stats().Duplicates, phone.Stats().Duplicates)
 }
 
-// eventLog keeps a client's link events.
-type eventLog struct {
-	mu   sync.Mutex
-	evs  []peer.Event
-	done chan struct{}
-}
-
-func logEvents(t testing.TB, c *peer.Client) *eventLog {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &eventLog{done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for {
-			select {
-			case e := <-c.Events():
-				l.mu.Lock()
-				l.evs = append(l.evs, e)
-				l.mu.Unlock()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-l.done })
-	return l
-}
-
-// relay returns the WebSocket's up (or down) events seen so far.
-func (l *eventLog) relay(up bool) []peer.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []peer.Event
-	for _, e := range l.evs {
-		if e.Kind == peer.EventRelay && e.Up == up {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // lossTest is the body of the instance fault tests: PC and phone on
 // different instances behind nginx exchange chords (relay only, 200 a
 // second each way) while fault takes the phone's instance away; the phone
@@ -186,7 +146,7 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	a, b, ng := behindNginx(t)
 	info, pc, phone := joinApart(ctx, t, ng.url, true)
 	atPC, atPhone := peertest.RecordT(t, pc), peertest.RecordT(t, phone)
-	events := logEvents(t, phone)
+	events := peertest.LogEventsT(t, phone)
 	victim, survivor := a, b
 	if instanceOf(phone) == "B" {
 		victim, survivor = b, a
@@ -226,7 +186,10 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 	if st := pc.Stats(); st.Reconnects != 0 {
 		t.Errorf("PC on the surviving instance reconnected %d times", st.Reconnects)
 	}
-	downs, ups := events.relay(false), events.relay(true)
+	relay := func(up bool) func(peer.Event) bool {
+		return func(e peer.Event) bool { return e.Kind == peer.EventRelay && e.Up == up }
+	}
+	downs, ups := events.Matching(relay(false)), events.Matching(relay(true))
 	if len(downs) != 1 || len(ups) != 2 { // up at the first connection, down, up again
 		t.Fatalf("phone saw the WebSocket go down %d times and up %d times, want 1 and 2: %+v", len(downs), len(ups), append(downs, ups...))
 	}

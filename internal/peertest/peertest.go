@@ -291,3 +291,71 @@ func (s *Sender) Wait(ctx context.Context, t testing.TB, name string) {
 		t.Fatalf("%s: send: %v", name, err)
 	}
 }
+
+// EventLog keeps a client's link events (Client.Events) as they come. Its
+// methods are safe for concurrent use.
+type EventLog struct {
+	mu   sync.Mutex
+	evs  []peer.Event
+	done chan struct{}
+	stop context.CancelFunc
+}
+
+// LogEvents keeps c's events until ctx ends.
+func LogEvents(ctx context.Context, c *peer.Client) *EventLog {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &EventLog{done: make(chan struct{}), stop: cancel}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-c.Events():
+				l.mu.Lock()
+				l.evs = append(l.evs, e)
+				l.mu.Unlock()
+			}
+		}
+	}()
+	return l
+}
+
+// LogEventsT is LogEvents until t's cleanup, which stops the log and waits
+// for its goroutine.
+func LogEventsT(t testing.TB, c *peer.Client) *EventLog {
+	l := LogEvents(context.Background(), c)
+	t.Cleanup(l.Stop)
+	return l
+}
+
+// Stop stops the log and waits until its goroutine has ended.
+func (l *EventLog) Stop() { l.stop(); <-l.done }
+
+// Done is closed when the log's goroutine has ended.
+func (l *EventLog) Done() <-chan struct{} { return l.done }
+
+// Matching returns the events so far for which f holds.
+func (l *EventLog) Matching(f func(peer.Event) bool) []peer.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []peer.Event
+	for _, e := range l.evs {
+		if f(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// First returns the first event at or after after for which f holds.
+func (l *EventLog) First(after time.Time, f func(peer.Event) bool) (peer.Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.evs {
+		if !e.At.Before(after) && f(e) {
+			return e, true
+		}
+	}
+	return peer.Event{}, false
+}
