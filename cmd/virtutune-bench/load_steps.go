@@ -74,7 +74,7 @@ func (lr *loadRun) step(ctx context.Context, srv *loadServer, workers []*workerP
 	pids := srv.pids()
 	var rpid []int
 	if srv.redis != nil {
-		rpid = []int{srv.redis.cmd.Process.Pid}
+		rpid = []int{srv.redis.Pid()}
 	}
 	c0, r0, t0 := cpuOf(pids), cpuOf(rpid), time.Now()
 	ans := lr.all(workers, func(_ int, w *workerProc) (workerResult, error) { return w.do(cmd) })

@@ -198,6 +198,17 @@ func (s *Server) signal(sig syscall.Signal) error {
 	return s.cmd.Process.Signal(sig)
 }
 
+// Pid is the running process's id (0 when it is not running), for the
+// caller's own accounting (virtutune-bench reads its CPU time).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Running reports whether the process is running.
 func (s *Server) Running() bool {
 	s.mu.Lock()
