@@ -31,6 +31,17 @@ func addrKey(ip netip.Addr) netip.Addr {
 	return ip
 }
 
+// addrName is the name of ip's limiter key (addrKey) in the store's counter
+// keys: the IPv4 address, or the IPv6 /64 prefix ("2001:db8::/64"). The
+// invalid address (a request whose RemoteAddr is no address) is "invalid IP".
+func addrName(ip netip.Addr) string {
+	k := addrKey(ip)
+	if k.Is6() {
+		return k.String() + "/64"
+	}
+	return k.String()
+}
+
 // peerAddr parses the IP of a net.Addr or "host:port" string.
 func peerAddr(remote string) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(remote)

@@ -11,7 +11,9 @@
 //	config.go            Config and Limits: zero means the default, Validate refuses the rest
 //	errors.go            the sentinel errors (ErrInvalidConfig, ErrSessionNotFound, ...)
 //	api.go               POST /api/sessions
-//	pairing.go           pairing codes, POST /api/pair, the PC's paired devices
+//	pairing_codes.go     a pairing's codes: the short code, the 6-digit code, their keyed hashes
+//	pairing.go           issuing a pairing, its status, POST /api/pair and its guessing limits
+//	devices.go           the PC's paired devices: the list, removal (revocation on every instance)
 //	token.go, lan.go     the JWTs; the LAN address of pairing links
 //	origin.go            the Host and Origin checks (421, 403 origin_not_allowed)
 //	addrlimit.go         per-address limits (the client address, X-Forwarded-For from trusted proxies)
@@ -81,9 +83,10 @@
 // secret): a code is looked up by its hash, so neither the store's contents
 // nor the lookup's timing reveal a code, and the record found is compared
 // with the hash computed in constant time. Guessing is bounded by
-// Limits: a client address (an IPv6 one by its /64) gets 429 with
-// Retry-After after PairFailures wrong codes within PairFailWindow (10 in
-// 10 minutes), whatever it sends next. A wrong 6-digit guess names no
+// Limits: a client address (an IPv6 one by its /64; the address of every
+// per-address limit, so behind a trusted proxy the forwarded client's, see
+// Config.TrustedProxies) gets 429 with Retry-After after PairFailures wrong
+// codes within PairFailWindow (10 in 10 minutes), whatever it sends next. A wrong 6-digit guess names no
 // session, so it counts against every live 6-digit code: a live code is
 // retired (410 pairing_burned; the PC page shows a new one) once PINGuesses
 // (10) wrong 6-digit codes were tried anywhere after it was issued, so a

@@ -22,9 +22,19 @@ import (
 // handler is called directly, so no traffic leaves the process).
 func pairFrom(t *testing.T, ts *testServer, addr string, body map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
+	return pairVia(t, ts, addr, "", body)
+}
+
+// pairVia is pairFrom from TCP peer addr with X-Forwarded-For xff (none
+// when "").
+func pairVia(t *testing.T, ts *testServer, addr, xff string, body map[string]string) *httptest.ResponseRecorder {
+	t.Helper()
 	b, _ := json.Marshal(body)
 	req := httptest.NewRequest(http.MethodPost, "/api/pair", bytes.NewReader(b))
 	req.RemoteAddr = addr + ":40000"
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
 	req.Host = "localhost" // a name of this server (httptest's example.com is not)
 	rec := httptest.NewRecorder()
 	ts.ServeHTTP(rec, req)
@@ -63,6 +73,58 @@ func TestPairingGuessesPerAddress(t *testing.T) {
 	}
 	if rec := pairFrom(t, ts, "[2001:db8::99]", map[string]string{"pin": "123456"}); rec.Code != http.StatusTooManyRequests {
 		t.Fatalf("a sixth address of one /64: %d, want 429", rec.Code)
+	}
+}
+
+// Behind a trusted proxy every request's TCP peer is the proxy: the
+// wrong-code bound counts the forwarded client (the address of every
+// per-address limit), so one guesser behind nginx locks out only itself and
+// another client behind the same proxy pairs at once. From a peer that is
+// not a trusted proxy, X-Forwarded-For is ignored: it cannot buy a fresh
+// bound, and the peer's own address is the one limited.
+func TestPairingGuessesBehindProxy(t *testing.T) {
+	const proxy = "10.9.0.1"
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			ts := newServer(t, func(c *signaling.Config) {
+				c.Limits.PairFailures = 5
+				if trusted {
+					c.TrustedProxies = []string{proxy}
+				}
+			})
+			s := ts.createSession(t)
+			// Five wrong guesses, codes and 6-digit ones (too few to burn the
+			// live 6-digit code), all from one forwarded client.
+			for i := range 5 {
+				body := map[string]string{"code": fmt.Sprintf("ZZZZZZZZZZZ%d", i)}
+				if i%2 == 1 {
+					body = map[string]string{"pin": wrongPIN(s.PairingPIN)}
+				}
+				if rec := pairVia(t, ts, proxy, "203.0.113.7", body); rec.Code != http.StatusUnauthorized {
+					t.Fatalf("wrong guess %d: %d %s", i, rec.Code, rec.Body)
+				}
+			}
+			// The guesser is limited either way, a forged left-most hop
+			// changing nothing (only the right-most untrusted hop counts).
+			for _, xff := range []string{"203.0.113.7", "198.51.100.1, 203.0.113.7"} {
+				if rec := pairVia(t, ts, proxy, xff, map[string]string{"pin": s.PairingPIN}); rec.Code != http.StatusTooManyRequests {
+					t.Fatalf("the guesser (X-Forwarded-For %q) with the right code: %d %s, want 429", xff, rec.Code, rec.Body)
+				}
+			}
+			other := pairVia(t, ts, proxy, "203.0.113.8", map[string]string{"pin": s.PairingPIN})
+			if trusted {
+				if other.Code != http.StatusOK {
+					t.Fatalf("another client behind the trusted proxy with the right 6-digit code: %d %s, want 200", other.Code, other.Body)
+				}
+				return
+			}
+			if other.Code != http.StatusTooManyRequests {
+				t.Fatalf("another X-Forwarded-For from an untrusted peer: %d %s, want 429 (the header ignored)", other.Code, other.Body)
+			}
+			if rec := pairVia(t, ts, "10.9.0.2", "", map[string]string{"pin": s.PairingPIN}); rec.Code != http.StatusOK {
+				t.Fatalf("another peer with the right 6-digit code: %d %s, want 200", rec.Code, rec.Body)
+			}
+		})
 	}
 }
 
