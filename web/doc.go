@@ -30,7 +30,9 @@
 //	                   protocol/testdata/delivery.json like package peer
 //	static/chords.js   finger diagrams (inline SVG) and a Karplus-Strong
 //	                   plucked-string synth rendered into AudioBuffers
-//	static/ui.js       DOM helpers shared by the pages (timer, link state)
+//	static/ui.js       DOM helpers shared by the pages (timer, link state,
+//	                   errors) and what the pages say of the link, from its
+//	                   status API alone (latencyView, peerView; pure)
 //	static/index.html  PC page; pc.js pairs (QR + link + expiry), shows the
 //	                   chord, plays strings (click, keys 1-6, space/Enter strums)
 //	static/phone.html  phone page (also served at /p/<code>); phone.js pairs
@@ -48,17 +50,26 @@
 //	                   and Chromium <-> pion in both offer directions
 //	e2e_pairing_test.go  pairing (the QR code, the 6-digit code), pairing that
 //	                   lasts, a removed phone, a restart, layout, accessibility
+//	e2e_status_test.go  what the pages say of the link: a phone whose page is
+//	                   frozen (its JavaScript paused) shown not responding, then
+//	                   connected again, the shown path and latency the status API's
 //	e2e_helpers_test.go  their harness: the namespace, the server, the tabs
 //	impaired_e2e_test.go  both pages on an emulated LAN (internal/impaired)
 //	                   while UDP between them dies and returns
 //	screenshots/       both pages at phone (390x844 @2x) and desktop (1366x850)
-//	                   sizes, written by the browser tests when VT_SCREENSHOTS=1
+//	                   sizes, the PC at 1366x768 pairing, paired, and with its
+//	                   phone not responding, written by the browser tests when
+//	                   VT_SCREENSHOTS=1
 //
 // Elements that browser tests read have fixed ids: on both pages #chord,
 // #path (data-path "p2p" or "relay"), #ws-state (data-state "connecting",
 // "open" or "closed"), #practice (data-status "started", "ended" or ""),
-// #error, #latency; on the PC page #qr, #pairing-url, #members; on the phone
-// page #practice-toggle and button.chord[data-chord]. On both pages
+// #error (data-cause: whose error it is), #latency (data-path, data-ms: the
+// path's median round trip, data-chord-ms: its median one-way chord latency;
+// "" when unknown); on the PC page #qr, #pairing-url, #link-status, #members
+// (each li with data-client-id, data-connected, and for a connected member
+// data-link, its link's state, and data-responding); on the phone page
+// #practice-toggle and button.chord[data-chord]. On both pages
 // window.__vt.link is the page's live Link, a read-only hook for the browser
 // tests and for debugging from the console.
 //
@@ -83,6 +94,25 @@
 // credentials shows how to pair (scan, or type the code) and no grid. Once a
 // phone is connected the PC folds the pairing panel away and lists the paired
 // devices (GET /api/sessions/{id}/devices), each with a Remove button.
+//
+// The screen tells the truth: what the pages say of the link comes from the
+// Link's status API (linkState(), the Go peer's Status) and is rendered at
+// every onLinkState, which the Link calls whenever the WebSocket's state,
+// the path, a link's state or a latency median may have changed. The path
+// shown is linkState().path, the one chords take directly (p2p while every
+// other member's data channel is up or suspect; the relay carries a copy
+// either way); the latency is that path's median round trip and the median
+// one-way latency of the chords it delivered (the other path's round trip
+// beside it); a chord's line says the path it came by first. The PC lists
+// each phone as its link's state says: connected (P2P or relay, "answering
+// late" while suspect), "not responding" once the link is down (four
+// heartbeats unanswered: 0.4 s while playing, 4 s in an idle session) and
+// nothing came from it by the relay since (a phone asleep, its page frozen in
+// the background, its Wi-Fi gone), with what to do, and "not connected" the
+// moment it left. Errors are kept one per cause and each is cleared by what
+// ends its cause (the WebSocket open again, a pairing code made or shown to
+// work, the device list fetched); a refused message, which the link resends
+// by itself, is shown for 8 s. Every message says what to do.
 //
 // Layout: nothing moves under the fingers. The phone's area above the grid
 // has a fixed height and errors float over the page, so the grid keeps its

@@ -454,6 +454,23 @@ func (b *tab) screenshot(v viewport) {
 	b.t.Logf("wrote web/%s (%dx%d)", file, cfg.Width, cfg.Height)
 }
 
+// pairedTabs starts a PC tab (at viewport pcSize unless it is nil) and a
+// phone tab (phoneSize), opens the PC page at base and the pairing link it
+// shows on the phone, and returns both once the phone page is connected.
+func pairedTabs(t *testing.T, ctx context.Context, base string, pcSize *viewport) (pc, phone *tab) {
+	t.Helper()
+	pc = newTab(t, ctx, "pc")
+	if pcSize != nil {
+		pc.emulate(*pcSize)
+	}
+	phone = newTab(t, ctx, "phone")
+	phone.emulate(phoneSize)
+	pc.open(base + "/")
+	waitQR(pc, 5)
+	phone.open(pc.text("pairing-url"))
+	return pc, phone
+}
+
 // waitGo polls cond (Go side) until it is true or ctx ends.
 func waitGo(ctx context.Context, cond func() bool) error {
 	if testkit.Until(ctx, pollEvery, cond) {

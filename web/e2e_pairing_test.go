@@ -306,12 +306,7 @@ func testRestart(t *testing.T, logs *lockedBuffer) {
 	base := srv.base()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
-	pc.open(base + "/")
-	waitQR(pc, 5)
-	phone.open(pc.text("pairing-url"))
+	pc, phone := pairedTabs(t, ctx, base, nil)
 	waitPath(phone, "p2p")
 	waitPath(pc, "p2p")
 	tapChord(phone, "Am")
@@ -396,12 +391,7 @@ func testPhoneReopen(t *testing.T, base string) {
 func testGridStays(t *testing.T, base string) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	pc.open(base + "/")
-	waitQR(pc, 5)
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
-	phone.open(pc.text("pairing-url"))
+	_, phone := pairedTabs(t, ctx, base, nil)
 	// Layout boxes (offsets, so the pressed button's brief scale(.97) does not count).
 	const rects = `JSON.stringify([...document.querySelectorAll('button.chord, #practice-toggle')].map((b) => {
 		let x = 0, y = 0; for (let e = b; e; e = e.offsetParent) { x += e.offsetLeft; y += e.offsetTop; }

@@ -101,12 +101,26 @@ export function closeAction(code) {
 /** closeText explains a terminal close code in words a user can act on. */
 export function closeText(code, reason = '') {
   switch (code) {
-    case 4100: return 'This page was replaced by a newer connection (the session is open in another tab or device).';
+    case 4100: return 'This page was replaced by a newer connection (the session is open in another tab or device): use that one, or reload this page to play here.';
     case 4101: return 'The session has ended or expired. Reload the PC page to start a new one and scan its QR code.';
     case 4102: return 'Your access expired. Reload the PC page and scan the new QR code.';
     case 4103: return 'The session is full: too many devices are connected. Close another tab or device and reload.';
     case 4104: return 'The PC removed this device from the session. Pair it again: scan the QR code on the PC or type its 6-digit code.';
-    default: return `The server closed the connection (code ${code}${reason ? ': ' + reason : ''}).`;
+    default: return `The server closed the connection (code ${code}${reason ? ': ' + reason : ''}): reload the page to connect again.`;
+  }
+}
+
+/**
+ * explainError turns the data of the server's error message ({code,
+ * message}: a message it refused) into words a user can act on. What it
+ * refused for a moment is resent by the link by itself (see the pong's
+ * last_seq).
+ */
+export function explainError(d = {}) {
+  switch (d.code) {
+    case 'rate_limited': return 'Too many messages at once: the server held some back, and they are sent again by themselves (tap a little slower).';
+    case 'unavailable': return 'The server could not pass a message on just now: it is sent again by itself.';
+    default: return `The server refused a message (${d.message || d.code || 'no reason given'}): reload the page if this keeps happening.`;
   }
 }
 
@@ -253,10 +267,10 @@ export async function createSession({ apiKey = '', userId } = {}) {
   const { res, data } = await postJSON('/api/sessions', userId ? { user_id: userId } : {}, headers);
   if (res.status === 201 || res.ok) return data;
   switch (res.status) {
-    case 401: throw new ApiError('This server needs an API key to create sessions.', 401, data.code);
+    case 401: throw new ApiError('This server needs an API key to create sessions: open VirtuTune Link from the VirtuTune application instead.', 401, data.code);
     case 429: throw new ApiError('Too many sessions created — wait a moment and reload.', 429, data.code);
     case 503: throw new ApiError('The server is busy or restarting — reload in a moment.', 503, data.code);
-    default: throw new ApiError(`Could not create a session (${data.error || 'HTTP ' + res.status}).`, res.status, data.code);
+    default: throw new ApiError(`Could not create a session (${data.error || 'HTTP ' + res.status}): reload in a moment.`, res.status, data.code);
   }
 }
 
@@ -340,6 +354,9 @@ export class Offsets {
  * {from, path, latencyMs, measured, seq, at}), onPractice(status, timestamp),
  * onMembers(list), onState(snapshot), onLinkState(linkState()),
  * onError(message). All are called from the page's event loop.
+ * onLinkState is called whenever the WebSocket's state, the path or why, a
+ * link's state, or a latency median may have changed (a new round trip or
+ * one-way sample), so a page that shows it is never behind.
  *
  * Each data channel link is in one state at a time (idle, connecting, up,
  * suspect, down, backoff, closed; delivery.js's nextLinkState is the one
@@ -804,7 +821,8 @@ export class Link {
         break;
       case 'error':
         if (d.code === 'invalid_target') { this.log('signal to a member who left:', d.message); break; }
-        this.onError(d.message || 'The server reported an error.');
+        this.log('server error:', d.code, d.message);
+        this.onError(explainError(d));
         break;
       case 'rtc_offer': case 'rtc_answer': case 'rtc_candidate': case 'rtc_restart':
         this._onSignal(msg, d);
@@ -952,6 +970,7 @@ export class Link {
       this.state.chordFrom = msg.from || '';
       const lat = own ? { latencyMs: null, measured: false } : this._latency(msg, path);
       try { this.onChord(d.chord, { from: msg.from || '', path, ...lat, seq: msg.seq, at: msg.at }); } catch (e) { this.log('onChord', e); }
+      if (lat.measured) this._emitLink(); // chordP2P or chordRelay moved
     } else {
       let status = d.status;
       if (msg.type === 'practice_start') status = 'started';
@@ -961,6 +980,8 @@ export class Link {
       const cur = this.state.practice;
       if (own && cur.status === status && cur.timestamp === ts) return;
       this.state.practice = { status, timestamp: ts };
+      // practice changes count in the one-way latencies too (as the Go client's)
+      if (!own && this._latency(msg, path).measured) this._emitLink();
       try { this.onPractice(status, ts); } catch (e) { this.log('onPractice', e); }
     }
     this._emitState();

@@ -5,7 +5,7 @@
 // timer, the paired devices (each can be removed) and the state of the link.
 import { createSession, Link } from './link.js';
 import { STRING_NAMES, playString, strum, unlockAudio } from './chords.js';
-import { $, showError, renderChord, renderPractice, renderLinkState, p2pAllowed } from './ui.js';
+import { $, showError, clearErrors, renderChord, renderPractice, renderLinkState, peerView, fmtMs, p2pAllowed } from './ui.js';
 import { newPairing, pairingStatus, devices, removeDevice, sessionGone, formatPIN, store } from './pairing.js';
 
 const KEY = 'vt.pc';
@@ -23,6 +23,7 @@ let statusTimer = 0;
 let refreshing = null;
 let paired = []; // devices paired with the session
 let members = []; // the link's member list
+let relayHeard = new Map(); // client_id -> when (Date.now()) a chord of it last came by the relay
 let folded = false;
 
 // ------------------------------------------------------------ strings
@@ -139,9 +140,10 @@ function refreshPairing() {
     Object.assign(s, p);
     store.set(KEY, s);
     showPairing(s);
+    showError('', 'pairing');
   }, (e) => {
     if (session !== s) return;
-    if (sessionGone(e)) { store.del(KEY); start({ fresh: true }); } else showError('Could not make a new pairing code: ' + e.message);
+    if (sessionGone(e)) { store.del(KEY); start({ fresh: true }); } else showError('Could not make a new pairing code (' + e.message + ') It tries again by itself; or press “New code”.', 'pairing');
   }).finally(() => { refreshing = null; });
   return refreshing;
 }
@@ -161,6 +163,7 @@ async function checkPairing() {
     if (session !== s || s.pairing_expires_at !== shown) return;
     const same = Date.parse(st.pairing_expires_at) === Date.parse(shown);
     if (!st.live || !st.pin_live || !same) await refreshPairing();
+    else showError('', 'pairing'); // the code on screen works
   } catch (e) {
     if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
   }
@@ -177,6 +180,7 @@ function watchPairing() {
 
 function fold(on) {
   folded = on;
+  if (on) showError('', 'pairing'); // no code on screen: nothing that may not work (checked again when opened)
   $('pairing').open = !on;
   sizeQR();
 }
@@ -190,6 +194,7 @@ async function refreshDevices() {
     const ds = await devices(s.session_id, s.token);
     if (session !== s) return;
     paired = ds;
+    showError('', 'devices');
   } catch (e) {
     if (session === s && sessionGone(e)) { store.del(KEY); start({ fresh: true }); }
     return;
@@ -203,28 +208,36 @@ function when(t) {
 }
 
 // renderDevices lists this PC, every paired phone (connected or not, with a
-// Remove button) and any other member connected with a token of its own.
+// Remove button) and any other member connected with a token of its own,
+// each as the status API says (ui.js's peerView: its data channel link's
+// state, a phone not responding, a phone gone), and sums it up in
+// #link-status with what to do.
 function renderDevices() {
   const ul = $('members');
   ul.textContent = '';
   const live = new Map(members.map((m) => [m.client_id, m]));
+  const links = new Map(link ? link.linkState().peers.map((p) => [p.id, p]) : []);
   const rows = [];
   for (const m of members) if (m.self) rows.push({ m, name: 'This PC' });
   for (const d of paired) rows.push({ d, m: live.get(d.client_id), name: d.name || 'Phone' });
   for (const m of members) if (!m.self && !paired.some((d) => d.client_id === m.client_id)) rows.push({ m, name: m.role === 'phone' ? 'Phone' : m.role === 'pc' ? 'PC' : 'Device' });
-  let phonesOn = 0;
+  let phonesOn = 0, phonesSilent = 0;
   for (const { m, d, name } of rows) {
     const li = document.createElement('li');
     const role = (m && m.role) || (d && d.role) || '';
+    const id = (m && m.client_id) || (d && d.client_id) || '';
     li.dataset.role = m ? role : 'offline-' + role;
-    li.dataset.clientId = (m && m.client_id) || (d && d.client_id) || '';
+    li.dataset.clientId = id;
     li.dataset.connected = m ? 'true' : 'false';
     const text = document.createElement('span');
     text.className = 'dev-text';
     let line = name;
     if (m && !m.self) {
-      line += ` · connected · ${m.path === 'p2p' ? 'P2P' : 'relay'}`;
-      if (role === 'phone') phonesOn++;
+      const v = peerView(m, links.get(id), relayHeard.get(id) || 0);
+      li.dataset.link = v.link;
+      li.dataset.responding = String(v.responding);
+      line += ' · ' + v.text;
+      if (role === 'phone') { if (v.responding) phonesOn++; else phonesSilent++; }
     } else if (!m) {
       line += ' · not connected' + (d && d.paired_at ? ` (paired ${when(d.paired_at)})` : '');
     }
@@ -242,10 +255,21 @@ function renderDevices() {
     ul.appendChild(li);
   }
   const st = $('link-status');
-  if (phonesOn > 0) st.textContent = phonesOn === 1 ? 'Phone connected.' : `${phonesOn} phones connected.`;
-  else if (paired.length > 0) st.textContent = 'No phone connected — open VirtuTune on the paired phone (it reconnects by itself).';
-  else st.textContent = 'No phone paired yet — scan the QR code with your phone.';
+  let say;
+  if (phonesOn > 0) say = phonesOn === 1 ? 'Phone connected.' : `${phonesOn} phones connected.`;
+  if (phonesSilent > 0) {
+    const one = phonesSilent === 1;
+    const what = (one ? 'The phone is' : `${phonesSilent} phones are`) + ' not responding';
+    say = (say ? say + ' ' + (one ? 'Another phone is' : `${phonesSilent} more are`) + ' not responding' : what) +
+      ` — check that ${one ? 'its screen is on and VirtuTune is open on it' : 'their screens are on and VirtuTune is open on them'}; ${one ? 'it carries' : 'each carries'} on by itself once it answers.`;
+  }
+  if (!say) {
+    say = paired.length > 0 ? 'No phone connected — open VirtuTune on the paired phone (it reconnects by itself).'
+      : 'No phone paired yet — scan the QR code with your phone.';
+  }
+  st.textContent = say;
   st.dataset.phones = String(phonesOn);
+  st.dataset.silent = String(phonesSilent);
   $('pairing-title').textContent = paired.length > 0 ? 'Pair another phone' : 'Pair your phone';
   $('pairing-hint').textContent = paired.length > 0 ? '(show the QR code and the 6-digit code)' : '';
 }
@@ -255,23 +279,24 @@ async function remove(d) {
   try {
     await removeDevice(session.session_id, session.token, d.client_id);
     paired = paired.filter((x) => x.client_id !== d.client_id);
+    showError('', 'devices');
     renderDevices();
   } catch (e) {
-    showError('Could not remove the device: ' + e.message + ' — try again.');
+    showError('Could not remove the device (' + e.message + ') Press Remove again.', 'devices');
   }
 }
 
 // ------------------------------------------------------------ session
 
 async function start({ fresh = false } = {}) {
-  showError('');
+  clearErrors();
   let s = fresh ? null : store.get(KEY);
   const kept = !!s;
   if (!s) {
     try {
       s = await createSession();
     } catch (e) {
-      showError(e.message);
+      showError(e.message, 'session');
       $('ws-state').dataset.state = 'closed';
       $('ws-state').textContent = 'disconnected';
       $('new-session').hidden = false;
@@ -282,6 +307,7 @@ async function start({ fresh = false } = {}) {
   session = s;
   paired = [];
   members = [];
+  relayHeard = new Map();
   fold(false);
   $('session-id').textContent = s.session_id || '';
   showPairing(s);
@@ -289,6 +315,8 @@ async function start({ fresh = false } = {}) {
   if (kept) { refreshPairing(); refreshDevices(); }
   if (link) link.close();
   let phonesSeen = 0;
+  let peerStates = '';
+  const links = (id) => ((link && link.linkState().peers.find((p) => p.id === id)) || {}).state;
   link = new Link({
     sessionId: s.session_id,
     token: s.token,
@@ -300,10 +328,19 @@ async function start({ fresh = false } = {}) {
     onChord(name, meta) {
       chord = name;
       renderChord(name, { flash: true });
-      const who = meta.from ? 'from the phone' : '';
-      const lat = meta.latencyMs == null ? '' : `, ~${meta.latencyMs < 10 ? meta.latencyMs.toFixed(1) : Math.round(meta.latencyMs)} ms`;
-      $('chord-meta').textContent = `${who} via ${meta.path === 'p2p' ? 'P2P' : 'relay'}${lat}`;
+      // The path this chord came by first (both race), and that path's
+      // one-way latency as the status API smooths it (the median).
+      const st = link.linkState();
+      const med = meta.path === 'p2p' ? st.chordP2P : st.chordRelay;
+      const who = meta.from ? (paired.find((d) => d.client_id === meta.from) || {}).name || 'the phone' : '';
+      $('chord-meta').textContent = `${who ? 'from ' + who + ' ' : ''}via ${meta.path === 'p2p' ? 'P2P' : 'relay'}${med == null ? '' : ' · ' + fmtMs(med)}`;
       $('chord-meta').dataset.path = meta.path;
+      if (meta.from && meta.path === 'relay') {
+        const was = relayHeard.get(meta.from);
+        relayHeard.set(meta.from, Date.now());
+        // heard by the relay: a phone shown not responding answers after all
+        if (!was || links(meta.from) === 'down') renderDevices();
+      }
     },
     onPractice: renderPractice,
     onState(st) {
@@ -326,8 +363,13 @@ async function start({ fresh = false } = {}) {
     onLinkState(st) {
       renderLinkState(st);
       if (st.ws === 'closed' && st.reason) $('new-session').hidden = false;
+      // a peer's link changed state: the device list says so at once
+      const now = st.peers.map((p) => p.id + ':' + p.state).join(',');
+      if (now !== peerStates) { peerStates = now; renderDevices(); }
     },
-    onError: showError,
+    // A refused message (a rate limit, a chord name) is about a moment; the
+    // relay ended for good is the link state's error (ui.js).
+    onError(msg) { if (link && !link.relayGone) showError(msg, 'message', 8000); },
   });
   link.connect();
   renderDevices();

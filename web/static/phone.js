@@ -6,7 +6,7 @@
 // again; it sends chord changes and practice start/stop.
 import { Link, closeText } from './link.js';
 import { GRID } from './chords.js';
-import { $, showError, renderChord, renderPractice, renderLinkState, p2pAllowed } from './ui.js';
+import { $, showError, clearErrors, renderChord, renderPractice, renderLinkState, p2pAllowed } from './ui.js';
 import { pair, codeFromPath, normalizePIN, store } from './pairing.js';
 
 const KEY = 'vt.phone';
@@ -91,7 +91,7 @@ function showPairView(why = '') {
   $('ws-state').dataset.state = 'closed';
   $('ws-state').textContent = 'not paired';
   $('path').hidden = true;
-  showError('');
+  clearErrors();
 }
 
 function showPlayView() {
@@ -104,7 +104,7 @@ function showPlayView() {
 // connect starts the link with the kept credentials.
 function connect() {
   showPlayView();
-  showError('');
+  clearErrors();
   status('Connecting…');
   if (link) link.close();
   const c = creds;
@@ -133,7 +133,9 @@ function connect() {
       creds = null;
       showPairView('This phone is no longer paired (the PC removed it, or the session ended). Pair it again: scan the QR code on the PC or type its 6-digit code.');
     },
-    onError: showError,
+    // A refused message (a rate limit, a chord name) is about a moment; the
+    // relay ended for good is the link state's error (ui.js).
+    onError(msg) { if (link && !link.relayGone) showError(msg, 'message', 8000); },
   });
   link.connect();
 }
@@ -179,6 +181,7 @@ async function start() {
   creds = store.get(KEY);
   const code = codeFromPath(location.pathname);
   const keep = /nop2p=1/.test(location.search + location.hash) ? '?nop2p=1' : '';
+  let stale = '';
   if (code) {
     // The code works once: drop it from the address (a reload, a bookmark).
     history.replaceState(null, '', '/phone/' + keep);
@@ -186,11 +189,12 @@ async function start() {
       await pairWith({ code });
     } catch (e) {
       if (!creds) { showPairView(e.message); return; }
-      showError(e.message + ' (This phone is still paired from before.)');
+      stale = 'The pairing link you opened did not work, but this phone is still paired from before: nothing to do.';
     }
   }
   if (!creds) { showPairView(''); return; }
   connect();
+  if (stale) showError(stale, 'pair', 10000);
 }
 
 start();

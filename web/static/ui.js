@@ -1,8 +1,11 @@
 // ui.js: DOM helpers shared by the PC and phone pages (chord, practice timer,
-// link state, errors). Each looks elements up by id and does nothing when one
-// is missing.
+// link state, errors), and the pure functions that turn the link's status
+// (Link.linkState(): the same fields as the Go peer's Status) into what the
+// pages say, so that everything shown comes from it (Node tests them,
+// web/testdata/ui.test.mjs). Each DOM helper looks elements up by id and does
+// nothing when one is missing.
 import { diagramSVG } from './chords.js';
-import { parseTimestamp } from './link.js';
+import { parseTimestamp, linkP2P } from './link.js';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -14,10 +17,42 @@ export function formatElapsed(ms) {
   return h ? `${h}:${p(m)}:${p(r)}` : `${p(m)}:${p(r)}`;
 }
 
-/** showError shows msg in #error ('' clears it). */
-export function showError(msg) {
+// The errors shown, one per cause: each is set by what went wrong and
+// cleared by what shows it is over (the WebSocket open again, a pairing code
+// made, the device list fetched), so #error never says what is no longer
+// true. The latest one set is shown.
+const errors = new Map(); // cause -> {msg, timer}
+
+function renderError() {
   const el = $('error');
-  if (el) el.textContent = msg || '';
+  if (!el) return;
+  const last = [...errors.entries()].at(-1);
+  el.textContent = last ? last[1].msg : '';
+  el.dataset.cause = last ? last[0] : '';
+}
+
+/**
+ * showError shows msg in #error as the error of cause ('' clears that
+ * cause's). With ttl (ms), a message about a moment (a refused message, a
+ * link that did not work) clears itself after that long.
+ */
+export function showError(msg, cause = 'page', ttl = 0) {
+  const old = errors.get(cause);
+  if (old) clearTimeout(old.timer);
+  errors.delete(cause);
+  if (msg) {
+    const e = { msg, timer: 0 };
+    if (ttl > 0) e.timer = setTimeout(() => { if (errors.get(cause) === e) { errors.delete(cause); renderError(); } }, ttl);
+    errors.set(cause, e);
+  }
+  renderError();
+}
+
+/** clearErrors clears every cause's error (a fresh start of the page's link). */
+export function clearErrors() {
+  for (const e of errors.values()) clearTimeout(e.timer);
+  errors.clear();
+  renderError();
 }
 
 /** renderChord shows a chord name in #chord and its diagram in #diagram. */
@@ -63,6 +98,60 @@ export function renderPractice(status, timestamp) {
 }
 
 const WS_TEXT = { connecting: 'connecting', open: 'connected', closed: 'disconnected' };
+const PATH_NAME = { p2p: 'P2P', relay: 'Relay' };
+
+/** fmtMs formats a latency in ms ("3.2 ms", "41 ms"; "–" when unknown). */
+export function fmtMs(v) {
+  return v == null ? '–' : (v < 10 ? v.toFixed(1) : String(Math.round(v))) + ' ms';
+}
+
+const tenth = (v) => (v == null ? '' : String(Math.round(v * 10) / 10));
+
+/**
+ * latencyView is what #latency shows, from linkState() st alone: the path
+ * chords take (st.path), its smoothed round trip (the median of recent
+ * samples: rttP2P or rttRelay), the one-way latency of the chords it
+ * delivered (the median of the measured ones: chordP2P or chordRelay; not
+ * shown before any was measured), and the other path's round trip beside
+ * them. The data-* values are the same figures in ms (to a tenth).
+ */
+export function latencyView(st) {
+  const p2p = st.path === 'p2p';
+  const rtt = p2p ? st.rttP2P : st.rttRelay;
+  const chord = p2p ? st.chordP2P : st.chordRelay;
+  const other = p2p ? st.rttRelay : st.rttP2P;
+  let text = PATH_NAME[st.path] || st.path;
+  if (chord != null) text += ` · chords arrive in ${fmtMs(chord)}`;
+  text += ` · round trip ${fmtMs(rtt)}`;
+  if (other != null) text += ` (${p2p ? 'relay' : 'P2P'}: ${fmtMs(other)})`;
+  return { text, path: st.path, rtt: tenth(rtt), chord: tenth(chord) };
+}
+
+/**
+ * peerView is what a page says of one other member m (a memberList() entry,
+ * or undefined when it is not connected), from its data channel link in the
+ * status API (peer: linkState().peers' entry, or undefined) and relayAt, the
+ * time (Date.now()) anything last came from it by the relay:
+ *
+ *   not connected   it left (or never came)
+ *   up, suspect     connected, chords direct (suspect: its last heartbeat is late)
+ *   down            not responding: nothing heard over the channel for four
+ *                   heartbeats and nothing by the relay since (a phone asleep,
+ *                   its page frozen in the background, or the Wi-Fi gone); once
+ *                   something comes by the relay it is connected, on the relay
+ *   anything else   connected, on the relay (no direct link, or one on its way)
+ *
+ * It returns {connected, responding, link (the link's state), text}.
+ */
+export function peerView(m, peer, relayAt = 0) {
+  if (!m) return { connected: false, responding: false, link: '', text: 'not connected' };
+  const link = peer ? peer.state : '';
+  if (link === 'down' && !(relayAt >= peer.since)) return { connected: true, responding: false, link, text: 'not responding' };
+  let text = 'connected · ' + (linkP2P(link) ? 'P2P' : 'relay');
+  if (link === 'suspect') text += ' (answering late)';
+  if (link === 'down') text += ' (the direct link is lost)';
+  return { connected: true, responding: true, link, text };
+}
 
 /** renderLinkState shows onLinkState's report in #ws-state, #path, #latency and #p2p-reason. */
 export function renderLinkState(st) {
@@ -71,21 +160,23 @@ export function renderLinkState(st) {
   const path = $('path');
   if (path) {
     path.dataset.path = st.path;
-    path.textContent = st.path === 'p2p' ? 'P2P' : 'Relay';
-    path.title = st.path === 'p2p' ? 'Direct connection between the devices (p2p)' : 'Through the server (relay)';
+    path.textContent = PATH_NAME[st.path] || st.path;
+    path.title = st.path === 'p2p' ? 'Chords go directly between the devices (p2p)' : 'Chords go through the server (relay)';
   }
   const pt = $('path-text');
   if (pt) pt.textContent = st.path === 'p2p' ? 'P2P (direct between the devices)' : 'Relay (through the server)';
   const lat = $('latency');
   if (lat) {
-    const ms = (v) => (v == null ? '–' : v < 10 ? v.toFixed(1) : Math.round(v)) + (v == null ? '' : ' ms');
-    const active = st.path === 'p2p' ? st.rttP2P : st.rttRelay;
-    lat.dataset.ms = active == null ? '' : String(Math.round(active * 10) / 10);
-    lat.textContent = `round trip: P2P ${ms(st.rttP2P)} · Relay ${ms(st.rttRelay)}`;
+    const v = latencyView(st);
+    lat.textContent = v.text;
+    lat.dataset.path = v.path;
+    lat.dataset.ms = v.rtt;
+    lat.dataset.chordMs = v.chord;
   }
   const r = $('p2p-reason');
   if (r) r.textContent = st.path === 'p2p' ? '' : st.reason || '';
-  if (st.ws === 'closed' && st.reason) showError(st.reason);
+  // A relay the server ended for good is an error until the page starts again.
+  showError(st.ws === 'closed' && st.reason ? st.reason : '', 'link');
 }
 
 /** storage wraps sessionStorage, which may be missing or throw (private modes). */

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   offers, closeAction, closeText, randomClientId, validChord,
-  normalizeCandidate, candidateKind, explainP2P, wsURL, wsProtocols, Link,
+  normalizeCandidate, candidateKind, explainP2P, explainError, wsURL, wsProtocols, Link,
 } from '../static/link.js';
 
 test('offerer rule mirrors protocol.Offers', () => {
@@ -24,7 +24,9 @@ test('close codes', () => {
   // every terminal code the server sends (protocol/errors.go) has words of its own
   for (const c of [4100, 4101, 4102, 4103, 4104]) assert.ok(!closeText(c).startsWith('The server closed'), `${c}: ${closeText(c)}`);
   assert.match(closeText(4104), /removed this device.*[Pp]air it again/);
-  assert.equal(closeText(4199, 'x'), 'The server closed the connection (code 4199: x).');
+  assert.equal(closeText(4199, 'x'), 'The server closed the connection (code 4199: x): reload the page to connect again.');
+  // every terminal message says what to do
+  for (const c of [4100, 4101, 4102, 4103, 4104, 4199]) assert.match(closeText(c), /reload|pair it again|close another/i, `${c}: ${closeText(c)}`);
   for (const c of [1001, 4000, 4001]) assert.equal(closeAction(c), 'now');
   for (const c of [1000, 1006, 1008, 1011, 4099, 4200]) assert.equal(closeAction(c), 'backoff');
 });
@@ -52,6 +54,13 @@ test('candidates and explanations', () => {
   assert.match(explainP2P('no-candidates'), /no local network candidates — the browser may hide its address \(mDNS\) or WebRTC is blocked/);
   assert.match(explainP2P('ice-failed'), /ICE failed — the devices cannot reach each other directly \(different networks, client isolation, firewall\)/);
   assert.equal(explainP2P(''), '');
+});
+
+test('server errors in words, each saying what to do', () => {
+  assert.match(explainError({ code: 'rate_limited', message: 'Too many messages: at most 20 per second' }), /sent again by themselves/);
+  assert.match(explainError({ code: 'unavailable' }), /sent again by itself/);
+  assert.equal(explainError({ code: 'invalid_data', message: 'bad' }), 'The server refused a message (bad): reload the page if this keeps happening.');
+  assert.match(explainError(), /no reason given/);
 });
 
 test('ws url', () => {
