@@ -138,7 +138,9 @@ type Config struct {
 	TLSConfig *tls.Config
 	// Outbox bounds the application messages kept until the server and every
 	// peer with a data channel confirmed them. When exceeded, the oldest is
-	// dropped and counted (Stats). Default 4096.
+	// dropped and counted (Stats): a destination that lacked it is told the
+	// gap with the next message it gets, and takes the newest (see
+	// protocol/doc.go, "Delivery"). Default 4096.
 	Outbox int
 	// RecvQueue bounds the deliveries waiting for Recv. When it is full, the
 	// client stops reading (backpressure) rather than drop. Default 4096.

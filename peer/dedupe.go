@@ -45,8 +45,13 @@ type sender struct {
 	known  bool   // last is meaningful
 	last   uint64 // highest seq delivered
 	held   map[uint64]pending
+	gaps   int    // held messages with a gap (see jump)
 	leftAt uint64 // the order in which it left the session (0: present)
 }
+
+// prevSeq is the seq m follows: Seq-1, or Seq-1-Gap when its sender gave up
+// the Gap seqs before it (dropped from its full outbox).
+func prevSeq(m *protocol.Message) uint64 { return m.Seq - 1 - min(m.Gap, m.Seq-1) }
 
 // dedupe delivers each (from, seq) once, in seq order, whichever path brings
 // it first. A pure type: no I/O, no clock, not safe for concurrent use; the
@@ -77,7 +82,12 @@ func newDedupe(window int) *dedupe {
 //   - seq <= last, or a seq already held, is a duplicate: dropped;
 //   - seq > last+1 is held back, up to window messages per sender; beyond
 //     that the arrival is dropped (overrun): both paths carry every message
-//     and the sender resends what is not acknowledged, so it comes again.
+//     and the sender resends what is not acknowledged, so it comes again;
+//   - unless it carries a gap that reaches back to last (seq-1-gap <= last):
+//     its sender gave up the seqs between (dropped from its full outbox),
+//     so what is held of them is delivered, in order, then it. A held
+//     message with such a gap is released alike once last reaches
+//     seq-1-gap.
 //
 // Where a sender's count starts comes from the server: each member's
 // last_seq in the session_state snapshot and in a newcomer's connected
@@ -101,9 +111,11 @@ func (d *dedupe) accept(m *protocol.Message, path string, at time.Time, out []De
 	case m.Seq <= s.last:
 		d.dropped++
 		return out
-	case m.Seq > s.last+1:
+	case m.Seq > s.last+1 && prevSeq(m) > s.last:
 		d.hold(s, m, path, at)
 		return out
+	case m.Seq > s.last+1:
+		out = s.drainBelow(m.Seq, out) // m's gap reaches back to last
 	}
 	out = append(out, Delivery{Msg: m, Path: path, At: at})
 	s.last = m.Seq
@@ -118,29 +130,81 @@ func (d *dedupe) hold(s *sender, m *protocol.Message, path string, at time.Time)
 		d.overrun++
 	default:
 		s.held[m.Seq] = pending{msg: m, path: path, at: at}
+		if m.Gap > 0 {
+			s.gaps++
+		}
 	}
+}
+
+// unhold removes held message q and returns it.
+func (s *sender) unhold(q uint64) pending {
+	p := s.held[q]
+	delete(s.held, q)
+	if p.msg != nil && p.msg.Gap > 0 {
+		s.gaps--
+	}
+	return p
 }
 
 func (d *dedupe) dropHeldUpTo(s *sender, last uint64) {
 	for q := range s.held {
 		if q <= last {
-			delete(s.held, q)
+			s.unhold(q)
 			d.dropped++
 		}
 	}
 }
 
-// release appends the held messages that now follow the last delivered one.
+// release appends the held messages that may now be delivered, in order:
+// the one that follows the last delivered, or one whose gap reaches back to
+// it (after what is held below it).
 func (s *sender) release(out []Delivery) []Delivery {
 	for {
-		p, ok := s.held[s.last+1]
-		if !ok {
-			return out
+		q := s.last + 1
+		if _, ok := s.held[q]; !ok {
+			if q = s.jump(); q == 0 {
+				return out
+			}
+			out = s.drainBelow(q, out)
 		}
-		delete(s.held, s.last+1)
-		s.last++
+		p := s.unhold(q)
+		s.last = q
 		out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
 	}
+}
+
+// jump returns the lowest held seq whose gap reaches back to the last
+// delivered one (0 if none).
+func (s *sender) jump() uint64 {
+	if s.gaps == 0 {
+		return 0
+	}
+	var best uint64
+	for q, p := range s.held {
+		if p.msg.Gap > 0 && prevSeq(p.msg) <= s.last && (best == 0 || q < best) {
+			best = q
+		}
+	}
+	return best
+}
+
+// drainBelow appends, in seq order, the held messages below seq (all after
+// the last delivered one), for a message at seq whose gap reaches back to
+// it: its sender gave up the seqs between them.
+func (s *sender) drainBelow(seq uint64, out []Delivery) []Delivery {
+	var qs []uint64
+	for q := range s.held {
+		if q < seq {
+			qs = append(qs, q)
+		}
+	}
+	slices.Sort(qs)
+	for _, q := range qs {
+		p := s.unhold(q)
+		s.last = q
+		out = append(out, Delivery{Msg: p.msg, Path: p.path, At: p.at})
+	}
+	return out
 }
 
 func (d *dedupe) sender(id string) *sender {

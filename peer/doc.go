@@ -32,7 +32,10 @@
 // last_seq of its heartbeat); it is resent to the server after a reconnect,
 // or when a pong shows the server processed it but did not take it (Redis
 // down, the rate limit), and to a peer over its channel when the peer's
-// heartbeat shows it lacks it (a channel that died, a blackout).
+// heartbeat shows it lacks it (a channel that died, a blackout). A full
+// outbox (Config.Outbox) drops its oldest message; the first message sent
+// after that to a destination that lacked it carries the gap, so that the
+// server and the receivers take the newest without waiting for it.
 //
 // On receipt, each sender's application messages are delivered once and in
 // seq order, whichever path brought them first: protocol/doc.go ("Delivery")

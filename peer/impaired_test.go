@@ -115,6 +115,7 @@ type wsProxy struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	black  bool // hold every byte
+	shut   bool // refuse connections (the server out of reach)
 	conns  []net.Conn
 	wg     sync.WaitGroup
 	closed bool
@@ -140,6 +141,23 @@ func (p *wsProxy) setBlack(b bool) {
 	p.black = b
 	p.cond.Broadcast()
 	p.mu.Unlock()
+}
+
+// setShut shuts the proxy (closing every connection through it and refusing
+// new ones, as a server out of reach does) or opens it again.
+func (p *wsProxy) setShut(shut bool) {
+	p.mu.Lock()
+	p.shut = shut
+	conns := p.conns
+	if shut {
+		p.conns = nil
+	}
+	p.mu.Unlock()
+	if shut {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 }
 
 func (p *wsProxy) close() {
@@ -173,6 +191,12 @@ func (p *wsProxy) accept() {
 			c.Close()
 			s.Close()
 			return
+		}
+		if p.shut {
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			continue
 		}
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()

@@ -43,7 +43,7 @@ func (c *Client) handleDC(l *link, a *attempt, data []byte) {
 				Data: mustJSON(protocol.Timestamped{Timestamp: p.Timestamp, LastSeq: &last})}
 			_ = dc.SendText(string(protocol.Encode(pong)))
 			for _, it := range resend {
-				_ = dc.SendText(string(it.data))
+				_ = dc.SendText(string(it.wire()))
 			}
 		}
 		return
@@ -65,7 +65,7 @@ func (c *Client) handleDC(l *link, a *attempt, data []byte) {
 		dc := a.dc
 		c.mu.Unlock()
 		for _, it := range resend {
-			_ = dc.SendText(string(it.data))
+			_ = dc.SendText(string(it.wire()))
 		}
 		return
 	case protocol.TypeChordChange, protocol.TypePracticeStart, protocol.TypePracticeEnd:
@@ -89,7 +89,7 @@ func (c *Client) handleDC(l *link, a *attempt, data []byte) {
 		if m.Type == protocol.TypePracticeEnd {
 			st = protocol.PracticeEnded
 		}
-		m = &protocol.Message{Type: protocol.TypePracticeUpdate, From: m.From, Seq: m.Seq, At: m.At,
+		m = &protocol.Message{Type: protocol.TypePracticeUpdate, From: m.From, Seq: m.Seq, Gap: m.Gap, At: m.At,
 			Data: mustJSON(protocol.PracticeUpdate{Status: st, Timestamp: v.Timestamp})}
 	}
 	c.deliverMu.Lock()
@@ -260,7 +260,7 @@ func (c *Client) tick(now time.Time) time.Duration {
 	}
 	for _, r := range resends {
 		for _, it := range r.items {
-			_ = r.dc.SendText(string(it.data))
+			_ = r.dc.SendText(string(it.wire()))
 		}
 	}
 	for _, id := range offerTo {

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/virtutune/link/protocol"
 )
 
 // Outbox defaults (link.js uses the same).
@@ -24,6 +26,23 @@ type outItem struct {
 	seq  uint64
 	data []byte
 	sent time.Time // when it last went over a data channel (zero: never)
+	// gap is set on what unconfirmed and resend return: how many seqs right
+	// before seq the destination lacks and will never get (dropped from the
+	// full outbox); the message goes out with it (wire).
+	gap uint64
+}
+
+// wire is the message to send: data, with the item's gap when it has one.
+func (it outItem) wire() []byte {
+	if it.gap == 0 {
+		return it.data
+	}
+	m, err := protocol.Decode(it.data)
+	if err != nil {
+		return it.data // (never: data is this client's own encoding)
+	}
+	m.Gap = it.gap
+	return protocol.Encode(m)
 }
 
 // outbox keeps the application messages this client sent until the server
@@ -38,8 +57,12 @@ type outItem struct {
 // type, and both are tested against protocol/testdata/delivery.json.
 //
 // Bounded by max messages: when full, add drops the oldest (counted in
-// dropped). The server's copy of a dropped message is then lost if the
-// server never had it; the peers' copies only if they lacked it too.
+// dropped): a chord is state, the newest matters most. A destination (the
+// server, a peer) that lacked a dropped message never gets it: the first
+// message sent to it after the drop carries a gap (how many seqs before it
+// were given up), so that the server's sequence check accepts it and the
+// receivers deliver it, without waiting for what never comes, and still
+// once each and in order.
 type outbox struct {
 	max     int
 	items   []outItem // in seq order
@@ -121,29 +144,62 @@ func (o *outbox) trim() {
 	}
 }
 
-// unconfirmed returns, in order, the messages the server has not confirmed.
+// unconfirmed returns, in order, the messages the server has not confirmed,
+// the first with the gap the server must be told of when the outbox dropped
+// messages it lacked (the server holds every seq up to what it confirmed).
 func (o *outbox) unconfirmed() []outItem {
 	i := sort.Search(len(o.items), func(i int) bool { return o.items[i].seq > o.server })
-	return o.items[i:]
+	items := o.items[i:]
+	prev := o.server
+	var out []outItem // a copy, once an item needs a gap
+	for j, it := range items {
+		if it.seq > prev+1 {
+			if out == nil {
+				out = slices.Clone(items)
+			}
+			out[j].gap = it.seq - 1 - prev
+		}
+		prev = it.seq
+	}
+	if out == nil {
+		return items
+	}
+	return out
+}
+
+// unconfirmedCount is len(unconfirmed()).
+func (o *outbox) unconfirmedCount() int {
+	i := sort.Search(len(o.items), func(i int) bool { return o.items[i].seq > o.server })
+	return len(o.items) - i
 }
 
 // resend returns, in order, at most resendBatch messages to send peer again
 // over its data channel at now: those after its acknowledgement that last
-// went over a channel resendAfter ago or more (or never did). It marks them
-// sent at now. Nothing for a peer that is not tracked.
+// went over a channel resendAfter ago or more (or never did), the first
+// after the acknowledgement with the gap the peer must be told of when the
+// outbox dropped messages it lacked. It marks them sent at now. Nothing for
+// a peer that is not tracked.
 func (o *outbox) resend(peer string, now time.Time) []outItem {
 	a, ok := o.peers[peer]
 	if !ok {
 		return nil
 	}
 	var out []outItem
+	prev := a
 	for i := range o.items {
 		it := &o.items[i]
-		if it.seq <= a || (!it.sent.IsZero() && now.Sub(it.sent) < resendAfter) {
+		if it.seq <= a {
+			continue
+		}
+		gap := it.seq - 1 - min(prev, it.seq-1)
+		prev = it.seq
+		if !it.sent.IsZero() && now.Sub(it.sent) < resendAfter {
 			continue
 		}
 		it.sent = now
-		out = append(out, *it)
+		r := *it
+		r.gap = gap
+		out = append(out, r)
 		if len(out) == resendBatch {
 			break
 		}

@@ -77,15 +77,16 @@ func (e *env) config(role string, mod func(*peer.Config)) peer.Config {
 	return cfg
 }
 
-// pair creates a session, pairs a phone with its link and dials both clients.
-func (e *env) pair(ctx context.Context, pcMod, phoneMod func(*peer.Config)) (sid string, pc, phone *peer.Client) {
+// dialPC creates a session, dials its PC and pairs a phone, whose
+// credentials it returns (the phone is not dialled).
+func (e *env) dialPC(ctx context.Context, pcMod func(*peer.Config)) (pc *peer.Client, ph peer.SessionInfo) {
 	t := e.t
 	t.Helper()
 	info, err := peer.CreateSession(ctx, e.url, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ph, err := peer.Pair(ctx, info.PairingURL)
+	ph, err = peer.Pair(ctx, info.PairingURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +99,22 @@ func (e *env) pair(ctx context.Context, pcMod, phoneMod func(*peer.Config)) (sid
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pc, ph
+}
+
+// pair creates a session, pairs a phone with its link and dials both clients.
+func (e *env) pair(ctx context.Context, pcMod, phoneMod func(*peer.Config)) (sid string, pc, phone *peer.Client) {
+	t := e.t
+	t.Helper()
+	pc, ph := e.dialPC(ctx, pcMod)
 	phCfg := e.config(protocol.RolePhone, phoneMod)
 	phCfg.ServerURL, phCfg.WSURL, phCfg.Token = "", ph.WSURL, ph.Token
-	phone, err = peer.Dial(ctx, phCfg)
+	phone, err := peer.Dial(ctx, phCfg)
 	if err != nil {
 		pc.Close()
 		t.Fatal(err)
 	}
-	return info.SessionID, pc, phone
+	return ph.SessionID, pc, phone
 }
 
 // collector is what a client received from one sender (a peertest.Recorder

@@ -341,7 +341,7 @@ func (c *Client) Stats() Stats {
 	s.Duplicates = c.dd.dropped
 	s.ReorderOverrun = c.dd.overrun
 	s.OutboxDropped = c.ob.dropped
-	s.Unconfirmed = len(c.ob.unconfirmed())
+	s.Unconfirmed = c.ob.unconfirmedCount()
 	return s
 }
 

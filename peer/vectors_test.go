@@ -74,6 +74,7 @@ type vecStep struct {
 	Op      string          `json:"op"`
 	From    json.RawMessage `json:"from"`
 	Seq     uint64          `json:"seq"`
+	Gap     uint64          `json:"gap"`
 	Path    string          `json:"path"`
 	T       int64           `json:"t"`
 	Last    uint64          `json:"last"`
@@ -86,6 +87,9 @@ type vecStep struct {
 	To      uint64          `json:"to"`
 	First   uint64          `json:"first"`
 	Final   uint64          `json:"final"`
+	// Gaps lists [seq, gap] of what unconfirmed or resend returns with a
+	// gap; every other item must have none.
+	Gaps [][2]uint64 `json:"gaps"`
 }
 
 func loadVectors(t *testing.T) *vectors {
@@ -143,7 +147,7 @@ func TestVectorInbox(t *testing.T) {
 				var got []Delivery
 				switch st.Op {
 				case "arrive":
-					m := &protocol.Message{Type: protocol.TypeChordChange, From: from, Seq: st.Seq}
+					m := &protocol.Message{Type: protocol.TypeChordChange, From: from, Seq: st.Seq, Gap: st.Gap}
 					got = d.accept(m, st.Path, vecTime(st.T), nil)
 				case "baseline":
 					got = d.baseline(from, st.Last, nil)
@@ -198,6 +202,21 @@ func TestVectorOutbox(t *testing.T) {
 				}
 				return out
 			}
+			gaps := func(i int, st vecStep, items []outItem) {
+				got := [][2]uint64{}
+				for _, it := range items {
+					if it.gap != 0 {
+						got = append(got, [2]uint64{it.seq, it.gap})
+					}
+				}
+				want := st.Gaps
+				if want == nil {
+					want = [][2]uint64{}
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("step %d (%s): gaps %v, want %v", i, st.Op, got, want)
+				}
+			}
 			for i, st := range tc.Steps {
 				want := func() []uint64 {
 					var w []uint64
@@ -235,8 +254,13 @@ func TestVectorOutbox(t *testing.T) {
 						t.Fatalf("step %d: size %d, want %d", i, o.size(), w)
 					}
 				case "unconfirmed":
-					if got := seqs(o.unconfirmed()); !reflect.DeepEqual(got, want()) {
+					items := o.unconfirmed()
+					if got := seqs(items); !reflect.DeepEqual(got, want()) {
 						t.Fatalf("step %d: unconfirmed %v, want %v", i, got, want())
+					}
+					gaps(i, st, items)
+					if o.unconfirmedCount() != len(items) {
+						t.Fatalf("step %d: unconfirmedCount %d, unconfirmed %d", i, o.unconfirmedCount(), len(items))
 					}
 				case "resend_count":
 					got := seqs(o.resend(st.Peer, vecTime(st.T)))
@@ -247,9 +271,11 @@ func TestVectorOutbox(t *testing.T) {
 							len(got), got[0], got[len(got)-1], w, st.First, st.Final)
 					}
 				case "resend":
-					if got := seqs(o.resend(st.Peer, vecTime(st.T))); !reflect.DeepEqual(got, want()) {
+					items := o.resend(st.Peer, vecTime(st.T))
+					if got := seqs(items); !reflect.DeepEqual(got, want()) {
 						t.Fatalf("step %d: resend to %s at %d: %v, want %v", i, st.Peer, st.T, got, want())
 					}
+					gaps(i, st, items)
 				default:
 					t.Fatalf("step %d: unknown op %q", i, st.Op)
 				}
@@ -304,5 +330,22 @@ func TestVectorLinkState(t *testing.T) {
 	}
 	if _, err := LinkUnknown.next(evAttempt); err == nil {
 		t.Error("the zero state accepts an event")
+	}
+}
+
+// TestOutItemWire: an item with a gap goes out with it, the rest of the
+// message unchanged; one without goes out as it was sent.
+func TestOutItemWire(t *testing.T) {
+	m := &protocol.Message{Type: protocol.TypeChordChange, Data: protocol.ChordData("Am"), From: "phone123", Seq: 90, At: 1.5}
+	data := protocol.Encode(m)
+	if got := (outItem{seq: 90, data: data}).wire(); string(got) != string(data) {
+		t.Fatalf("without a gap: %s, want %s", got, data)
+	}
+	got, err := protocol.Decode(outItem{seq: 90, data: data, gap: 84}.wire())
+	if err != nil || got.Gap != 84 || got.Seq != 90 || got.From != m.From || string(got.Data) != string(m.Data) || got.At != m.At {
+		t.Fatalf("with gap 84: %+v, %v", got, err)
+	}
+	if _, e := protocol.Validate(got); e != nil {
+		t.Fatalf("with gap 84: %v", e)
 	}
 }

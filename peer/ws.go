@@ -170,7 +170,7 @@ func (c *Client) serve(conn *websocket.Conn, last uint64) error {
 	cursor := last
 	for _, e := range c.ob.unconfirmed() {
 		if e.seq > cursor {
-			hello = append(hello, e.data)
+			hello = append(hello, e.wire())
 			cursor = e.seq
 		}
 	}
@@ -338,7 +338,7 @@ func (c *Client) resendLocked(last, upto uint64) {
 	c.lastResend, c.resendFloor = now, last
 	c.resendQueued++
 	for _, e := range items {
-		c.queue = append(c.queue, qItem{seq: e.seq, data: e.data, resend: true, batch: c.resendQueued})
+		c.queue = append(c.queue, qItem{seq: e.seq, data: e.wire(), resend: true, batch: c.resendQueued})
 	}
 	c.log.Debug("resending what the server did not take", "held", last, "written", upto, "count", len(items))
 	c.wakeWriter()

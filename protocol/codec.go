@@ -31,6 +31,7 @@ type wire struct {
 	Data   json.RawMessage `json:"data"`
 	From   json.RawMessage `json:"from"`
 	Seq    json.RawMessage `json:"seq"`
+	Gap    json.RawMessage `json:"gap"`
 	Off    json.RawMessage `json:"off"`
 	To     json.RawMessage `json:"to"`
 	Direct json.RawMessage `json:"direct"`
@@ -67,6 +68,7 @@ type fastWire struct {
 	Data   json.RawMessage `json:"data"`
 	From   string          `json:"from"`
 	Seq    uint64          `json:"seq"`
+	Gap    uint64          `json:"gap"`
 	Off    uint64          `json:"off"`
 	To     string          `json:"to"`
 	Direct []string        `json:"direct"`
@@ -91,7 +93,7 @@ func decodeFast(b []byte) (*Message, bool) {
 			return nil, false
 		}
 	}
-	m := &Message{Type: Type(f.Type), From: f.From, Seq: f.Seq, Off: f.Off, To: f.To, Direct: f.Direct, At: f.At}
+	m := &Message{Type: Type(f.Type), From: f.From, Seq: f.Seq, Gap: f.Gap, Off: f.Off, To: f.To, Direct: f.Direct, At: f.At}
 	if len(f.Data) > 0 && !isNull(f.Data) {
 		m.Data = f.Data
 	}
@@ -132,6 +134,11 @@ func decodeSlow(b []byte) (*Message, *Error) {
 	if len(w.Seq) > 0 && !isNull(w.Seq) {
 		if err := json.Unmarshal(w.Seq, &m.Seq); err != nil {
 			return nil, Errorf(CodeInvalidData, "seq must be a non-negative integer")
+		}
+	}
+	if len(w.Gap) > 0 && !isNull(w.Gap) {
+		if err := json.Unmarshal(w.Gap, &m.Gap); err != nil {
+			return nil, Errorf(CodeInvalidData, "gap must be a non-negative integer")
 		}
 	}
 	if len(w.Off) > 0 && !isNull(w.Off) {
@@ -227,6 +234,10 @@ func Append(dst []byte, m *Message) []byte {
 	if m.Seq != 0 {
 		dst = append(dst, `,"seq":`...)
 		dst = strconv.AppendUint(dst, m.Seq, 10)
+	}
+	if m.Gap != 0 {
+		dst = append(dst, `,"gap":`...)
+		dst = strconv.AppendUint(dst, m.Gap, 10)
 	}
 	if m.Off != 0 {
 		dst = append(dst, `,"off":`...)

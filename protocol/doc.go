@@ -26,6 +26,7 @@
 //
 //	from    sender's client id; stamped by the server on everything it relays
 //	seq     per-sender sequence number of an application message: 1, 2, 3, ...
+//	gap     how many of the sender's seqs right before seq it gave up (see Delivery)
 //	off     session offset given by the server when the message entered history
 //	to      the one member a signaling message is for
 //	direct  obsolete: client ids the sender also reached over a data channel
@@ -131,10 +132,14 @@
 // counted per client id from 1. A client that omits seq gets the next one from
 // the server (the original's clients do). A seq at or below the last one the
 // server accepted from that client id is a resend: ignored without error. A seq
-// that skips ahead is invalid_sequence. from is always the sender's own client
-// id (anything else is invalid_sequence). The server stamps from, seq and off on
-// what it relays; a receiver delivers each (from, seq) once and in seq order,
-// whichever path brought it first, and drops the other copy (see Delivery).
+// that skips ahead is invalid_sequence, unless it carries a gap that reaches
+// back to the last one accepted (seq-1-gap <= last: the sender gave up the
+// seqs between, see Delivery); gap must be below seq, on an application
+// message (else invalid_data). from is always the sender's own client
+// id (anything else is invalid_sequence). The server stamps from, seq and
+// off on what it relays; a receiver delivers each (from, seq) once and in
+// seq order, whichever path brought it first, and drops the other copy (see
+// Delivery).
 //
 // Every message that enters a session's history (application messages,
 // practice_update, connection_update) gets the next session offset, off. A
@@ -161,6 +166,11 @@
 //     that is dropped, to be delivered when the other path or a resend brings
 //     it again (every message travels both paths, and the sender resends what
 //     is not acknowledged);
+//   - unless it carries a gap that reaches back to last (seq-1-gap <= last):
+//     the sender gave up the seqs between, so what is held of them is
+//     delivered, in order, then it (even when the 1024 are full); a held
+//     message with such a gap is released alike once last reaches
+//     seq-1-gap. Copies of given-up seqs that come later are duplicates;
 //   - a gap waits however long it takes: nothing is released by a timer.
 //     Every message of a sender arrives in the end (both paths carry it, the
 //     sender resends what is not confirmed, a reconnect resumes), however
@@ -182,7 +192,18 @@
 // A sender keeps each application message until the server confirmed it (the
 // last_seq of a pong, or of its own connected notice) and every peer with a
 // data channel acknowledged it (the last_seq of the peer's heartbeat, below),
-// at most 4096: when full, the oldest is dropped. It resends the server what
+// at most 4096 (the server out of reach for minutes while the guitarist
+// plays on). When full, the oldest is dropped: a chord is state, and the
+// newest matters most. A destination that lacked a dropped message never
+// gets it; instead the first message the sender sends it after its
+// confirmation (the server: its last_seq; a peer: its heartbeat's) carries
+// gap, the number of seqs between the two, given up. The server accepts it
+// (its sequence check reaches back over the gap) and relays it with its
+// gap, and the receivers deliver it at once: what reaches them stays once
+// each and in order, and the sender never gets stuck on a seq that no
+// longer exists. Live copies carry no gap: one that skips ahead of what the
+// server holds is answered invalid_sequence, and the resend the next pong
+// asks for carries it. It resends the server what
 // the server has not confirmed after a reconnect, and when a pong's last_seq
 // shows the server processed messages it did not take (at once while such
 // resends make progress, else at most once a second: while its broker is

@@ -59,6 +59,12 @@ type Message struct {
 	// practice_start, practice_end and the practice_update made from them): 1, 2, 3, ...
 	// per client id. A receiver drops a (From, Seq) it has already delivered.
 	Seq uint64 `json:"seq,omitempty"`
+	// Gap is how many of the sender's seqs right before Seq it gave up: they
+	// were dropped from its full outbox before this destination confirmed
+	// them, and never come. The message follows seq Seq-1-Gap instead of
+	// Seq-1. Zero (absent) on every message but the first one a sender sends
+	// a destination after such a drop; only on application messages, below Seq.
+	Gap uint64 `json:"gap,omitempty"`
 	// Off is the session offset the server gave the message when it entered the
 	// session's history. Resume asks for everything after an offset.
 	Off uint64 `json:"off,omitempty"`

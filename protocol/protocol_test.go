@@ -76,6 +76,11 @@ func TestDecodeValidate(t *testing.T) {
 		{"candidate garbage", `{"type":"rtc_candidate","to":"abcd1234","data":{"candidate":"hello"}}`, CodeInvalidSignal, ""},
 		{"seq string", `{"type":"chord_change","seq":"1","data":{"chord":"C"}}`, CodeInvalidData, ""},
 		{"seq negative", `{"type":"chord_change","seq":-1,"data":{"chord":"C"}}`, CodeInvalidData, ""},
+		{"gap", `{"type":"chord_change","seq":9,"gap":5,"data":{"chord":"C"}}`, "", ""},
+		{"gap at seq", `{"type":"chord_change","seq":9,"gap":9,"data":{"chord":"C"}}`, CodeInvalidData, ""},
+		{"gap without seq", `{"type":"chord_change","gap":1,"data":{"chord":"C"}}`, CodeInvalidData, ""},
+		{"gap on a ping", `{"type":"ping","seq":3,"gap":1,"data":{}}`, CodeInvalidData, ""},
+		{"gap string", `{"type":"chord_change","seq":9,"gap":"1","data":{"chord":"C"}}`, CodeInvalidData, ""},
 		{"p2p_state", `{"type":"p2p_state","data":{"peer":"abcd1234","up":true}}`, "", ""},
 		{"p2p_state no peer", `{"type":"p2p_state","data":{"up":true}}`, CodeInvalidTarget, ""},
 		{"latency", `{"type":"latency_report","data":{"path":"p2p","us":120.5}}`, "", ""},
@@ -108,7 +113,7 @@ func TestDecodeValidate(t *testing.T) {
 }
 
 func TestEncodeRoundTrip(t *testing.T) {
-	in := &Message{Type: TypeChordChange, Data: json.RawMessage(`{"chord":"F#m7"}`), From: "abc_DEF-1", Seq: 7, Off: 42,
+	in := &Message{Type: TypeChordChange, Data: json.RawMessage(`{"chord":"F#m7"}`), From: "abc_DEF-1", Seq: 7, Gap: 3, Off: 42,
 		Direct: []string{"peer1234"}, At: 1718000000123.25}
 	b := Encode(in)
 	out, err := Decode(b)
@@ -116,7 +121,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out.Type != in.Type || string(out.Data) != string(in.Data) || out.From != in.From || out.Seq != in.Seq ||
-		out.Off != in.Off || len(out.Direct) != 1 || out.At != in.At {
+		out.Gap != in.Gap || out.Off != in.Off || len(out.Direct) != 1 || out.At != in.At {
 		t.Fatalf("round trip: %s -> %+v", b, out)
 	}
 	// Strings with characters that need escaping stay valid JSON.

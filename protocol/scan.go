@@ -179,8 +179,8 @@ func scanMessage(b []byte) (*Message, bool) {
 		return nil, false
 	}
 	m := &Message{}
-	var seen uint8
-	once := func(bit uint8) bool {
+	var seen uint16
+	once := func(bit uint16) bool {
 		if seen&bit != 0 {
 			return false
 		}
@@ -220,6 +220,12 @@ func scanMessage(b []byte) (*Message, bool) {
 				return nil, false
 			}
 			m.Seq = v
+		case "gap":
+			v, ok := s.uint()
+			if !ok || !once(256) {
+				return nil, false
+			}
+			m.Gap = v
 		case "off":
 			v, ok := s.uint()
 			if !ok || !once(16) {

@@ -78,6 +78,9 @@ func Validate(m *Message) (Validated, *Error) {
 	if ServerOnly(m.Type) {
 		return v, Errorf(CodeServerOnly, "Message type %s is sent only by the server", m.Type)
 	}
+	if m.Gap != 0 && (!Application(m.Type) || m.Gap >= m.Seq) {
+		return v, Errorf(CodeInvalidData, "gap must be below seq, on an application message")
+	}
 	if Signaling(m.Type) {
 		if m.To == "" {
 			return v, Errorf(CodeInvalidTarget, "%s needs a target client id in \"to\"", m.Type)

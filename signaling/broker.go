@@ -26,6 +26,10 @@ type Publication struct {
 	// Seq is the sender's sequence number of an application message. Zero asks
 	// Publish to assign the next one for From.
 	Seq uint64
+	// Gap is how many of From's seqs right before Seq the sender gave up
+	// (protocol.Message.Gap): Publish accepts Seq once it holds every seq up
+	// to Seq-1-Gap, and the receivers get the gap with the message.
+	Gap uint64
 	// Off is the session offset; Publish assigns it.
 	Off uint64
 	// To addresses a Send to one client id.
@@ -58,7 +62,7 @@ func (p *Publication) sequenced() bool {
 
 // Message returns the wire message for p.
 func (p *Publication) Message() *protocol.Message {
-	return &protocol.Message{Type: p.Type, Data: p.Data, From: p.From, Seq: p.Seq, Off: p.Off, To: p.To, At: p.At}
+	return &protocol.Message{Type: p.Type, Data: p.Data, From: p.From, Seq: p.Seq, Gap: p.Gap, Off: p.Off, To: p.To, At: p.At}
 }
 
 // PublishResult is what Publish did.
@@ -123,7 +127,8 @@ type Handler func(p *Publication)
 // broker meanwhile (it then resumes from History). A Send is delivered at most
 // once and is not stored. Publish checks a sender's sequence: a Seq at or below
 // the last accepted one of From is a Duplicate (not an error), one that skips
-// ahead is ErrBadSequence.
+// ahead (beyond its Gap: a seq after Seq-1-Gap not yet accepted) is
+// ErrBadSequence.
 //
 // Implementations: MemoryBroker (one instance) and RedisBroker (several).
 // Every method is safe for concurrent use; methods that take a ctx may block

@@ -353,6 +353,57 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 		}
 	})
 
+	t.Run("SequenceGap", func(t *testing.T) {
+		// A sender that gave up seqs (dropped from its full outbox) says so
+		// with gap: a seq past the next is taken when its gap reaches back
+		// to the last accepted, and subscribers and history get the gap.
+		ctx := testkit.Context(t, 10*time.Second)
+		b := newBroker(t, brokerTestOptions{})
+		sid := btSession(t, ctx, b)
+		r, _ := btSubscribe(t, ctx, b, sid)
+		btPublish(t, ctx, b, sid, btChord("a", "C", 1))
+		btPublish(t, ctx, b, sid, btChord("a", "D", 2))
+		gapped := func(chord string, seq, gap uint64) *Publication {
+			p := btChord("a", chord, seq)
+			p.Gap = gap
+			return p
+		}
+		if _, err := b.Publish(ctx, sid, gapped("E", 9, 5)); !errors.Is(err, ErrBadSequence) {
+			t.Fatalf("a gap that does not reach back (9 after 3, last 2): err = %v", err)
+		}
+		// 9 after 1: the broker holds more than the sender knew
+		if res := btPublish(t, ctx, b, sid, gapped("E", 9, 7)); res.Seq != 9 || res.Duplicate {
+			t.Fatalf("a gap that reaches back: %+v", res)
+		}
+		if res, err := b.Publish(ctx, sid, gapped("F", 9, 6)); err != nil || !res.Duplicate {
+			t.Fatalf("the same seq again: %+v, %v", res, err)
+		}
+		if _, err := b.Publish(ctx, sid, btChord("a", "F", 11)); !errors.Is(err, ErrBadSequence) {
+			t.Fatalf("skip ahead after the gap: err = %v", err)
+		}
+		btPublish(t, ctx, b, sid, btChord("a", "G", 10))
+		got := r.wait(t, ctx, 4)
+		h, err := b.History(ctx, sid, 0)
+		if err != nil || len(h.Pubs) != 4 {
+			t.Fatalf("History = %+v, %v", h, err)
+		}
+		for _, ps := range [][]Publication{got, {*h.Pubs[0], *h.Pubs[1], *h.Pubs[2], *h.Pubs[3]}} {
+			var seqs, gaps []uint64
+			for _, p := range ps {
+				seqs, gaps = append(seqs, p.Seq), append(gaps, p.Gap)
+			}
+			if fmt.Sprint(seqs, gaps) != "[1 2 9 10] [0 0 7 0]" {
+				t.Fatalf("seqs %v, gaps %v; want [1 2 9 10] [0 0 7 0]", seqs, gaps)
+			}
+		}
+		if m, e := protocol.Decode(protocol.Encode(got[2].Message())); e != nil || m.Gap != 7 {
+			t.Fatalf("the wire message of seq 9: %+v, %v", m, e)
+		}
+		if n, err := b.LastSeq(ctx, sid, "a"); err != nil || n != 10 {
+			t.Fatalf("LastSeq = %d, %v; want 10", n, err)
+		}
+	})
+
 	t.Run("State", func(t *testing.T) {
 		ctx := testkit.Context(t, 10*time.Second)
 		b := newBroker(t, brokerTestOptions{})

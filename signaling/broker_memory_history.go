@@ -33,14 +33,14 @@ type histEntry struct {
 	from, to, skip string
 	chord          string
 	practice       *protocol.Practice
-	seq, off       uint64
+	seq, gap, off  uint64
 	at             float64
 	t              int64 // when published, ns since the epoch
 }
 
 func newHistEntry(p *Publication, now time.Time) histEntry {
 	e := histEntry{wire: p.Wire, typ: p.Type, from: p.From, to: p.To, skip: p.Skip, chord: p.Chord,
-		practice: p.Practice, seq: p.Seq, off: p.Off, at: p.At, t: now.UnixNano()}
+		practice: p.Practice, seq: p.Seq, gap: p.Gap, off: p.Off, at: p.At, t: now.UnixNano()}
 	// Append copies Data verbatim right after the type: keep its place.
 	if i := bytes.Index(p.Wire, []byte(`,"data":`)); i >= 0 && bytes.HasPrefix(p.Wire[i+8:], p.Data) {
 		e.dataLo, e.dataHi = uint32(i+8), uint32(i+8+len(p.Data))
@@ -52,7 +52,7 @@ func newHistEntry(p *Publication, now time.Time) histEntry {
 
 // publication rebuilds the Publication of e.
 func (e *histEntry) publication(instance string) *Publication {
-	p := &Publication{Type: e.typ, From: e.from, Seq: e.seq, Off: e.off, To: e.to, At: e.at,
+	p := &Publication{Type: e.typ, From: e.from, Seq: e.seq, Gap: e.gap, Off: e.off, To: e.to, At: e.at,
 		Chord: e.chord, Practice: e.practice, Skip: e.skip, Instance: instance, Wire: e.wire, Data: e.data}
 	if e.dataHi > e.dataLo {
 		p.Data = e.wire[e.dataLo:e.dataHi:e.dataHi]

@@ -36,7 +36,9 @@ func (b *MemoryBroker) Publish(_ context.Context, sid string, p *Publication) (P
 		case p.Seq <= last:
 			s.mu.Unlock()
 			return PublishResult{Seq: p.Seq, Duplicate: true}, nil
-		case p.Seq > last+1 && !lenient:
+		case p.Seq-1-min(p.Gap, p.Seq-1) > last && !lenient:
+			// (a gap: the sender gave up the seqs before this one; it
+			// follows Seq-1-Gap)
 			s.mu.Unlock()
 			return PublishResult{Seq: p.Seq}, ErrBadSequence
 		}

@@ -23,6 +23,7 @@ type redisPub struct {
 	D  json.RawMessage    `json:"d,omitempty"`
 	F  string             `json:"f,omitempty"`
 	Q  uint64             `json:"q,omitempty"`
+	G  uint64             `json:"g,omitempty"`
 	To string             `json:"to,omitempty"`
 	At float64            `json:"at,omitempty"`
 	C  string             `json:"c,omitempty"`
@@ -51,6 +52,10 @@ func encodePub(p *Publication) (string, error) {
 	if p.Seq != 0 {
 		b = append(b, `,"q":`...)
 		b = strconv.AppendUint(b, p.Seq, 10)
+	}
+	if p.Gap != 0 {
+		b = append(b, `,"g":`...)
+		b = strconv.AppendUint(b, p.Gap, 10)
 	}
 	str(`,"to":`, p.To)
 	if p.At != 0 {
@@ -101,7 +106,7 @@ func decodePub(raw string) (*Publication, error) {
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return nil, err
 	}
-	return &Publication{Type: r.T, Data: r.D, From: r.F, Seq: r.Q, To: r.To, At: r.At,
+	return &Publication{Type: r.T, Data: r.D, From: r.F, Seq: r.Q, Gap: r.G, To: r.To, At: r.At,
 		Chord: r.C, Practice: r.P, Skip: r.S, Instance: r.I}, nil
 }
 
@@ -189,6 +194,11 @@ func scanPub(raw string) (*Publication, bool) {
 			return nil, false
 		}
 	}
+	if key(`,"g":`) {
+		if p.Gap, err = strconv.ParseUint(num(), 10, 64); err != nil {
+			return nil, false
+		}
+	}
 	if key(`,"to":`) {
 		if p.To, ok = str(); !ok {
 			return nil, false
@@ -251,12 +261,12 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		rctx, cancel := b.opCtx(ctx)
 		// lua/publish.lua: KEYS sess, seqs, stream, members; ARGV seq_from,
 		// seq, from, chord, practice, payload, max_len, now_ms, channel,
-		// max_seq, retention_ms.
+		// max_seq, retention_ms, gap.
 		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
 		vals, err = b.runPublish(rctx,
 			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
 			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
-			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(),
+			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), p.Gap,
 		)
 		cancel()
 		if err != nil {

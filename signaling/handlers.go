@@ -71,12 +71,12 @@ func (c *client) handle(ctx context.Context, b []byte) {
 
 // publishApp publishes an application message with the sender's identity.
 func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publication) {
-	p.From, p.Seq, p.At = c.id, m.Seq, m.At
+	p.From, p.Seq, p.Gap, p.At = c.id, m.Seq, m.Gap, m.At
 	res, err := c.publish(ctx, p)
 	switch {
 	case errors.Is(err, ErrBadSequence):
 		c.sendError(protocol.Errorf(protocol.CodeInvalidSequence,
-			"seq %d skips ahead: the next expected is %d", m.Seq, c.lastSeq.Load()+1))
+			"seq %d (gap %d) skips ahead: the next expected is %d", m.Seq, m.Gap, c.lastSeq.Load()+1))
 	case errors.Is(err, ErrTooManySenders):
 		c.sendError(protocol.Errorf(protocol.CodeRateLimited,
 			"Message not delivered: this session already counts the messages of too many other devices; try again in a few minutes"))

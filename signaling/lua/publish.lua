@@ -1,7 +1,8 @@
 -- Publish: check the sender's seq, take the session's next offset, apply the
 -- state change, append to the history stream and PUBLISH, atomically.
 -- Returns {0, off, seq} published; {1} no such session; {2, seq} a duplicate
--- (seq at or below the sender's last); {3, seq} seq skips ahead; {4, seq} a
+-- (seq at or below the sender's last); {3, seq} seq skips ahead (beyond
+-- its gap: the sender gave up the gap seqs before it); {4, seq} a
 -- new sender and no room for its count (see ErrTooManySenders).
 --
 -- A sender's entry is "seq:ms", its last seq and when it last sent. The hash
@@ -31,6 +32,7 @@ local now_ms     = ARGV[8] -- the entry's time, for the history's age bound
 local channel    = ARGV[9] -- the session's pub/sub channel
 local max_seq    = tonumber(ARGV[10]) -- senders remembered at most
 local retention  = tonumber(ARGV[11]) -- ms after which an absent sender may be forgotten
+local gap        = tonumber(ARGV[12] or '0') -- seqs the sender gave up right before seq
 
 local s = redis.call('HMGET', sess_key, 'exp', 'off')
 local exp, last_off = s[1], s[2]
@@ -48,7 +50,7 @@ if seq_from ~= '' then
     seq = last + 1
   elseif seq <= last then
     return {2, seq}
-  elseif seq > last + 1 then
+  elseif seq - 1 - math.min(gap, seq - 1) > last then
     return {3, seq}
   end
   if not entry and redis.call('HLEN', seqs_key) >= max_seq then

@@ -85,6 +85,19 @@ export function nextLinkState(state, event) {
 }
 
 /**
+ * gapOf is the gap a message carries (how many of its sender's seqs right
+ * before it were given up: dropped from the sender's full outbox), 0 if none
+ * or not valid.
+ */
+export function gapOf(msg) {
+  const g = msg && msg.gap;
+  return Number.isInteger(g) && g > 0 && g < msg.seq ? g : 0;
+}
+
+/** prevSeq is the seq a message follows: seq-1, or seq-1-gap. */
+const prevSeq = (msg) => msg.seq - 1 - gapOf(msg);
+
+/**
  * Inbox delivers each sender's application messages once and in seq order,
  * whichever path brings them first. push returns what may be delivered now,
  * as [{msg, path}] in order:
@@ -93,7 +106,12 @@ export function nextLinkState(state, event) {
  *   - seq <= last, or a seq already held, is a duplicate: dropped;
  *   - seq > last+1 is held back, up to window messages per sender; beyond
  *     that the arrival is dropped (overrun): both paths carry every message
- *     and the sender resends what is not acknowledged, so it comes again.
+ *     and the sender resends what is not acknowledged, so it comes again;
+ *   - unless it carries a gap that reaches back to last (seq-1-gap <= last):
+ *     its sender gave up the seqs between (dropped from its full outbox),
+ *     so what is held of them is delivered, in order, then it. A held
+ *     message with such a gap is released alike once last reaches
+ *     seq-1-gap.
  *
  * Where a sender's count starts comes from the server: each member's
  * last_seq in session_state and in a newcomer's connected notice
@@ -110,7 +128,7 @@ export function nextLinkState(state, event) {
 export class Inbox {
   constructor({ window = REORDER_WINDOW } = {}) {
     this.window = window;
-    this.senders = new Map(); // from -> {known, last, held: Map(seq -> {msg, path, t})}
+    this.senders = new Map(); // from -> {known, last, held: Map(seq -> {msg, path, t}), gaps: held messages with a gap}
     this.dropped = 0;
     this.overrun = 0;
     this.leaves = 0; // senders that left so far (orders them)
@@ -119,28 +137,62 @@ export class Inbox {
 
   _sender(from) {
     let s = this.senders.get(from);
-    if (!s) this.senders.set(from, (s = { known: false, last: 0, held: new Map(), leftAt: 0 }));
+    if (!s) this.senders.set(from, (s = { known: false, last: 0, held: new Map(), gaps: 0, leftAt: 0 }));
     return s;
   }
 
   _hold(s, msg, path, t) {
     if (s.held.has(msg.seq)) this.dropped++;
     else if (s.held.size >= this.window) this.overrun++;
-    else s.held.set(msg.seq, { msg, path, t });
+    else { s.held.set(msg.seq, { msg, path, t }); if (gapOf(msg)) s.gaps++; }
+  }
+
+  _unhold(s, q) {
+    const p = s.held.get(q);
+    s.held.delete(q);
+    if (p && gapOf(p.msg)) s.gaps--;
+    return p;
   }
 
   _dropHeldUpTo(s, last) {
-    for (const q of [...s.held.keys()]) if (q <= last) { s.held.delete(q); this.dropped++; }
+    for (const q of [...s.held.keys()]) if (q <= last) { this._unhold(s, q); this.dropped++; }
   }
 
+  // _release appends the held messages that may now be delivered, in order:
+  // the one that follows the last delivered, or one whose gap reaches back
+  // to it (after what is held below it).
   _release(s, out) {
     for (;;) {
-      const p = s.held.get(s.last + 1);
-      if (!p) return out;
-      s.held.delete(s.last + 1);
-      s.last++;
+      let q = s.last + 1;
+      if (!s.held.has(q)) {
+        q = this._jump(s);
+        if (!q) return out;
+        this._drainBelow(s, q, out);
+      }
+      const p = this._unhold(s, q);
+      s.last = q;
       out.push({ msg: p.msg, path: p.path });
     }
+  }
+
+  // _jump is the lowest held seq whose gap reaches back to the last delivered one (0 if none).
+  _jump(s) {
+    if (!s.gaps) return 0;
+    let best = 0;
+    for (const [q, p] of s.held) if (gapOf(p.msg) && prevSeq(p.msg) <= s.last && (!best || q < best)) best = q;
+    return best;
+  }
+
+  // _drainBelow appends, in seq order, the held messages below seq, for a
+  // message at seq whose gap reaches back to the last delivered one.
+  _drainBelow(s, seq, out) {
+    const qs = [...s.held.keys()].filter((q) => q < seq).sort((a, b) => a - b);
+    for (const q of qs) {
+      const p = this._unhold(s, q);
+      s.last = q;
+      out.push({ msg: p.msg, path: p.path });
+    }
+    return out;
   }
 
   /** push takes one message that arrived at now by path, and returns what to deliver now, in order. */
@@ -157,9 +209,11 @@ export class Inbox {
       this._dropHeldUpTo(s, s.last);
     }
     if (seq <= s.last) { this.dropped++; return []; }
-    if (seq > s.last + 1) { this._hold(s, msg, path, now); return []; }
+    if (seq > s.last + 1 && prevSeq(msg) > s.last) { this._hold(s, msg, path, now); return []; }
+    const out = seq > s.last + 1 ? this._drainBelow(s, seq, []) : []; // its gap reaches back to last
+    out.push({ msg, path });
     s.last = seq;
-    return this._release(s, [{ msg, path }]);
+    return this._release(s, out);
   }
 
   /** baseline sets where an unknown sender's count stands and returns what that releases. */
@@ -240,7 +294,12 @@ export class Inbox {
  * reconnect or a pong that shows a gap; resend(peer, now) what to send a
  * peer again over its channel: what it lacks that last went there
  * RESEND_AFTER_MS ago or more (or never), at most RESEND_BATCH. Bounded by
- * max: when full, add drops the oldest and returns its seq.
+ * max: when full, add drops the oldest and returns its seq (a chord is
+ * state: the newest matters most). A destination (the server, a peer) that
+ * lacked a dropped message never gets it: the first message sent to it
+ * after the drop carries a gap (the item's gap; wire(item) is what to send),
+ * so that the server's sequence check accepts it and the receivers deliver
+ * it without waiting for what never comes, still once each and in order.
  */
 export class Outbox {
   constructor(max = OUTBOX_MAX) {
@@ -295,20 +354,46 @@ export class Outbox {
     if (this.peers.delete(peer)) this._trim();
   }
 
-  /** unconfirmed returns, in order, the messages the server has not confirmed. */
-  unconfirmed() { return this.items.filter((it) => it.seq > this.server); }
+  /**
+   * unconfirmed returns, in order, the messages the server has not
+   * confirmed, the first with the gap the server must be told of when the
+   * outbox dropped messages it lacked.
+   */
+  unconfirmed() {
+    let prev = this.server;
+    const out = [];
+    for (const it of this.items) {
+      if (it.seq <= this.server) continue;
+      out.push(it.seq > prev + 1 ? { ...it, gap: it.seq - 1 - prev } : it);
+      prev = it.seq;
+    }
+    return out;
+  }
 
-  /** resend returns (and marks sent at now) what to send peer again over its channel. */
+  /**
+   * resend returns (and marks sent at now) what to send peer again over its
+   * channel, the first after its acknowledgement with the gap it must be
+   * told of when the outbox dropped messages it lacked.
+   */
   resend(peer, now) {
     const a = this.peers.get(peer);
     if (a === undefined) return [];
     const out = [];
+    let prev = a;
     for (const it of this.items) {
-      if (it.seq <= a || (it.sent !== null && now - it.sent < RESEND_AFTER_MS)) continue;
+      if (it.seq <= a) continue;
+      const gap = it.seq - 1 - prev;
+      prev = it.seq;
+      if (it.sent !== null && now - it.sent < RESEND_AFTER_MS) continue;
       it.sent = now;
-      out.push(it);
+      out.push(gap > 0 ? { ...it, gap } : it);
       if (out.length === RESEND_BATCH) break;
     }
     return out;
   }
+}
+
+/** wire is what to send of an outbox item: its message, with the item's gap when it has one. */
+export function wire(it) {
+  return it.gap ? { ...it.data, gap: it.gap } : it.data;
 }

@@ -21,7 +21,7 @@
 // (available everywhere), never crypto.subtle or a service worker.
 
 import {
-  Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P,
+  Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, wire, gapOf,
   HEARTBEAT_MS, HEARTBEAT_IDLE_MS, IDLE_AFTER_MS, WS_RETRY, P2P_RETRY_KNOWN, P2P_RETRY_NEW, MAX_SEEN,
 } from './delivery.js';
 
@@ -810,7 +810,7 @@ export class Link {
           if (Number.isFinite(upto) && d.last_seq < upto && (progress || now() - (this.lastResend || 0) >= 1000)) {
             this.lastResend = now();
             this.resendFloor = d.last_seq;
-            for (const it of this.outbox.unconfirmed()) this._send(it.data);
+            for (const it of this.outbox.unconfirmed()) this._send(wire(it));
           }
         }
         this._emitLink();
@@ -870,7 +870,7 @@ export class Link {
     const me = this.members.get(this.clientId);
     this.members.set(this.clientId, { client_id: this.clientId, user_id: this.userId, role: this.role, since: (me && me.since) || new Date().toISOString() });
     for (const p of this.peers.values()) if (linkP2P(p.state)) this._send({ type: 'p2p_state', data: { peer: p.id, up: true } });
-    for (const it of this.outbox.unconfirmed()) this._send(it.data);
+    for (const it of this.outbox.unconfirmed()) this._send(wire(it));
     if (this.everConnected) {
       this.resuming = true;
       const present = [...this.members.keys()].filter((id) => id !== this.clientId);
@@ -1297,6 +1297,7 @@ export class Link {
       // from and seq are required on a channel's copy: without them it
       // cannot be told from the relay's, which will bring it
       if (msg.from !== p.id || !Number.isInteger(msg.seq) || msg.seq <= 0 ||
+        (msg.gap !== undefined && msg.gap !== 0 && !gapOf(msg)) ||
         (msg.type === 'chord_change' && !validChord(d.chord))) { this.counts.refused++; return; }
       this._receive(msg, 'p2p');
     }
@@ -1310,7 +1311,7 @@ export class Link {
     p.acked = true; // from now on the tick resends what it lacks, too
     if (!this.outbox.tracked(p.id)) this.outbox.track(p.id, last);
     else this.outbox.ackPeer(p.id, last);
-    for (const it of this.outbox.resend(p.id, now())) this._dcSend(a.dc, it.data);
+    for (const it of this.outbox.resend(p.id, now())) this._dcSend(a.dc, wire(it));
   }
 
   _hbPing(p) {
@@ -1347,7 +1348,7 @@ export class Link {
         const v = heartbeatVerdict(t - p.heard, kept);
         if (v === 'quiet' && p.state === 'up') this._setState(p, 'quiet', 'late-heartbeat');
         else if (v === 'silent' && linkP2P(p.state)) this._setState(p, 'silent', 'silent');
-        if (linkP2P(p.state) && p.acked) for (const it of this.outbox.resend(p.id, t)) this._dcSend(dc, it.data);
+        if (linkP2P(p.state) && p.acked) for (const it of this.outbox.resend(p.id, t)) this._dcSend(dc, wire(it));
       }
       if (p.next && t - p.next.startedAt >= p.next.timeout) this._attemptEnded(p, p.next, this._failReason(p.next, 'timeout'));
       if (this.relayGone || !this.hello || !this.members.has(p.id) || p.next || p.making || t < p.retryAt) continue;

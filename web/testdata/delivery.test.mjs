@@ -36,7 +36,7 @@ for (const tc of v.inbox) {
     tc.steps.forEach((st, i) => {
       let got;
       switch (st.op) {
-        case 'arrive': got = ib.push({ type: 'chord_change', from: st.from, seq: st.seq, data: { chord: 'C' } }, st.t, st.path); break;
+        case 'arrive': got = ib.push({ type: 'chord_change', from: st.from, seq: st.seq, ...(st.gap ? { gap: st.gap } : {}), data: { chord: 'C' } }, st.t, st.path); break;
         case 'baseline': got = ib.baseline(st.from, st.last); break;
         case 'leave': ib.leave(st.from); got = []; break;
         case 'rebase': ib.rebase(); return;
@@ -60,6 +60,8 @@ for (const tc of v.outbox) {
   test(`outbox: ${tc.name}`, () => {
     const ob = new d.Outbox(tc.max);
     const seqs = (items) => items.map((x) => x.seq);
+    // [seq, gap] of the items with a gap; every other item must have none
+    const gaps = (items) => items.filter((x) => x.gap).map((x) => [x.seq, x.gap]);
     tc.steps.forEach((st, i) => {
       const at = `step ${i} (${st.op})`;
       switch (st.op) {
@@ -70,8 +72,18 @@ for (const tc of v.outbox) {
         case 'ack_peer': ob.ackPeer(st.peer, st.last); break;
         case 'forget': ob.forget(st.peer); break;
         case 'size': assert.equal(ob.size, st.want, at); break;
-        case 'unconfirmed': assert.deepEqual(seqs(ob.unconfirmed()), st.want, at); break;
-        case 'resend': assert.deepEqual(seqs(ob.resend(st.peer, st.t)), st.want, at); break;
+        case 'unconfirmed': {
+          const items = ob.unconfirmed();
+          assert.deepEqual(seqs(items), st.want, at);
+          assert.deepEqual(gaps(items), st.gaps || [], at + ' gaps');
+          break;
+        }
+        case 'resend': {
+          const items = ob.resend(st.peer, st.t);
+          assert.deepEqual(seqs(items), st.want, at);
+          assert.deepEqual(gaps(items), st.gaps || [], at + ' gaps');
+          break;
+        }
         case 'resend_count': {
           const got = seqs(ob.resend(st.peer, st.t));
           assert.deepEqual([got.length, got[0], got.at(-1)], [st.want, st.first, st.final], at);
@@ -102,4 +114,16 @@ test('link state machine: every transition, allowed and refused', () => {
   }
   assert.equal(d.nextLinkState('unknown', 'attempt'), null);
   assert.equal(d.nextLinkState('up', 'nonsense'), null);
+});
+
+test('wire: an outbox item with a gap goes out with it; gapOf reads only a valid gap', () => {
+  const msg = { type: 'chord_change', data: { chord: 'Am' }, from: 'phone123', seq: 90, at: 1.5 };
+  assert.equal(d.wire({ seq: 90, data: msg }), msg);
+  assert.deepEqual(d.wire({ seq: 90, data: msg, gap: 84 }), { ...msg, gap: 84 });
+  assert.equal(msg.gap, undefined, 'the kept message is unchanged');
+  assert.equal(d.gapOf({ seq: 90, gap: 84 }), 84);
+  assert.equal(d.gapOf({ seq: 90, gap: 89 }), 89);
+  for (const bad of [{ seq: 90, gap: 90 }, { seq: 90, gap: '1' }, { seq: 90, gap: -1 }, { seq: 90, gap: 1.5 }, { seq: 90 }]) {
+    assert.equal(d.gapOf(bad), 0, JSON.stringify(bad));
+  }
 });

@@ -1,0 +1,117 @@
+package peer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtutune/link/peer"
+	"github.com/virtutune/link/protocol"
+)
+
+// sendChords sends the chords of seqs from..to (chordFor), failing the test on an error.
+func sendChords(ctx context.Context, t testing.TB, c *peer.Client, from, to uint64) {
+	t.Helper()
+	for s := from; s <= to; s++ {
+		if err := c.SendChord(ctx, chordFor(s)); err != nil {
+			t.Fatalf("SendChord %d: %v", s, err)
+		}
+	}
+}
+
+// checkSeqs asserts that the deliveries are exactly seqs want, in order,
+// each with the chord sent as that seq.
+func checkSeqs(t testing.TB, name string, ds []peer.Delivery, want []uint64) {
+	t.Helper()
+	got := make([]uint64, len(ds))
+	for i, d := range ds {
+		got[i] = d.Msg.Seq
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s: delivered seqs %v,\nwant %v (lost, duplicated or reordered)", name, got, want)
+	}
+	for _, d := range ds {
+		var cc protocol.ChordChange
+		if err := json.Unmarshal(d.Msg.Data, &cc); err != nil || cc.Chord != chordFor(d.Msg.Seq) {
+			t.Fatalf("%s: seq %d carries %q, want %q", name, d.Msg.Seq, cc.Chord, chordFor(d.Msg.Seq))
+		}
+	}
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestOutboxOverflow: the phone plays on while the server is out of its
+// reach, far past its outbox (16 messages here; 4,096 by default). What it
+// played before reaches the PC; once the server is back, the newest 16 of
+// what it played meanwhile (the older ones were dropped from the full
+// outbox: a chord is state, the newest matters most); then what it plays
+// after; each once and in order. The first of the newest carries the gap,
+// so the server takes it and what follows without a single
+// invalid_sequence (before the gap, the server refused everything after
+// the dropped messages, and the phone was stuck for good).
+func TestOutboxOverflow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	defer e.close()
+	g := newWSProxy(t, strings.TrimPrefix(e.url, "http://"), impairment{})
+	defer g.close()
+	const outbox = 16
+	pc, ph := e.dialPC(ctx, func(c *peer.Config) { c.DisableP2P = true })
+	defer pc.Close()
+	phCfg := e.config(protocol.RolePhone, func(c *peer.Config) { c.DisableP2P = true; c.Outbox = outbox })
+	phCfg.ServerURL, phCfg.SessionID, phCfg.Token = g.url(), ph.SessionID, ph.Token
+	phone, err := peer.Dial(ctx, phCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer phone.Close()
+	rctx, stop := context.WithCancel(ctx)
+	atPC := collect(rctx, pc, phone.ClientID())
+	atPhone := collect(rctx, phone, "") // its errors
+	defer func() { stop(); <-atPC.done; <-atPhone.done }()
+
+	const before, during, after = 5, 100, 5
+	sendChords(ctx, t, phone, 1, before)
+	waitFor(ctx, t, "the chords before the outage at the PC", func() bool { return atPC.len() == before })
+	if err := phone.Flush(ctx); err != nil { // the server confirmed them: the outbox is empty
+		t.Fatal(err)
+	}
+
+	g.setShut(true)
+	waitFor(ctx, t, "the phone to lose the server", func() bool { return phone.State() != peer.StateConnected })
+	sendChords(ctx, t, phone, before+1, before+during)
+	if st := phone.Stats(); st.OutboxDropped != during-outbox || st.Unconfirmed != outbox {
+		t.Fatalf("phone's outbox: dropped %d, unconfirmed %d; want %d, %d", st.OutboxDropped, st.Unconfirmed, during-outbox, outbox)
+	}
+	g.setShut(false)
+	waitFor(ctx, t, "the phone back on the server", func() bool { return phone.State() == peer.StateConnected })
+	sendChords(ctx, t, phone, before+during+1, before+during+after)
+
+	n := before + outbox + after
+	waitFor(ctx, t, "the newest chords at the PC", func() bool { return atPC.len() >= n },
+		func() string { return fmt.Sprintf("%d of %d arrived", atPC.len(), n) })
+	if err := phone.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := append(seqRange(1, before), seqRange(before+during-outbox+1, before+during+after)...)
+	checkSeqs(t, "at the PC", atPC.snapshot(), want)
+	if n := atPhone.ErrorCodes()[string(protocol.CodeInvalidSequence)]; n != 0 {
+		t.Errorf("the server refused %d of the phone's messages as invalid_sequence", n)
+	}
+	if st := phone.Stats(); st.Unconfirmed != 0 {
+		t.Errorf("%d messages still unconfirmed by the server", st.Unconfirmed)
+	}
+}
