@@ -62,11 +62,7 @@ func TestPairRefusesBadLinks(t *testing.T) {
 }
 
 func TestDialRefusedToken(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
+	ctx, e := begin(t, 10*time.Second)
 	info, err := peer.CreateSession(ctx, e.url, "")
 	if err != nil {
 		t.Fatal(err)

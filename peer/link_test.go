@@ -1,15 +1,11 @@
 package peer_test
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
@@ -19,11 +15,7 @@ import (
 // A member that leaves takes its link with it at once: the PC must not show
 // p2p to a phone that is gone.
 func TestPeerLeavesLinkGoesAtOnce(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
+	ctx, e := begin(t, 30*time.Second)
 	_, pc, phone := e.pair(ctx, nil, nil)
 	defer pc.Close()
 	waitP2P(ctx, t, pc, phone)
@@ -42,18 +34,9 @@ func TestPeerLeavesLinkGoesAtOnce(t *testing.T) {
 // secret, so both reconnects are refused), the data channel that is up keeps
 // carrying chords both ways; Send fails only once no channel is left.
 func TestRelayEndsChannelCarriesOn(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
-	_, pc, phone := e.pair(ctx, nil, nil)
-	defer pc.Close()
-	defer phone.Close()
-	rctx, stopRecv := context.WithCancel(ctx)
-	defer stopRecv()
-	atPC := collect(rctx, pc, phone.ClientID())
-	atPhone := collect(rctx, phone, pc.ClientID())
+	ctx, e := begin(t, 30*time.Second)
+	d := e.pairRecording(ctx, nil, nil)
+	pc, phone, atPC, atPhone := d.pc, d.phone, d.atPC, d.atPhone
 	waitP2P(ctx, t, pc, phone)
 	if err := phone.SendChord(ctx, chordFor(1)); err != nil {
 		t.Fatal(err)
@@ -62,23 +45,14 @@ func TestRelayEndsChannelCarriesOn(t *testing.T) {
 
 	// the server goes; one on the same address with another secret refuses the tokens
 	addr := e.hs.Listener.Addr().String()
-	_ = e.srv.Close()
-	e.hs.CloseClientConnections()
-	e.hs.Close()
+	stopServer(e.srv, e.hs)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv2, err := signaling.New(signaling.Config{Secret: []byte("another-secret-0123456789abcdef-0123456789"),
+	srv2, hs2 := serveOn(t, ln, signaling.Config{Secret: []byte("another-secret-0123456789abcdef-0123456789"),
 		Logger: slog.New(slog.DiscardHandler), PublicURL: e.url})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs2 := httptest.NewUnstartedServer(srv2.Handler())
-	hs2.Listener.Close()
-	hs2.Listener = ln
-	hs2.Start()
-	defer func() { _ = srv2.Close(); hs2.CloseClientConnections(); hs2.Close() }()
+	defer stopServer(srv2, hs2)
 
 	waitFor(ctx, t, "both relays ended", func() bool { return pc.Err() != nil && phone.Err() != nil })
 	if !errors.Is(phone.Err(), peer.ErrTerminal) || phone.State() != peer.StateClosed {
@@ -104,47 +78,19 @@ func TestRelayEndsChannelCarriesOn(t *testing.T) {
 	if err := phone.SendChord(ctx, "C"); !errors.Is(err, peer.ErrTerminal) {
 		t.Fatalf("send with no path left: %v, want ErrTerminal", err)
 	}
-	stopRecv()
-	<-atPC.done
-	<-atPhone.done
 }
 
 // A client replaced by a newer connection of its own id (4100) closes its
 // channels at once: the newer one takes over, and gets its own channel.
 func TestReplacedClosesChannels(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
-	info, err := peer.CreateSession(ctx, e.url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := peer.Pair(ctx, info.PairingURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcCfg := e.config(protocol.RolePC, nil)
-	pcCfg.SessionID, pcCfg.Token = info.SessionID, info.Token
-	pc, err := peer.Dial(ctx, pcCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, e := begin(t, 30*time.Second)
+	pcCfg, phCfg := e.pairConfigs(ctx, nil, nil)
+	pc := e.dial(ctx, pcCfg)
 	defer pc.Close()
-	phCfg := e.config(protocol.RolePhone, nil)
-	phCfg.ServerURL, phCfg.WSURL, phCfg.Token = "", ph.WSURL, ph.Token
-	phCfg.ClientID = ph.ClientID // the id bound to the phone's token (the server refuses any other)
-	old, err := peer.Dial(ctx, phCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := e.dial(ctx, phCfg)
 	defer old.Close()
 	waitP2P(ctx, t, pc, old)
-	newer, err := peer.Dial(ctx, phCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	newer := e.dial(ctx, phCfg) // the same id: it replaces old
 	defer newer.Close()
 	waitFor(ctx, t, "the old one done", func() bool { return isDone(old) })
 	if len(old.Links()) != 0 {

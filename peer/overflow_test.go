@@ -59,21 +59,17 @@ func seqRange(from, to uint64) []uint64 {
 // invalid_sequence (before the gap, the server refused everything after
 // the dropped messages, and the phone was stuck for good).
 func TestOutboxOverflow(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
+	ctx, e := begin(t, 30*time.Second)
 	g := newWSProxy(t, strings.TrimPrefix(e.url, "http://"), impairment{})
 	defer g.close()
 	const outbox = 16
-	pc, ph := e.dialPC(ctx, func(c *peer.Config) { c.DisableP2P = true })
+	pcCfg, phCfg := e.pairConfigs(ctx, func(c *peer.Config) { c.DisableP2P = true },
+		func(c *peer.Config) { c.DisableP2P = true; c.Outbox = outbox })
+	pc := e.dial(ctx, pcCfg)
 	defer pc.Close()
-	phCfg := e.config(protocol.RolePhone, func(c *peer.Config) { c.DisableP2P = true; c.Outbox = outbox })
-	phCfg.ServerURL, phCfg.SessionID, phCfg.Token = g.url(), ph.SessionID, ph.Token
-	phone, err := peer.Dial(ctx, phCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// the phone reaches the server through the proxy
+	phCfg.ServerURL, phCfg.WSURL, phCfg.SessionID = g.url(), "", pcCfg.SessionID
+	phone := e.dial(ctx, phCfg)
 	defer phone.Close()
 	rctx, stop := context.WithCancel(ctx)
 	atPC := collect(rctx, pc, phone.ClientID())

@@ -48,35 +48,69 @@ func Config(log *slog.Logger, role string) peer.Config {
 	}
 }
 
-// Recorder reads every delivery of a client in a goroutine and keeps them,
-// with the chord changes by sender. Its methods are safe for concurrent use.
-type Recorder struct {
+// tail keeps, from a goroutine, what next returns until next fails or ctx
+// ends; add, when given, also sees each item, under the lock.
+type tail[T any] struct {
 	mu   sync.Mutex
-	all  []peer.Delivery
-	byID map[string][]peer.Delivery // chord_change by sender
+	all  []T
 	done chan struct{}
 	stop context.CancelFunc
 }
 
-// Record records c's deliveries until ctx ends or c is closed.
-func Record(ctx context.Context, c *peer.Client) *Recorder {
-	ctx, cancel := context.WithCancel(ctx)
-	r := &Recorder{byID: map[string][]peer.Delivery{}, done: make(chan struct{}), stop: cancel}
+func (l *tail[T]) start(ctx context.Context, next func(context.Context) (T, error), add func(T)) {
+	ctx, l.stop = context.WithCancel(ctx)
+	l.done = make(chan struct{})
 	go func() {
-		defer close(r.done)
+		defer close(l.done)
 		for {
-			d, err := c.Recv(ctx)
+			v, err := next(ctx)
 			if err != nil {
 				return
 			}
-			r.mu.Lock()
-			r.all = append(r.all, d)
-			if d.Msg.Type == protocol.TypeChordChange {
-				r.byID[d.Msg.From] = append(r.byID[d.Msg.From], d)
+			l.mu.Lock()
+			l.all = append(l.all, v)
+			if add != nil {
+				add(v)
 			}
-			r.mu.Unlock()
+			l.mu.Unlock()
 		}
 	}()
+}
+
+// Stop stops the goroutine and waits until it has ended.
+func (l *tail[T]) Stop() { l.stop(); <-l.done }
+
+// Done is closed when the goroutine has ended.
+func (l *tail[T]) Done() <-chan struct{} { return l.done }
+
+// Matching returns what was kept so far for which f holds.
+func (l *tail[T]) Matching(f func(T) bool) []T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []T
+	for _, v := range l.all {
+		if f(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Recorder reads every delivery of a client in a goroutine and keeps them,
+// with the chord changes by sender. Its methods are safe for concurrent use.
+type Recorder struct {
+	tail[peer.Delivery]
+	byID map[string][]peer.Delivery // chord_change by sender, under mu
+}
+
+// Record records c's deliveries until ctx ends or c is closed.
+func Record(ctx context.Context, c *peer.Client) *Recorder {
+	r := &Recorder{byID: map[string][]peer.Delivery{}}
+	r.start(ctx, c.Recv, func(d peer.Delivery) {
+		if d.Msg.Type == protocol.TypeChordChange {
+			r.byID[d.Msg.From] = append(r.byID[d.Msg.From], d)
+		}
+	})
 	return r
 }
 
@@ -87,12 +121,6 @@ func RecordT(t testing.TB, c *peer.Client) *Recorder {
 	t.Cleanup(r.Stop)
 	return r
 }
-
-// Stop stops the recorder and waits until its goroutine has ended.
-func (r *Recorder) Stop() { r.stop(); <-r.done }
-
-// Done is closed when the recorder's goroutine has ended.
-func (r *Recorder) Done() <-chan struct{} { return r.done }
 
 // ChordsFrom returns the chord changes received from client id from.
 func (r *Recorder) ChordsFrom(from string) []peer.Delivery {
@@ -133,19 +161,6 @@ func (r *Recorder) PerSender() map[string]string {
 			last = ds[len(ds)-1].Msg.Seq
 		}
 		out[from] = fmt.Sprintf("%d (last seq %d)", len(ds), last)
-	}
-	return out
-}
-
-// Matching returns the deliveries for which f holds.
-func (r *Recorder) Matching(f func(peer.Delivery) bool) []peer.Delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []peer.Delivery
-	for _, d := range r.all {
-		if f(d) {
-			out = append(out, d)
-		}
 	}
 	return out
 }
@@ -295,29 +310,20 @@ func (s *Sender) Wait(ctx context.Context, t testing.TB, name string) {
 // EventLog keeps a client's link events (Client.Events) as they come. Its
 // methods are safe for concurrent use.
 type EventLog struct {
-	mu   sync.Mutex
-	evs  []peer.Event
-	done chan struct{}
-	stop context.CancelFunc
+	tail[peer.Event]
 }
 
 // LogEvents keeps c's events until ctx ends.
 func LogEvents(ctx context.Context, c *peer.Client) *EventLog {
-	ctx, cancel := context.WithCancel(ctx)
-	l := &EventLog{done: make(chan struct{}), stop: cancel}
-	go func() {
-		defer close(l.done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e := <-c.Events():
-				l.mu.Lock()
-				l.evs = append(l.evs, e)
-				l.mu.Unlock()
-			}
+	l := &EventLog{}
+	l.start(ctx, func(ctx context.Context) (peer.Event, error) {
+		select {
+		case <-ctx.Done():
+			return peer.Event{}, ctx.Err()
+		case e := <-c.Events():
+			return e, nil
 		}
-	}()
+	}, nil)
 	return l
 }
 
@@ -329,30 +335,11 @@ func LogEventsT(t testing.TB, c *peer.Client) *EventLog {
 	return l
 }
 
-// Stop stops the log and waits until its goroutine has ended.
-func (l *EventLog) Stop() { l.stop(); <-l.done }
-
-// Done is closed when the log's goroutine has ended.
-func (l *EventLog) Done() <-chan struct{} { return l.done }
-
-// Matching returns the events so far for which f holds.
-func (l *EventLog) Matching(f func(peer.Event) bool) []peer.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []peer.Event
-	for _, e := range l.evs {
-		if f(e) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // First returns the first event at or after after for which f holds.
 func (l *EventLog) First(after time.Time, f func(peer.Event) bool) (peer.Event, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, e := range l.evs {
+	for _, e := range l.all {
 		if !e.At.Before(after) && f(e) {
 			return e, true
 		}
