@@ -118,6 +118,15 @@ func btSession(t *testing.T, ctx context.Context, b Broker) string {
 	return id
 }
 
+// start begins a conformance subtest: a context that bounds it (10 s), a
+// fresh broker with o, and a session on it.
+func (newBroker brokerFactory) start(t *testing.T, o brokerTestOptions) (context.Context, Broker, string) {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	b := newBroker(t, o)
+	return ctx, b, btSession(t, ctx, b)
+}
+
 func btSubscribe(t *testing.T, ctx context.Context, b Broker, sid string) (*btRecorder, func()) {
 	t.Helper()
 	r := newRecorder()
@@ -233,9 +242,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("PublishSubscribeOrder", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		r, _ := btSubscribe(t, ctx, b, sid)
 		const n = 30
 		for i := range n {
@@ -267,9 +274,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Passthrough", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		r, _ := btSubscribe(t, ctx, b, sid)
 		want := Publication{Type: protocol.TypeChordChange, Data: json.RawMessage(`{"chord":"Am7/G","extra":[1,2.5e3,"x"]}`),
 			From: "phone-1", Seq: 1, To: "", At: 1700000000123.5, Chord: "Am7/G",
@@ -306,9 +311,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("SequenceRules", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		r, _ := btSubscribe(t, ctx, b, sid)
 		if res := btPublish(t, ctx, b, sid, btChord("a", "C", 0)); res.Seq != 1 {
 			t.Fatalf("assigned seq %d, want 1", res.Seq)
@@ -405,9 +408,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("State", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		st, err := b.State(ctx, sid)
 		if err != nil || st.Chord != "" || st.Offset != 0 || st.Practice.Status != "" {
 			t.Fatalf("fresh state %+v, %v", st, err)
@@ -432,9 +433,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("History", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{HistorySize: 8})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{HistorySize: 8})
 		if h, err := b.History(ctx, sid, 0); err != nil || !h.Complete || len(h.Pubs) != 0 || h.Offset != 0 {
 			t.Fatalf("empty history %+v, %v", h, err)
 		}
@@ -475,9 +474,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("HistoryTTL", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{HistoryTTL: 150 * time.Millisecond})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{HistoryTTL: 150 * time.Millisecond})
 		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
 		testkit.Eventually(ctx, t, "the history entry to age out", func() bool {
 			h, err := b.History(ctx, sid, 0)
@@ -486,9 +483,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Presence", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		t0 := time.Now().Truncate(time.Millisecond)
 		for _, m := range []protocol.Member{
 			{ClientID: "a", UserID: 1, Role: "pc", Since: t0},
@@ -543,9 +538,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("AdmitPerRole", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		t0 := time.Now().Truncate(time.Millisecond)
 		admit := func(id, role string, limit int) error {
 			return b.Admit(ctx, sid, protocol.Member{ClientID: id, UserID: 1, Role: role, Since: t0}, limit)
@@ -628,9 +621,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("SendNotStored", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		r, _ := btSubscribe(t, ctx, b, sid)
 		for i := range 3 {
 			p := &Publication{Type: protocol.TypeRTCCandidate, Data: json.RawMessage(fmt.Sprintf(`{"candidate":"c%d"}`, i)), From: "a", To: "b"}
@@ -657,9 +648,7 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 	})
 
 	t.Run("Unsubscribe", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		r1, unsub1 := btSubscribe(t, ctx, b, sid)
 		r2, unsub2 := btSubscribe(t, ctx, b, sid)
 		btPublish(t, ctx, b, sid, btChord("a", "C", 0))

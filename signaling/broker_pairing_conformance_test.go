@@ -14,9 +14,7 @@ import (
 // device and revocation methods (run by testBroker for every broker).
 func testPairingStore(t *testing.T, newBroker brokerFactory) {
 	t.Run("PairingSingleUse", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		exp := time.Now().Add(time.Minute)
 		p := Pairing{SessionID: sid, UserID: 7, CodeKey: btID("c"), PINKey: btID("p"), ExpiresAt: exp, ExpiresMS: exp.UnixMilli()}
 		if err := b.PutPairing(ctx, p); err != nil {
@@ -60,9 +58,7 @@ func testPairingStore(t *testing.T, newBroker brokerFactory) {
 		}
 	})
 	t.Run("PairingReplacedAndExpired", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		exp := time.Now().Add(time.Minute)
 		old := Pairing{SessionID: sid, CodeKey: btID("c"), PINKey: btID("p"), ExpiresAt: exp, ExpiresMS: exp.UnixMilli()}
 		if err := b.PutPairing(ctx, old); err != nil {
@@ -117,9 +113,7 @@ func testPairingStore(t *testing.T, newBroker brokerFactory) {
 		}
 	})
 	t.Run("DevicesAndRevocation", func(t *testing.T) {
-		ctx := testkit.Context(t, 10*time.Second)
-		b := newBroker(t, brokerTestOptions{})
-		sid := btSession(t, ctx, b)
+		ctx, b, sid := newBroker.start(t, brokerTestOptions{})
 		t0 := time.Now().UTC().Truncate(time.Millisecond)
 		for i, cid := range []string{"phone-a", "phone-b"} {
 			if err := b.AddDevice(ctx, sid, protocol.Device{ClientID: cid, Role: "phone", Name: "P", PairedAt: t0.Add(time.Duration(i) * time.Second)}, 2); err != nil {

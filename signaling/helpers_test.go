@@ -46,6 +46,30 @@ func newServer(t testing.TB, mod func(*signaling.Config)) *testServer {
 	return &testServer{Server: srv, HTTP: hs, URL: hs.URL}
 }
 
+// pcLeavesAfterC: the phone plays C, the PC gets it and leaves, and the
+// phone is told. It returns the offset the PC saw last and its client id,
+// what the PC resumes with.
+func pcLeavesAfterC(pc, phone *wsClient) (lastOff uint64, pcID string) {
+	pc.t.Helper()
+	phone.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
+	lastOff = pc.next().Off
+	pcID = pc.ID
+	pc.bye()
+	phone.expect(protocol.TypeConnectionUpdate)
+	return lastOff, pcID
+}
+
+// withBroker is newServer on broker b (just made: err is what making it
+// returned, and fails the test), which is closed at cleanup after the server.
+func withBroker(t testing.TB, b signaling.Broker, err error) *testServer {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return newServer(t, func(c *signaling.Config) { c.Broker = b })
+}
+
 // memberToken mints a token of its own (its own client id) for one more
 // member of session s: a client id is bound to its token, so members never
 // share one.
@@ -255,6 +279,28 @@ func (c *wsClient) sync() {
 	m := c.next()
 	if m.Type != protocol.TypePong {
 		c.t.Fatalf("expected nothing before pong, got %s %s", m.Type, m.Data)
+	}
+}
+
+// untilPong pings and returns what c receives before the pong.
+func (c *wsClient) untilPong() []*protocol.Message {
+	c.t.Helper()
+	c.send(protocol.TypePing, map[string]any{})
+	var out []*protocol.Message
+	for m := c.next(); m.Type != protocol.TypePong; m = c.next() {
+		out = append(out, m)
+	}
+	return out
+}
+
+// pingThrough fails the test on an error c receives before the pong to its
+// ping: what c sent before was taken.
+func (c *wsClient) pingThrough(what string) {
+	c.t.Helper()
+	for _, m := range c.untilPong() {
+		if m.Type == protocol.TypeError {
+			c.t.Fatalf("%s was refused: %s", what, m.Data)
+		}
 	}
 }
 

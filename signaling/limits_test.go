@@ -90,12 +90,7 @@ func TestSignalingRateBound(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		pc.sendRaw(string(protocol.Encode(m)))
 	}
-	pc.send(protocol.TypePing, map[string]any{})
-	for {
-		got := pc.next()
-		if got.Type == protocol.TypePong {
-			break
-		}
+	for _, got := range pc.untilPong() {
 		if e := errData(t, got); e.Code == protocol.CodeRateLimited {
 			limited++
 		}

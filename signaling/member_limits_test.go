@@ -17,13 +17,8 @@ func TestSignalingRatePerMember(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		phone.sendRaw(string(protocol.Encode(flood)))
 	}
-	phone.send(protocol.TypePing, map[string]any{})
 	limited := 0
-	for {
-		m := phone.next()
-		if m.Type == protocol.TypePong {
-			break
-		}
+	for _, m := range phone.untilPong() {
 		if e := errData(t, m); e.Code == protocol.CodeRateLimited {
 			limited++
 		}
@@ -37,16 +32,7 @@ func TestSignalingRatePerMember(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		pc.sendRaw(string(protocol.Encode(offer)))
 	}
-	pc.send(protocol.TypePing, map[string]any{})
-	for {
-		m := pc.next()
-		if m.Type == protocol.TypePong {
-			break
-		}
-		if m.Type == protocol.TypeError {
-			t.Fatalf("the PC's signaling was refused: %s", m.Data)
-		}
-	}
+	pc.pingThrough("the PC's signaling")
 	got := 0
 	phone.send(protocol.TypePing, map[string]any{})
 	for phone.next().Type != protocol.TypePong {
@@ -90,11 +76,7 @@ func TestLatencyReportsBoundedAndRateLimited(t *testing.T) {
 // beyond the bound is refused, clearly, until absent ones are long gone.
 func TestSequenceStateNeverForgetsThePC(t *testing.T) {
 	b, err := signaling.NewMemoryBroker(signaling.MemoryConfig{MaxSeqClients: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	ts := newServer(t, func(c *signaling.Config) { c.Broker = b })
+	ts := withBroker(t, b, err)
 	sess, pc, listener := pcAndPhone(t, ts)
 	pc.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
 	if chordOf(t, listener.next()) != "C" {
@@ -104,12 +86,7 @@ func TestSequenceStateNeverForgetsThePC(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		c, _ := ts.join(t, sess.SessionID, ts.memberToken(t, sess, "phone"))
 		c.send(protocol.TypeChordChange, map[string]string{"chord": "G"})
-		c.send(protocol.TypePing, map[string]any{})
-		for {
-			m := c.next()
-			if m.Type == protocol.TypePong {
-				break
-			}
+		for _, m := range c.untilPong() {
 			if m.Type == protocol.TypeError {
 				if e := errData(t, m); e.Code != protocol.CodeRateLimited {
 					t.Fatalf("sender %d: %+v", i, e)
@@ -124,16 +101,7 @@ func TestSequenceStateNeverForgetsThePC(t *testing.T) {
 		t.Fatalf("%d of 6 new senders refused, want 3 (4 remembered: the PC and 3)", refused)
 	}
 	pc.send(protocol.TypeChordChange, map[string]string{"chord": "Am"})
-	pc.send(protocol.TypePing, map[string]any{})
-	for {
-		m := pc.next()
-		if m.Type == protocol.TypePong {
-			break
-		}
-		if m.Type == protocol.TypeError {
-			t.Fatalf("the PC's chord was refused: %s", m.Data)
-		}
-	}
+	pc.pingThrough("the PC's chord")
 	for {
 		m := listener.next()
 		if m.Type == protocol.TypeConnectionUpdate || (m.Type == protocol.TypeChordChange && chordOf(t, m) == "G") {

@@ -24,11 +24,7 @@ func TestLongResumeCompletes(t *testing.T) {
 		c.Limits.SocketSendBuffer = 4096 // the socket does not absorb the replay
 	})
 	sess, pc, phone := pcAndPhone(t, ts)
-	phone.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
-	lastOff := pc.next().Off
-	pcID := pc.ID
-	pc.bye()
-	phone.expect(protocol.TypeConnectionUpdate)
+	lastOff, pcID := pcLeavesAfterC(pc, phone)
 	const n = 300
 	chords := []string{"G", "Am", "F", "D", "E"}
 	for i := 0; i < n; i++ {

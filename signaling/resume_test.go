@@ -99,17 +99,9 @@ func TestResumeAfterReconnect(t *testing.T) {
 // flagged recovered:false.
 func TestResumeBeyondHistory(t *testing.T) {
 	b, err := signaling.NewMemoryBroker(signaling.MemoryConfig{HistorySize: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	ts := newServer(t, func(c *signaling.Config) { c.Broker = b })
+	ts := withBroker(t, b, err)
 	sess, pc, phone := pcAndPhone(t, ts)
-	phone.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
-	lastOff := pc.next().Off
-	pcID := pc.ID
-	pc.bye()
-	phone.expect(protocol.TypeConnectionUpdate)
+	lastOff, pcID := pcLeavesAfterC(pc, phone)
 	for _, c := range []string{"G", "Am", "F", "D", "E"} {
 		phone.send(protocol.TypeChordChange, map[string]string{"chord": c})
 	}

@@ -24,11 +24,7 @@ func TestRedisStallIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), Logger: testkit.Logger(t, slog.LevelWarn)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	ts := newServer(t, func(c *signaling.Config) { c.Broker = b })
+	ts := withBroker(t, b, err)
 	_, pc, phone := pcAndPhone(t, ts)
 	phone.send(protocol.TypeChordChange, map[string]string{"chord": "C"})
 	if chordOf(t, pc.next()) != "C" {

@@ -32,8 +32,7 @@ import (
 // phone's outbox resends what the outage held back, and every member ends
 // with every chord exactly once, in order (the outage rule of RedisBroker).
 func TestRedisRestart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 60*time.Second)
 	log := testkit.Logger(t, slog.LevelWarn)
 	rd, a, b := twoInstances(t, true, "")
 
@@ -101,11 +100,7 @@ func TestRedisRestart(t *testing.T) {
 	// A little more traffic after the recovery, then stop and count.
 	n1 := sPhone.Count()
 	testkit.Eventually(ctx, t, "50 more chords after recovery", func() bool { return sPhone.Count() >= n1+50 })
-	sPhone.Stop()
-	sFar.Stop()
-	sPhone.Wait(ctx, t, "phone")
-	sFar.Wait(ctx, t, "far")
-	nPhone, nFar := sPhone.Count(), sFar.Count()
+	nPhone, nFar := peertest.StopPair(ctx, t, sPhone, "phone", sFar, "far")
 	testkit.Eventually(ctx, t, "every chord everywhere", func() bool {
 		return atPC.CountFrom(phone.ClientID()) >= nPhone && atFar.CountFrom(phone.ClientID()) >= nPhone &&
 			atPC.CountFrom(far.ClientID()) >= nFar && atPhone.CountFrom(far.ClientID()) >= nFar
@@ -140,8 +135,7 @@ func TestRedisRestart(t *testing.T) {
 // reconnects through nginx to the other instance and resumes. Every chord
 // arrives exactly once and in order, both ways.
 func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 60*time.Second)
 	a, b, ng := behindNginx(t)
 	info, pc, phone := joinApart(ctx, t, ng.url, true)
 	atPC, atPhone := peertest.RecordT(t, pc), peertest.RecordT(t, phone)
@@ -168,11 +162,7 @@ func lossTest(t *testing.T, name string, fault func(victim *instance) string) {
 		return sPhone.Count() >= n1+100 && sPC.Count() >= n2+100 &&
 			atPC.CountFrom(phone.ClientID()) >= n1 && atPhone.CountFrom(pc.ClientID()) >= n2
 	})
-	sPhone.Stop()
-	sPC.Stop()
-	sPhone.Wait(ctx, t, "phone")
-	sPC.Wait(ctx, t, "pc")
-	nPhone, nPC := sPhone.Count(), sPC.Count()
+	nPhone, nPC := peertest.StopPair(ctx, t, sPhone, "phone", sPC, "pc")
 	testkit.Eventually(ctx, t, "every chord both ways", func() bool {
 		return atPC.CountFrom(phone.ClientID()) >= nPhone && atPhone.CountFrom(pc.ClientID()) >= nPC
 	})

@@ -204,8 +204,7 @@ http {
 			}
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 10*time.Second)
 	testkit.Eventually(ctx, t, "nginx to proxy /healthz", func() bool {
 		if n.p.exited() {
 			n.p.dumpLog(t, 20)
@@ -268,8 +267,7 @@ func joinApart(ctx context.Context, t testing.TB, ngURL string, relayOnly bool) 
 // data channel opens (signaling through nginx and across instances), and
 // chord changes arrive exactly once and in order both ways.
 func TestNginxTwoInstances(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 60*time.Second)
 	_, _, ng := behindNginx(t)
 
 	for _, path := range []string{"/", "/phone/"} {

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,8 +16,7 @@ import (
 // (its /cmdline would show the process's arguments), and a secret given as
 // a flag is flagged in the log as visible to every user of the machine.
 func TestPprofOwnListenerAndSecretFlagWarning(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 30*time.Second)
 	pprofAddr := fmt.Sprintf("127.0.0.1:%d", testkit.Port(t))
 	const apiKey = "an-api-key-given-as-a-flag"
 	// newInstance passes -secret on the command line.

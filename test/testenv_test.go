@@ -402,16 +402,20 @@ func createSession(ctx context.Context, t testing.TB, base string) peer.SessionI
 	return info
 }
 
-// joinPCAndPhone dials the session's PC at pcURL, then pairs its phone with
-// the session's pairing link and dials it at phoneURL, recording what each
-// receives (the PC from before the phone joins).
-func joinPCAndPhone(ctx context.Context, t testing.TB, log *slog.Logger, info peer.SessionInfo, pcURL, phoneURL string,
+// joinPCAndPhone dials the session's PC at instance pcOn, then pairs its
+// phone with the session's pairing link and dials it at phoneOn, recording
+// what each receives (the PC from before the phone joins); it checks that
+// each is a member on the instance it dialled.
+func joinPCAndPhone(ctx context.Context, t testing.TB, log *slog.Logger, info peer.SessionInfo, pcOn, phoneOn *instance,
 	relayOnly bool) (pc, phone *peer.Client, atPC, atPhone *peertest.Recorder) {
 	t.Helper()
-	pc = dialPeer(ctx, t, peerConfig(log, protocol.RolePC, relayOnly), pcURL, info.SessionID, info.Token)
+	pc = dialPeer(ctx, t, peerConfig(log, protocol.RolePC, relayOnly), pcOn.url, info.SessionID, info.Token)
 	atPC = peertest.RecordT(t, pc)
 	ph := pairPhone(ctx, t, info.PairingURL)
-	phone = dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, relayOnly), phoneURL, info.SessionID, ph.Token)
+	phone = dialPeer(ctx, t, peerConfig(log, protocol.RolePhone, relayOnly), phoneOn.url, info.SessionID, ph.Token)
+	if instanceOf(pc) != pcOn.name || instanceOf(phone) != phoneOn.name {
+		t.Fatalf("PC on %q, phone on %q; want %s and %s", instanceOf(pc), instanceOf(phone), pcOn.name, phoneOn.name)
+	}
 	return pc, phone, atPC, peertest.RecordT(t, phone)
 }
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -42,8 +43,7 @@ import (
 // their connection_update, and a chord change crosses; plain http:// and
 // ws:// to the TLS port fail.
 func TestTLSDirect(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 30*time.Second)
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSignedCert(t, dir)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}

@@ -346,3 +346,14 @@ func (l *EventLog) First(after time.Time, f func(peer.Event) bool) (peer.Event, 
 	}
 	return peer.Event{}, false
 }
+
+// StopPair stops senders a and b (named an and bn in a failure), waits for
+// both, failing t on an error of either, and returns how many each sent.
+func StopPair(ctx context.Context, t testing.TB, a *Sender, an string, b *Sender, bn string) (int, int) {
+	t.Helper()
+	a.Stop()
+	b.Stop()
+	a.Wait(ctx, t, an)
+	b.Wait(ctx, t, bn)
+	return a.Count(), b.Count()
+}
