@@ -61,16 +61,7 @@ func TestClientIDBoundToToken(t *testing.T) {
 	if app2.ID != app.ID {
 		t.Fatalf("the same token got %s, then %s", app.ID, app2.ID)
 	}
-	for {
-		_, err := app.read(5 * time.Second)
-		if err == nil {
-			continue
-		}
-		if !websocket.IsCloseError(err, protocol.CloseReplaced) {
-			t.Fatalf("the older connection of the app's token: %v, want 4100", err)
-		}
-		break
-	}
+	app.expectClose(protocol.CloseReplaced) // the older connection of the app's token
 	// Nobody else was replaced.
 	pc.send(protocol.TypeChordChange, map[string]string{"chord": "G"})
 	for {

@@ -282,6 +282,20 @@ func (c *wsClient) sync() {
 	}
 }
 
+// expectClose reads until the connection ends, skipping messages, and fails
+// the test unless it ended with close code code.
+func (c *wsClient) expectClose(code int) {
+	c.t.Helper()
+	for {
+		if _, err := c.read(5 * time.Second); err != nil {
+			if !websocket.IsCloseError(err, code) {
+				c.t.Fatalf("closed with %v, want %d", err, code)
+			}
+			return
+		}
+	}
+}
+
 // untilPong pings and returns what c receives before the pong.
 func (c *wsClient) untilPong() []*protocol.Message {
 	c.t.Helper()

@@ -169,16 +169,7 @@ func TestHostileInputs(t *testing.T) {
 			sender.t = t
 			sender.send(protocol.TypeChordChange, map[string]string{"chord": chord})
 			if h.close != 0 {
-				for {
-					_, err := attacker.read(5 * time.Second)
-					if err == nil {
-						continue
-					}
-					if !websocket.IsCloseError(err, h.close) {
-						t.Fatalf("closed with %v, want %d", err, h.close)
-					}
-					break
-				}
+				attacker.expectClose(h.close)
 				attacker, _ = ts.join(outer, sess.SessionID, attackerTok)
 			} else {
 				var m *protocol.Message

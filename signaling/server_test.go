@@ -467,16 +467,7 @@ func TestShutdownClosesWith1001(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- ts.Close() }()
 	for _, c := range []*wsClient{pc, phone} {
-		for {
-			_, err := c.read(5 * time.Second)
-			if err == nil {
-				continue
-			}
-			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-				t.Fatalf("close error %v, want 1001", err)
-			}
-			break
-		}
+		c.expectClose(websocket.CloseGoingAway)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -181,6 +181,25 @@ func TestNamespacesAreIsolated(t *testing.T) {
 	}
 }
 
+// udpPair opens a UDP socket on b (rx) and one on a (tx), both closed at
+// t's cleanup.
+func udpPair(t *testing.T, a, b *Host) (rx, tx net.PacketConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	for _, s := range []struct {
+		h *Host
+		c *net.PacketConn
+	}{{b, &rx}, {a, &tx}} {
+		if *s.c, err = s.h.ListenPacket(ctx, "udp4", s.h.Addr().String()+":0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = (*s.c).Close() })
+	}
+	return rx, tx
+}
+
 func TestDelayJitterAndOrder(t *testing.T) {
 	_, hs := newNet(t, "a", "b")
 	a, b := hs[0], hs[1]
@@ -189,18 +208,7 @@ func TestDelayJitterAndOrder(t *testing.T) {
 	}
 	// Order: a stream of UDP datagrams from a to b arrives in order despite
 	// the jitter (the link is FIFO).
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rx, err := b.ListenPacket(ctx, "udp4", b.Addr().String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := a.ListenPacket(ctx, "udp4", a.Addr().String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := udpPair(t, a, b)
 	dst := rx.LocalAddr()
 	const n = 200
 	start := time.Now()
@@ -234,18 +242,7 @@ func TestDelayJitterAndOrder(t *testing.T) {
 func TestLoss(t *testing.T) {
 	_, hs := newNet(t, "a", "b")
 	a, b := hs[0], hs[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rx, err := b.ListenPacket(ctx, "udp4", b.Addr().String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := a.ListenPacket(ctx, "udp4", a.Addr().String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	rx, tx := udpPair(t, a, b)
 	// Resolve ARP before the loss starts.
 	if _, ok := udpRTT(t, tx, echoUDP(t, b), 5*time.Second, "warm"); !ok {
 		t.Fatal("no echo")
