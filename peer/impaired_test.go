@@ -19,6 +19,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/virtutune/link/internal/peertest"
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/protocol"
 )
@@ -175,35 +176,27 @@ func (p *wsProxy) close() {
 
 func (p *wsProxy) accept() {
 	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
+	testkit.Forward(p.ln, p.target, func(c, s net.Conn) bool {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			c.Close()
 			s.Close()
-			return
+			return false
 		}
-		if p.shut {
+		if p.shut { // refused: the server is out of reach
 			p.mu.Unlock()
 			c.Close()
 			s.Close()
-			continue
+			return true
 		}
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go p.pipe(s, c)
 		go p.pipe(c, s)
-	}
+		return true
+	})
 }
 
 // pipe copies src to dst chunk by chunk, in order: each chunk waits out the

@@ -61,18 +61,24 @@ func BenchmarkValidChord(b *testing.B) {
 // TestDecodeFastMatchesSlow checks that Decode's one-pass fast path gives
 // exactly what the field-by-field path gives, on the table of
 // TestDecodeValidate's kind of inputs and on the fuzz seeds.
-func TestDecodeFastMatchesSlow(t *testing.T) {
-	for _, in := range decodeCorpus {
-		checkFastMatchesSlow(t, []byte(in))
+func TestDecodeFastMatchesSlow(t *testing.T) { runCorpus(t, decodeCorpus, checkFastMatchesSlow) }
+
+// FuzzDecodeFastMatchesSlow is TestDecodeFastMatchesSlow on generated input.
+func FuzzDecodeFastMatchesSlow(f *testing.F) { fuzzCorpus(f, decodeCorpus, checkFastMatchesSlow) }
+
+// runCorpus runs check on every input of corpus.
+func runCorpus(t *testing.T, corpus []string, check func(*testing.T, []byte)) {
+	for _, in := range corpus {
+		check(t, []byte(in))
 	}
 }
 
-// FuzzDecodeFastMatchesSlow is TestDecodeFastMatchesSlow on generated input.
-func FuzzDecodeFastMatchesSlow(f *testing.F) {
-	for _, in := range decodeCorpus {
+// fuzzCorpus fuzzes check, with corpus as its seeds.
+func fuzzCorpus(f *testing.F, corpus []string, check func(*testing.T, []byte)) {
+	for _, in := range corpus {
 		f.Add([]byte(in))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { checkFastMatchesSlow(t, b) })
+	f.Fuzz(check)
 }
 
 var decodeCorpus = []string{
@@ -100,19 +106,10 @@ var decodeCorpus = []string{
 
 // TestChordFastMatchesSlow checks that Validate's fast path for a chord
 // change's data gives what the encoding/json path gives.
-func TestChordFastMatchesSlow(t *testing.T) {
-	for _, d := range chordCorpus {
-		checkChordFastMatchesSlow(t, []byte(d))
-	}
-}
+func TestChordFastMatchesSlow(t *testing.T) { runCorpus(t, chordCorpus, checkChordFastMatchesSlow) }
 
 // FuzzChordFastMatchesSlow is TestChordFastMatchesSlow on generated data.
-func FuzzChordFastMatchesSlow(f *testing.F) {
-	for _, d := range chordCorpus {
-		f.Add([]byte(d))
-	}
-	f.Fuzz(func(t *testing.T, d []byte) { checkChordFastMatchesSlow(t, d) })
-}
+func FuzzChordFastMatchesSlow(f *testing.F) { fuzzCorpus(f, chordCorpus, checkChordFastMatchesSlow) }
 
 var chordCorpus = []string{
 	`{"chord":"C"}`, ` { "chord" : "F#m7b5/C" } `, `{"chord":""}`, `{"chord":"H"}`, `{"CHORD":"C"}`, `{"chord":"C","chord":"D"}`,

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
@@ -78,11 +76,7 @@ func BenchmarkDirectCopy(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				seq++
-				m.Seq = seq
-				out = protocol.Append(out[:0], m)
-				if err := phone.conn.WriteMessage(websocket.TextMessage, out); err != nil {
-					b.Fatal(err)
-				}
+				out = phone.writeSeq(m, seq, out)
 				if seq%64 == 0 {
 					flush()
 				}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 )
@@ -83,11 +81,7 @@ func BenchmarkRelay(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		seq++
-		m.Seq = seq
-		out = protocol.Append(out[:0], m)
-		if err := phone.conn.WriteMessage(websocket.TextMessage, out); err != nil {
-			b.Fatal(err)
-		}
+		out = phone.writeSeq(m, seq, out)
 		got = read()
 		if len(got) < 20 || got[9] != 'c' { // {"type":"chord_change"...
 			b.Fatalf("PC got %s", got)

@@ -127,6 +127,20 @@ func (newBroker brokerFactory) start(t *testing.T, o brokerTestOptions) (context
 	return ctx, b, btSession(t, ctx, b)
 }
 
+// btMembers returns the members of sid on b, each as f says.
+func btMembers(t *testing.T, ctx context.Context, b Broker, sid string, f func(protocol.Member) string) []string {
+	t.Helper()
+	ms, err := b.Members(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		out = append(out, f(m))
+	}
+	return out
+}
+
 func btSubscribe(t *testing.T, ctx context.Context, b Broker, sid string) (*btRecorder, func()) {
 	t.Helper()
 	r := newRecorder()
@@ -496,18 +510,12 @@ func testBroker(t *testing.T, newBroker brokerFactory, shared bool) {
 			}
 		}
 		ids := func() []string {
-			ms, err := b.Members(ctx, sid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out []string
-			for _, m := range ms {
+			return btMembers(t, ctx, b, sid, func(m protocol.Member) string {
 				if m.Instance == "" || m.UserID != 1 {
 					t.Fatalf("member %+v", m)
 				}
-				out = append(out, m.ClientID+"/"+m.Role)
-			}
-			return out
+				return m.ClientID + "/" + m.Role
+			})
 		}
 		if got := ids(); !slices.Equal(got, []string{"c/phone", "a/pc", "d/phone", "b/phone"}) {
 			t.Fatalf("Members = %v", got)

@@ -161,16 +161,7 @@ func (p *freezeProxy) freeze() { p.frozen.Store(p.gen.Add(1)) }
 
 func (p *freezeProxy) accept() {
 	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
+	testkit.Forward(p.ln, p.target, func(c, u net.Conn) bool {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, u)
 		p.mu.Unlock()
@@ -178,7 +169,8 @@ func (p *freezeProxy) accept() {
 		p.wg.Add(2)
 		go p.pipe(u, c, pc, true)
 		go p.pipe(c, u, pc, false)
-	}
+		return true
+	})
 }
 
 func (p *freezeProxy) pipe(dst, src net.Conn, pc *proxied, fromClient bool) {

@@ -102,15 +102,7 @@ func TestRedisBrokerGhostPresence(t *testing.T) {
 		}
 	}
 	members := func() []string {
-		ms, err := alive.Members(ctx, sid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, m := range ms {
-			ids = append(ids, m.ClientID+"@"+m.Instance)
-		}
-		return ids
+		return btMembers(t, ctx, alive, sid, func(m protocol.Member) string { return m.ClientID + "@" + m.Instance })
 	}
 	// Wait past a TTL: heartbeats keep every live instance's members listed.
 	deadline := time.Now().Add(2 * cfg.PresenceTTL)

@@ -282,6 +282,17 @@ func (c *wsClient) sync() {
 	}
 }
 
+// writeSeq sends m with seq as one text frame, encoded into out (reused
+// from one call to the next, as a hot loop does); it returns out.
+func (c *wsClient) writeSeq(m *protocol.Message, seq uint64, out []byte) []byte {
+	m.Seq = seq
+	out = protocol.Append(out[:0], m)
+	if err := c.conn.WriteMessage(websocket.TextMessage, out); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
 // expectClose reads until the connection ends, skipping messages, and fails
 // the test unless it ended with close code code.
 func (c *wsClient) expectClose(code int) {

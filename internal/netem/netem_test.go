@@ -57,9 +57,7 @@ func echoTCP(t *testing.T, h *Host) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	wg.Go(func() {
+	serveUntilCleanup(t, l, func(wg *sync.WaitGroup) {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -78,9 +76,7 @@ func echoUDP(t *testing.T, h *Host) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = c.Close(); wg.Wait() })
-	wg.Go(func() {
+	serveUntilCleanup(t, c, func(*sync.WaitGroup) {
 		buf := make([]byte, 2048)
 		for {
 			k, from, err := c.ReadFrom(buf)
@@ -91,6 +87,14 @@ func echoUDP(t *testing.T, h *Host) string {
 		}
 	})
 	return c.LocalAddr().String()
+}
+
+// serveUntilCleanup runs loop in a goroutine (it may start more on wg) until
+// t's cleanup closes sock, and waits for them all.
+func serveUntilCleanup(t *testing.T, sock io.Closer, loop func(wg *sync.WaitGroup)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = sock.Close(); wg.Wait() })
+	wg.Go(func() { loop(&wg) })
 }
 
 // udpRTT sends one datagram from h to addr and waits up to wait for its echo.

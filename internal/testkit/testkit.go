@@ -108,6 +108,27 @@ func Port(t testing.TB) int {
 	return p
 }
 
+// Forward is the accept loop of a test's TCP proxy: it accepts connections
+// on ln until ln is closed and, for each, dials target and hands both ends
+// to pair, which owns them from then on (a failed dial closes the accepted
+// one). pair returns false to stop accepting.
+func Forward(ln net.Listener, target string, pair func(client, server net.Conn) bool) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		if !pair(c, s) {
+			return
+		}
+	}
+}
+
 // CI reports whether the tests run under CI=true, where a missing tool fails
 // a test instead of skipping it.
 func CI() bool { return os.Getenv("CI") == "true" }
