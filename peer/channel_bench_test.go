@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/virtutune/link/internal/peertest"
 	"github.com/virtutune/link/peer"
 )
 
@@ -53,7 +54,7 @@ func BenchmarkChannelModes(b *testing.B) {
 				h := newImpairedWith(ctx, b, impairment{loss: 0.02, delay: time.Millisecond, jitter: 6 * time.Millisecond,
 					wsBase: 200 * time.Millisecond}, rto)
 				waitP2P(ctx, b, h.pc, h.phone)
-				p := play(ctx, h.phone, 25*time.Millisecond)
+				p := peertest.Play(ctx, h.phone, 25*time.Millisecond)
 				waitFor(ctx, b, "300 chords", func() bool { return h.atPC.len() >= 300 })
 				ds := h.finish(ctx, p)
 				lat := latencies(ds)
@@ -67,7 +68,7 @@ func BenchmarkChannelModes(b *testing.B) {
 				// blackout
 				h = newImpairedWith(ctx, b, impairment{}, rto)
 				waitP2P(ctx, b, h.pc, h.phone)
-				p = play(ctx, h.phone, 100*time.Millisecond)
+				p = peertest.Play(ctx, h.phone, 100*time.Millisecond)
 				waitFor(ctx, b, "chords before", func() bool { return h.atPC.len() >= 10 })
 				start := time.Now()
 				h.lan.udpDead.Store(true)
@@ -75,7 +76,7 @@ func BenchmarkChannelModes(b *testing.B) {
 				waitFor(ctx, b, "UDP's return", func() bool { return time.Since(start) >= 8*time.Second })
 				h.lan.udpDead.Store(false)
 				back := time.Now()
-				during := p.count()
+				during := p.Count()
 				waitFor(ctx, b, "the chords played during the blackout", func() bool { return h.atPC.len() >= during })
 				b.ReportMetric(float64(time.Since(back).Milliseconds()), "blackout-catchup-ms")
 				waitFor(ctx, b, "the WebSocket's return", func() bool { return time.Since(start) >= 12*time.Second })
@@ -84,7 +85,7 @@ func BenchmarkChannelModes(b *testing.B) {
 				lat = latencies(ds)
 				var after []time.Duration
 				for i, d := range ds {
-					if !p.sentAt(d.Msg.Seq).Before(back) {
+					if !p.SentAt(int(d.Msg.Seq)).Before(back) {
 						after = append(after, lat[i])
 					}
 				}

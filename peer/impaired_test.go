@@ -346,62 +346,6 @@ func (h *impaired) close() {
 	h.e.close()
 }
 
-// playChords sends chords from the phone every interval until stop, and
-// returns the send times by seq.
-type player struct {
-	mu    sync.Mutex
-	sent  []time.Time // index seq-1
-	done  chan struct{}
-	err   error
-	stopC chan struct{}
-}
-
-func play(ctx context.Context, c *peer.Client, interval time.Duration) *player {
-	p := &player{done: make(chan struct{}), stopC: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for seq := uint64(1); ; seq++ {
-			p.mu.Lock()
-			p.sent = append(p.sent, time.Now())
-			p.mu.Unlock()
-			if err := c.SendChord(ctx, chordFor(seq)); err != nil {
-				p.err = err
-				return
-			}
-			select {
-			case <-tick.C:
-			case <-p.stopC:
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return p
-}
-
-func (p *player) stop() int {
-	close(p.stopC)
-	<-p.done
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.sent)
-}
-
-func (p *player) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.sent)
-}
-
-func (p *player) sentAt(seq uint64) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sent[seq-1]
-}
-
 // latencies returns each delivery's one-way latency (one process, one clock).
 func latencies(ds []peer.Delivery) []time.Duration {
 	out := make([]time.Duration, len(ds))
@@ -429,11 +373,13 @@ func summary(ds []time.Duration) string {
 
 // finish stops the phone's chords, waits for every one at the PC, and
 // checks that each arrived once and in order.
-func (h *impaired) finish(ctx context.Context, p *player) []peer.Delivery {
+func (h *impaired) finish(ctx context.Context, p *peertest.Sender) []peer.Delivery {
 	h.t.Helper()
-	n := p.stop()
-	if p.err != nil {
-		h.t.Fatalf("send: %v", p.err)
+	p.Stop()
+	<-p.Done()
+	n := p.Count()
+	if err := p.Err(); err != nil {
+		h.t.Fatalf("send: %v", err)
 	}
 	waitFor(ctx, h.t, fmt.Sprintf("all %d chords at the PC", n), func() bool { return h.atPC.len() >= n })
 	if err := h.pc.Flush(ctx); err != nil {
@@ -481,7 +427,7 @@ func TestImpairedLossyLink(t *testing.T) {
 	waitP2P(ctx, t, h.pc, h.phone)
 	// 10 chords a second (a guitarist plays up to 4): denser would make each
 	// stall of the emulated TCP hold back more chords than a player sends
-	p := play(ctx, h.phone, 100*time.Millisecond)
+	p := peertest.Play(ctx, h.phone, 100*time.Millisecond)
 	waitFor(ctx, t, "300 chords sent", func() bool { return h.atPC.len() >= 300 })
 	ds := h.finish(ctx, p)
 	lat := latencies(ds)
@@ -521,7 +467,7 @@ func TestImpairedUDPDiesSilently(t *testing.T) {
 			defer h.close()
 			waitP2P(ctx, t, h.pc, h.phone)
 			gen0 := h.pc.Links()[0].Generation
-			p := play(ctx, h.phone, 50*time.Millisecond)
+			p := peertest.Play(ctx, h.phone, 50*time.Millisecond)
 			waitFor(ctx, t, "chords over p2p", func() bool { return h.atPC.len() >= 20 })
 
 			died := time.Now()
@@ -559,7 +505,7 @@ func TestImpairedUDPDiesSilently(t *testing.T) {
 			var during []time.Duration
 			lat := latencies(ds)
 			for i, d := range ds {
-				if s := p.sentAt(d.Msg.Seq); !s.Before(died) && s.Before(back) {
+				if s := p.SentAt(int(d.Msg.Seq)); !s.Before(died) && s.Before(back) {
 					during = append(during, lat[i])
 				}
 			}
@@ -600,7 +546,7 @@ func TestImpairedBlackout(t *testing.T) {
 			h := newImpaired(ctx, t, impairment{})
 			defer h.close()
 			waitP2P(ctx, t, h.pc, h.phone)
-			p := play(ctx, h.phone, 100*time.Millisecond)
+			p := peertest.Play(ctx, h.phone, 100*time.Millisecond)
 			waitFor(ctx, t, "chords before", func() bool { return h.atPC.len() >= 10 })
 
 			start := time.Now()
@@ -619,7 +565,7 @@ func TestImpairedBlackout(t *testing.T) {
 					h.proxy.setBlack(false)
 				}()
 			}
-			sentBefore := p.count()
+			sentBefore := p.Count()
 			waitFor(ctx, t, "chords sent during the blackout", func() bool { return h.atPC.len() >= sentBefore })
 			caughtUp := time.Since(back)
 			mark := h.atPC.len()
@@ -630,7 +576,7 @@ func TestImpairedBlackout(t *testing.T) {
 			var during, after []time.Duration
 			var lastDuring time.Time
 			for i, dl := range ds {
-				s := p.sentAt(dl.Msg.Seq)
+				s := p.SentAt(int(dl.Msg.Seq))
 				switch {
 				case !s.Before(start) && s.Before(back):
 					during = append(during, lat[i])

@@ -657,11 +657,11 @@ type soakMember struct {
 	c  *peer.Client
 	rx *soakRx
 
-	mu     sync.Mutex
-	sentAt []time.Time // sentAt[seq-1]: when chord seq was sent
-	err    error
-	stop   context.CancelFunc
-	done   chan struct{}
+	mu   sync.Mutex
+	snd  *peertest.Sender // its chords, once sendLoop started them
+	err  error            // what ended them before the end of sending
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // joinSoakSession creates session i through nginx, joins its PC, pairs and
@@ -757,41 +757,45 @@ func countP2P(sess []*soakSession) int {
 	return n
 }
 
-// sendLoop sends peertest.ChordFor(1, 2, ...) every period after a first
-// delay, until ctx is done.
+// sendLoop plays peertest.ChordFor(1, 2, ...) every period after a first
+// delay (peertest.Play), until ctx is done.
 func (m *soakMember) sendLoop(ctx context.Context, wg *sync.WaitGroup, first, period time.Duration) {
 	defer wg.Done()
 	if !waitUntil(ctx, time.Now().Add(first)) {
 		return
 	}
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for seq := 1; ; seq++ {
-		if err := m.c.SendChord(ctx, peertest.ChordFor(seq)); err != nil {
-			if ctx.Err() == nil {
-				m.mu.Lock()
-				m.err = err
-				m.mu.Unlock()
-			}
-			return
-		}
+	snd := peertest.Play(ctx, m.c, period)
+	m.mu.Lock()
+	m.snd = snd
+	m.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-snd.Done():
+	}
+	snd.Stop()
+	<-snd.Done()
+	if err := snd.Err(); err != nil && ctx.Err() == nil {
 		m.mu.Lock()
-		m.sentAt = append(m.sentAt, time.Now())
+		m.err = err
 		m.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
 
-func (m *soakMember) sent() int {
+// sender is m's player, nil before it started.
+func (m *soakMember) sender() *peertest.Sender {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.sentAt)
+	return m.snd
 }
 
+func (m *soakMember) sent() int {
+	if s := m.sender(); s != nil {
+		return s.Count()
+	}
+	return 0
+}
+
+// sendErr is what ended m's chords before the end of sending.
 func (m *soakMember) sendErr() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -800,12 +804,10 @@ func (m *soakMember) sendErr() error {
 
 // sentTime returns when chord seq was sent.
 func (m *soakMember) sentTime(seq int) time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if seq < 1 || seq > len(m.sentAt) {
-		return time.Time{}
+	if s := m.sender(); s != nil {
+		return s.SentAt(seq)
 	}
-	return m.sentAt[seq-1]
+	return time.Time{}
 }
 
 // soakRx checks, as they arrive, the chords a member receives from the

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -219,18 +220,29 @@ func CheckChords(t testing.TB, name string, ds []peer.Delivery, first uint64, n 
 
 // Sender sends the chords ChordFor(1, 2, ...) from a goroutine, one every
 // pace (0: as fast as Send returns), until it sent n or is stopped, and
-// counts them.
+// counts them and notes when each was sent.
 type Sender struct {
 	mu       sync.Mutex
 	sent     int
+	at       []time.Time // at[i-1]: when chord i was handed to Send
 	err      error
 	done     chan struct{}
 	stopCh   chan struct{}
 	stopOnce sync.Once
 }
 
-// StartSender starts sending n chords from c.
+// StartSender starts sending n chords from c, the first after one pace.
 func StartSender(ctx context.Context, c *peer.Client, n int, pace time.Duration) *Sender {
+	return startSender(ctx, c, n, pace, false)
+}
+
+// Play is a player's stream: a chord from c at once and then one every
+// interval, until stopped.
+func Play(ctx context.Context, c *peer.Client, interval time.Duration) *Sender {
+	return startSender(ctx, c, math.MaxInt, interval, true)
+}
+
+func startSender(ctx context.Context, c *peer.Client, n int, pace time.Duration, atOnce bool) *Sender {
 	s := &Sender{done: make(chan struct{}), stopCh: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -246,7 +258,7 @@ func StartSender(ctx context.Context, c *peer.Client, n int, pace time.Duration)
 				return
 			default:
 			}
-			if tick != nil {
+			if tick != nil && (i > 1 || !atOnce) {
 				select {
 				case <-tick:
 				case <-s.stopCh:
@@ -256,16 +268,28 @@ func StartSender(ctx context.Context, c *peer.Client, n int, pace time.Duration)
 					return
 				}
 			}
+			at := time.Now()
 			if err := c.SendChord(ctx, ChordFor(i)); err != nil {
 				s.setErr(err)
 				return
 			}
 			s.mu.Lock()
 			s.sent++
+			s.at = append(s.at, at)
 			s.mu.Unlock()
 		}
 	}()
 	return s
+}
+
+// SentAt is when chord seq (from 1) was handed to Send; zero if it was not.
+func (s *Sender) SentAt(seq int) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq < 1 || seq > len(s.at) {
+		return time.Time{}
+	}
+	return s.at[seq-1]
 }
 
 func (s *Sender) setErr(err error) {
