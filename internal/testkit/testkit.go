@@ -2,7 +2,9 @@
 // shares, so that each is written once: waiting on a condition with a
 // deadline (Eventually, Poll, Until) instead of sleeping, a context bounded
 // for a test, a free port of 127.0.0.1, the tools a test needs (skipped when
-// missing, failed under CI=true), and logs routed to t.Logf.
+// missing, failed under CI=true), logs routed to t.Logf, and the accept loop
+// of a test's TCP proxy (Forward). The Go peers' harness (a recorder, a
+// sender, the exactly-once check) is internal/peertest.
 //
 // It is an ordinary package (not a _test.go file) because external test
 // packages (signaling_test, web_test) and helper packages (redistest) cannot
