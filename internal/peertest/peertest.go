@@ -1,8 +1,10 @@
 // Package peertest is the test harness for Go peers (package peer), shared
 // by the peer package's tests and the system tests (test/), so that each
-// piece is written once: a peer's configuration for tests, a recorder of
-// what a client receives, a sender of numbered chords, and the check that
-// the chords arrived exactly once and in order.
+// piece is written once: a peer's configuration for tests (Config), a
+// recorder of what a client receives (Recorder) and of its link events
+// (EventLog), a sender of numbered chords (StartSender, and Play for a
+// player's stream with its send times), and the check that the chords
+// arrived exactly once and in order (CheckChords).
 //
 // It is an ordinary package (not a _test.go file) because test packages
 // cannot see one another's test files. Only tests import it.
