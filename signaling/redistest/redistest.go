@@ -2,7 +2,11 @@
 // child process on a free port of 127.0.0.1 in a directory of its own, that
 // can be killed (as a crash) and started again on the same port. It never
 // touches the Redis on port 6379. It is not a mock: the point of the tests
-// that use it is to run against the real thing.
+// that use it is to run against the real thing. virtutune-bench starts its
+// redis-server with it too (StartBin).
+//
+// redistest.go is one server (Start, New, Kill, Pause, Restart);
+// topology.go a Sentinel, a Cluster and raw commands (Do).
 package redistest
 
 import (
