@@ -42,6 +42,10 @@ const (
 	TypeP2PState Type = "p2p_state"
 	// TypeLatency reports a measured end-to-end latency for the server's metrics.
 	TypeLatency Type = "latency_report"
+	// TypeProbe asks one member, through the relay, whether its client runs
+	// ({"n":N}), and answers such a question ({"ack":N}). A client probes a
+	// member only while no data channel can tell (see doc.go, "Liveness").
+	TypeProbe Type = "probe"
 )
 
 // Message is one protocol message: the seed's envelope {"type","data"} plus the
@@ -221,6 +225,17 @@ type RTCCandidate struct {
 type RTCRestart struct {
 	Reason string `json:"reason,omitempty"`
 }
+
+// Probe is the data of probe: exactly one of N (a question, numbered by
+// the asker from 1) and Ack (the answer: the highest N received from the
+// asker) is set.
+type Probe struct {
+	N   uint64 `json:"n,omitempty"`
+	Ack uint64 `json:"ack,omitempty"`
+}
+
+// MaxProbeN bounds a probe's n and ack (2^53: a JavaScript number stays exact).
+const MaxProbeN = 1 << 53
 
 // P2PState is the data of p2p_state.
 type P2PState struct {

@@ -33,7 +33,7 @@ func Known(t Type) bool {
 	case TypeChordChange, TypePracticeStart, TypePracticeEnd, TypePing, TypePong,
 		TypeConnectionUpdate, TypePracticeUpdate, TypeError, TypeSessionState,
 		TypeResume, TypeResumed, TypeRTCOffer, TypeRTCAnswer, TypeRTCCandidate,
-		TypeRTCRestart, TypeP2PState, TypeLatency:
+		TypeRTCRestart, TypeP2PState, TypeLatency, TypeProbe:
 		return true
 	}
 	return false
@@ -48,7 +48,7 @@ func Application(t Type) bool {
 // Signaling reports whether t is addressed to one member by To.
 func Signaling(t Type) bool {
 	switch t {
-	case TypeRTCOffer, TypeRTCAnswer, TypeRTCCandidate, TypeRTCRestart:
+	case TypeRTCOffer, TypeRTCAnswer, TypeRTCCandidate, TypeRTCRestart, TypeProbe:
 		return true
 	}
 	return false
@@ -64,6 +64,7 @@ type Validated struct {
 	P2P       P2PState        // p2p_state
 	Resume    Resume          // resume
 	Latency   Latency         // latency_report
+	Probe     Probe           // probe
 }
 
 // Validate checks a message a client sent (to the server or over a data
@@ -171,6 +172,16 @@ func Validate(m *Message) (Validated, *Error) {
 			if !ValidClientID(id) {
 				return v, Errorf(CodeInvalidData, "resume.seen holds an invalid client id")
 			}
+		}
+	case TypeProbe:
+		if e := decodeData(m, &v.Probe); e != nil {
+			return v, e
+		}
+		if (v.Probe.N == 0) == (v.Probe.Ack == 0) {
+			return v, Errorf(CodeInvalidData, "probe needs exactly one of n (a question) and ack (an answer)")
+		}
+		if v.Probe.N > MaxProbeN || v.Probe.Ack > MaxProbeN {
+			return v, Errorf(CodeInvalidData, "probe.n and probe.ack must be at most 2^53")
 		}
 	case TypeLatency:
 		if e := decodeData(m, &v.Latency); e != nil {

@@ -52,7 +52,7 @@ func (c *client) handle(ctx context.Context, b []byte) {
 		}
 		last := c.lastSeq.Load()
 		c.enqueueMsg(protocol.MustMarshal(protocol.TypePong, protocol.Timestamped{Timestamp: ts, LastSeq: &last}))
-	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart:
+	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart, protocol.TypeProbe:
 		c.signal(ctx, m, v)
 	case protocol.TypeP2PState:
 		c.p2pState(v.P2P)
@@ -96,7 +96,8 @@ func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publica
 	}
 }
 
-// signal relays a signaling message to its one target.
+// signal relays a signaling message (rtc_*, probe) to its one target,
+// within the sender's signaling rate.
 func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Validated) {
 	if m.To == c.id {
 		c.sendError(protocol.Errorf(protocol.CodeInvalidTarget, "%s cannot be addressed to yourself", m.Type))
@@ -118,9 +119,17 @@ func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Val
 		data = v.Candidate
 	case protocol.TypeRTCRestart:
 		data = v.Restart
+	case protocol.TypeProbe:
+		data = v.Probe
 	}
 	d, _ := json.Marshal(data)
-	if err := c.s.broker.Send(ctx, c.sid, &Publication{Type: m.Type, Data: d, From: c.id, To: m.To}); err != nil {
+	err := c.s.broker.Send(ctx, c.sid, &Publication{Type: m.Type, Data: d, From: c.id, To: m.To})
+	if err != nil && m.Type == protocol.TypeProbe {
+		// A probe not passed on is not the sender's error: the answer that
+		// does not come says it (and one every 250 ms would flood it).
+		return
+	}
+	if err != nil {
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Signaling message not delivered: %s", errText(err)))
 	}
 }

@@ -113,3 +113,62 @@ func TestSequenceStateNeverForgetsThePC(t *testing.T) {
 		break
 	}
 }
+
+// probe goes to its one target with the sender's id, as the member sent it
+// (a question n or an answer ack); a malformed one is refused with
+// invalid_data and never relayed; probes count in the sender's signaling
+// rate (its bucket of 5 here: the 6th is rate_limited).
+func TestProbeRelayedAndBounded(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.SignalRate, c.Limits.SignalBurst = 0.01, 5 })
+	_, pc, phone := pcAndPhone(t, ts)
+	for _, bad := range []string{`{}`, `{"n":1,"ack":1}`, `{"n":-1}`, `{"n":"1"}`, `{"ack":9007199254740993}`} {
+		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":` + bad + `}`)
+		if e := errData(t, pc.next()); e.Code != protocol.CodeInvalidData {
+			t.Fatalf("probe %s: error %+v, want invalid_data", bad, e)
+		}
+	}
+	pc.sendRaw(`{"type":"probe","data":{"n":1}}`)
+	if e := errData(t, pc.next()); e.Code != protocol.CodeInvalidTarget {
+		t.Fatalf("probe without to: error %+v, want invalid_target", e)
+	}
+	for n := 1; n <= 3; n++ {
+		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":{"n":` + string(rune('0'+n)) + `}}`)
+	}
+	for n := uint64(1); n <= 3; n++ {
+		m := phone.expect(protocol.TypeProbe)
+		var p protocol.Probe
+		mustUnmarshal(t, m.Data, &p)
+		if m.From != pc.ID || m.To != phone.ID || p.N != n || p.Ack != 0 {
+			t.Fatalf("relayed probe %+v %s, want n=%d from %s", m, m.Data, n, pc.ID)
+		}
+	}
+	phone.sendRaw(`{"type":"probe","to":"` + pc.ID + `","data":{"ack":3}}`)
+	m := pc.expect(protocol.TypeProbe)
+	var p protocol.Probe
+	mustUnmarshal(t, m.Data, &p)
+	if m.From != phone.ID || p.Ack != 3 || p.N != 0 {
+		t.Fatalf("relayed answer %+v %s, want ack=3 from %s", m, m.Data, phone.ID)
+	}
+	// 3 of the PC's 5 are spent: 2 more pass, the next is refused
+	for i := 0; i < 3; i++ {
+		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":{"n":9}}`)
+	}
+	pc.send(protocol.TypePing, map[string]any{})
+	limited := 0
+	for {
+		m := pc.next()
+		if m.Type == protocol.TypePong {
+			break
+		}
+		if e := errData(t, m); e.Code == protocol.CodeRateLimited {
+			limited++
+		}
+	}
+	if limited != 1 {
+		t.Fatalf("rate_limited %d times, want 1 (6 probes, burst 5)", limited)
+	}
+	for i := 0; i < 2; i++ {
+		phone.expect(protocol.TypeProbe)
+	}
+	phone.sync()
+}

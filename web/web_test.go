@@ -198,7 +198,7 @@ func TestEveryFileReferenced(t *testing.T) {
 // next to a package.json that marks them as ES modules, so any Node from 18
 // on runs them unchanged, with protocol's list of error codes
 // (protocol/testdata/api_codes.json) and the shared delivery vectors
-// (protocol/testdata/delivery.json) beside the tests.
+// (protocol/testdata/delivery.json, liveness.json) beside the tests.
 func TestJavaScript(t *testing.T) {
 	node := testkit.Need(t, "node")
 	dir := t.TempDir()
@@ -228,7 +228,7 @@ func TestJavaScript(t *testing.T) {
 	}
 	copyGlob("static/*.js", "static")
 	tests := copyGlob("testdata/*.test.mjs", "testdata")
-	for _, f := range []string{"api_codes.json", "delivery.json"} {
+	for _, f := range []string{"api_codes.json", "delivery.json", "liveness.json"} {
 		if len(copyGlob("../protocol/testdata/"+f, "testdata")) != 1 {
 			t.Fatal("no ../protocol/testdata/" + f)
 		}
