@@ -99,6 +99,11 @@ type Client struct {
 	lastReport    time.Time           // last latency_report
 	stats         Stats
 	session       protocol.SessionState
+	// the liveness probe over the relay (probe.go): per other member, from
+	// epoch (the monotonic clock's origin); probed members at the last tick
+	epoch  time.Time
+	live   map[string]*liveness
+	probed int
 }
 
 // Dial joins the session of cfg: it connects the WebSocket, reads the
@@ -130,6 +135,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		pings:    make(map[string]*pingWait),
 		chordLat: map[string]*samples{protocol.PathP2P: {}, protocol.PathRelay: {}},
 		lastApp:  time.Now(),
+		epoch:    time.Now(),
+		live:     make(map[string]*liveness),
 	}
 	c.log = cfg.Logger.With("role", cfg.Role)
 	if cfg.ClientID != "" {
@@ -144,9 +151,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		c.cancel()
 		return nil, err
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.run(conn, last)
 	go c.heartbeatLoop()
+	go c.probeLoop()
 	select {
 	case <-c.ready:
 		return c, nil

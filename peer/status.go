@@ -148,6 +148,10 @@ type Status struct {
 	ChordP2P, ChordRelay time.Duration
 	// Links describes each data channel link.
 	Links []LinkInfo
+	// Liveness says, for every other member present, whether its client
+	// runs as the probe over the relay tells while no data channel can
+	// (PeerLiveness; "" while its link is up).
+	Liveness []PeerLiveness
 }
 
 // State returns the state of the WebSocket.
@@ -304,7 +308,7 @@ func (c *Client) Status() Status {
 	p, why := c.pathLocked()
 	return Status{WS: c.state, Path: p, Reason: why, RTTP2P: c.p2pRTTLocked(), RTTRelay: c.wsRTT.median(),
 		ChordP2P: c.chordLat[protocol.PathP2P].median(), ChordRelay: c.chordLat[protocol.PathRelay].median(),
-		Links: c.linksLocked()}
+		Links: c.linksLocked(), Liveness: c.livenessLocked()}
 }
 
 // stampLocked sets the one-way latency of deliveries whose sender's clock

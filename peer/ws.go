@@ -351,6 +351,9 @@ func (c *Client) handleWS(m *protocol.Message) {
 	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart:
 		c.handleSignal(m)
 		return
+	case protocol.TypeProbe:
+		c.handleProbe(m)
+		return
 	case protocol.TypePong:
 		var p protocol.Timestamped
 		_ = json.Unmarshal(m.Data, &p)

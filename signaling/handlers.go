@@ -108,6 +108,9 @@ func (c *client) signal(ctx context.Context, m *protocol.Message, v protocol.Val
 		return
 	}
 	if !c.room.present(ctx, m.To) {
+		if m.Type == protocol.TypeProbe {
+			return // the asker stops when it learns the member left
+		}
 		c.sendError(protocol.Errorf(protocol.CodeInvalidTarget, "No member %s in this session", m.To))
 		return
 	}

@@ -117,9 +117,11 @@ func TestSequenceStateNeverForgetsThePC(t *testing.T) {
 // probe goes to its one target with the sender's id, as the member sent it
 // (a question n or an answer ack); a malformed one is refused with
 // invalid_data and never relayed; probes count in the sender's signaling
-// rate (its bucket of 5 here: the 6th is rate_limited).
+// rate (its bucket of 6 here: the 7th is rate_limited); one to a member not
+// present is dropped without an error (the asker stops when it learns the
+// member left).
 func TestProbeRelayedAndBounded(t *testing.T) {
-	ts := newServer(t, func(c *signaling.Config) { c.Limits.SignalRate, c.Limits.SignalBurst = 0.01, 5 })
+	ts := newServer(t, func(c *signaling.Config) { c.Limits.SignalRate, c.Limits.SignalBurst = 0.01, 6 })
 	_, pc, phone := pcAndPhone(t, ts)
 	for _, bad := range []string{`{}`, `{"n":1,"ack":1}`, `{"n":-1}`, `{"n":"1"}`, `{"ack":9007199254740993}`} {
 		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":` + bad + `}`)
@@ -134,6 +136,8 @@ func TestProbeRelayedAndBounded(t *testing.T) {
 	for n := 1; n <= 3; n++ {
 		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":{"n":` + string(rune('0'+n)) + `}}`)
 	}
+	pc.sendRaw(`{"type":"probe","to":"nobody0123456789","data":{"n":1}}`)
+	pc.sync()
 	for n := uint64(1); n <= 3; n++ {
 		m := phone.expect(protocol.TypeProbe)
 		var p protocol.Probe
@@ -149,7 +153,7 @@ func TestProbeRelayedAndBounded(t *testing.T) {
 	if m.From != phone.ID || p.Ack != 3 || p.N != 0 {
 		t.Fatalf("relayed answer %+v %s, want ack=3 from %s", m, m.Data, phone.ID)
 	}
-	// 3 of the PC's 5 are spent: 2 more pass, the next is refused
+	// 4 of the PC's 6 are spent: 2 more pass, the next is refused
 	for i := 0; i < 3; i++ {
 		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":{"n":9}}`)
 	}
@@ -165,7 +169,7 @@ func TestProbeRelayedAndBounded(t *testing.T) {
 		}
 	}
 	if limited != 1 {
-		t.Fatalf("rate_limited %d times, want 1 (6 probes, burst 5)", limited)
+		t.Fatalf("rate_limited %d times, want 1 (7 probes, burst 6)", limited)
 	}
 	for i := 0; i < 2; i++ {
 		phone.expect(protocol.TypeProbe)

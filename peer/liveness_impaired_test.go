@@ -1,0 +1,88 @@
+package peer_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/virtutune/link/peer"
+	"github.com/virtutune/link/protocol"
+)
+
+// verdictOf is what c's status says of member id's liveness ("" while its
+// link is up, or when id is not a member).
+func verdictOf(c *peer.Client, id string) string {
+	for _, l := range c.Status().Liveness {
+		if l.Peer == id {
+			return l.Verdict
+		}
+	}
+	return "-"
+}
+
+// The probe over the relay tells the truth when the data channel cannot:
+// with the direct path dead (UDP silently dropped) and the phone idle, the
+// PC's status says the phone answers (live), its link down; with the
+// phone's WebSocket held too (nothing reaches or leaves it), silent; live
+// again once it is let through; and not probed ("") once the direct path is
+// back. Times are logged, not asserted (each wait is bounded).
+func TestLivenessWhileDirectPathDead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h := newImpaired(ctx, t, impairment{})
+	defer h.close()
+	waitP2P(ctx, t, h.pc, h.phone)
+	ph := h.phone.ClientID()
+	if v := verdictOf(h.pc, ph); v != peer.LiveNotProbed {
+		t.Fatalf("the phone's liveness with its link up: %q, want not probed", v)
+	}
+	linkDown := func() bool { return h.pc.PathTo(ph) == protocol.PathRelay }
+
+	died := time.Now()
+	h.lan.udpDead.Store(true)
+	waitFor(ctx, t, "the PC's link to the idle phone down, the phone answering by the relay", func() bool {
+		return linkDown() && verdictOf(h.pc, ph) == peer.LiveOK
+	})
+	answering := time.Since(died)
+	// the phone stays idle: still answering a while later (several probes on)
+	time.Sleep(4 * 250 * time.Millisecond) // let four probe intervals pass
+	if v := verdictOf(h.pc, ph); !linkDown() || v != peer.LiveOK {
+		t.Fatalf("a second later: the PC's path to the phone %s, its liveness %q; want relay and live", h.pc.PathTo(ph), v)
+	}
+
+	held := time.Now()
+	h.proxy.setBlack(true)
+	waitFor(ctx, t, "the phone shown silent while nothing reaches it", func() bool { return verdictOf(h.pc, ph) == peer.LiveSilent })
+	silent := time.Since(held)
+	freed := time.Now()
+	h.proxy.setBlack(false)
+	waitFor(ctx, t, "the phone answering again", func() bool { return verdictOf(h.pc, ph) == peer.LiveOK })
+	again := time.Since(freed)
+
+	h.lan.udpDead.Store(false)
+	waitFor(ctx, t, "p2p again, the phone no longer probed", func() bool {
+		return h.pc.PathTo(ph) == protocol.PathP2P && verdictOf(h.pc, ph) == peer.LiveNotProbed
+	})
+	t.Logf("direct path dead: the idle phone shown answering after %v; with its WebSocket held: silent after %v, answering %v after it was let through",
+		answering.Round(time.Millisecond), silent.Round(time.Millisecond), again.Round(time.Millisecond))
+}
+
+// With P2P off the probe is the only word on the other member: each side
+// says the other answers (live), both ways.
+func TestLivenessWithP2POff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := newEnv(t)
+	defer e.close()
+	_, pc, phone := e.pair(ctx, nil, func(c *peer.Config) { c.DisableP2P = true })
+	defer pc.Close()
+	defer phone.Close()
+	waitFor(ctx, t, "each shown answering by the other", func() bool {
+		return verdictOf(pc, phone.ClientID()) == peer.LiveOK && verdictOf(phone, pc.ClientID()) == peer.LiveOK
+	})
+	if st := pc.Status(); st.Path != protocol.PathRelay || len(st.Liveness) != 1 || st.Liveness[0].Role != protocol.RolePhone {
+		t.Fatalf("the PC's status: %+v; want the relay and the phone's liveness", st)
+	}
+	phone.Close()
+	waitFor(ctx, t, "the phone gone from the PC's liveness", func() bool { return verdictOf(pc, phone.ClientID()) == "-" })
+}
