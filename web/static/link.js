@@ -24,7 +24,9 @@ import {
   Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, wire, gapOf,
   HEARTBEAT_MS, HEARTBEAT_IDLE_MS, IDLE_AFTER_MS, WS_RETRY, P2P_RETRY_KNOWN, P2P_RETRY_NEW, MAX_SEEN,
 } from './delivery.js';
+import { Liveness, probeInterval, PROBE_MS } from './liveness.js';
 
+export { Liveness, probeInterval, PROBE_MS, PROBE_BUDGET, ANSWER_GAP_MS, MAX_OUTSTANDING } from './liveness.js';
 export {
   Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, LINK_STATES, LINK_EVENTS,
   REORDER_WINDOW, OUTBOX_MAX, HEARTBEAT_MS,
@@ -56,6 +58,7 @@ const P2P_NO_OFFER_MS = 8000; // an answerer without an offer this long asks (ag
 const RESTART_AFTER_MS = 500; // a link down this long gets a fresh attempt beside the silent channel
 const MAX_BUFFERED = 64 * 1024; // a channel holding more unsent is stalled: the relay carries the chord
 const SAMPLES = 16; // recent measurements a median is taken of
+const PROBE_TICK_MS = PROBE_MS / 2; // how often the probes due are looked at (liveness.js)
 
 // ---------------------------------------------------------------- pure logic
 
@@ -422,6 +425,14 @@ export class Link {
     // generations of our offers: unique across this page's links
     this.genNext = 1 + Math.floor(Math.random() * 0xffff);
 
+    // The probe over the relay (liveness.js): per other member, whether its
+    // client runs, while no data channel can tell; probeRoles limits it to
+    // the members whose state the page shows (the phone: the PC).
+    this.live = new Map(); // client_id -> Liveness
+    this.probeRoles = Array.isArray(opts.probeRoles) ? opts.probeRoles : null;
+    this.probed = 0;
+    this.probeTimer = null;
+    this.liveSig = '';
     this.members = new Map(); // client_id -> {client_id, user_id, role, since, no_p2p}
     this.peers = new Map(); // client_id -> data channel link record
     this.state = { sessionId: this.sessionId, chord: '', chordFrom: '', practice: { status: '', timestamp: null }, offset: 0 };
@@ -441,6 +452,7 @@ export class Link {
     }
     this._open();
     if (!this.hbTimer) this.hbTimer = setTimeout(() => this._hb(), HEARTBEAT_MS);
+    if (!this.probeTimer) this.probeTimer = setTimeout(() => this._probeTick(), PROBE_TICK_MS);
   }
 
   /** close ends the link for good: WebSocket, data channels and timers. */
@@ -451,6 +463,8 @@ export class Link {
     clearTimeout(this.wakeTimer);
     clearTimeout(this.hbTimer);
     this.hbTimer = null;
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
     if (globalThis.removeEventListener) {
       removeEventListener('online', this._onWake);
       removeEventListener('pageshow', this._onWake);
@@ -529,7 +543,10 @@ export class Link {
    * round trips: heartbeats over the channel, pings to the server);
    * chordP2P and chordRelay (ms, medians of the measured one-way latencies of
    * what each path delivered first); p2p (WebRTC allowed here); peers (each
-   * data channel link: id, role, state, reason, rttMs, generation, since).
+   * data channel link: id, role, state, reason, rttMs, generation, since);
+   * liveness (each other member: id, role, verdict: whether its client runs
+   * as the probe over the relay says while no data channel can tell — ''
+   * not probed, 'unknown', 'live', 'late', 'silent'; see liveness.js).
    */
   linkState() {
     const [path, code] = this._path();
@@ -548,7 +565,74 @@ export class Link {
         id: p.id, role: p.role, state: p.state, reason: p.reason, rttMs: p.rtt.median(),
         generation: p.cur ? p.cur.gen : (p.next ? p.next.gen : 0), since: p.since,
       })),
+      liveness: this._liveness(),
     };
+  }
+
+  _liveness() {
+    const t = now();
+    const iv = probeInterval(this.probed);
+    const out = [];
+    for (const m of this.members.values()) {
+      if (m.client_id === this.clientId) continue;
+      const x = this.live.get(m.client_id);
+      out.push({ id: m.client_id, role: m.role || '', verdict: x ? x.verdict(t, iv) : '' });
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  _liveOf(id) {
+    let x = this.live.get(id);
+    if (!x) { x = new Liveness(); this.live.set(id, x); }
+    return x;
+  }
+
+  // _liveChanged tells the page when a member's verdict changed.
+  _liveChanged() {
+    const sig = this._liveness().map((l) => l.id + ':' + l.verdict).join(',');
+    if (sig === this.liveSig) return;
+    this.liveSig = sig;
+    this._emitLink();
+  }
+
+  // _probeTick probes every member no data channel can tell about (none up
+  // to it, or P2P off on either side) while the WebSocket is up, each every
+  // probeInterval, and tells the page when a verdict changed.
+  _probeTick() {
+    this.probeTimer = null;
+    if (this.closed) return;
+    const t = now();
+    for (const id of [...this.live.keys()]) if (!this.members.has(id)) this.live.delete(id);
+    const up = this.hello && !!this.ws && this.ws.readyState === 1;
+    const due = [];
+    for (const m of this.members.values()) {
+      if (m.client_id === this.clientId) continue;
+      const x = this._liveOf(m.client_id);
+      const p = this.peers.get(m.client_id);
+      if (p && p.everUp) x.markKnown(); // a client that answers
+      if (!up || (p && p.state === 'up') || (this.probeRoles && !this.probeRoles.includes(m.role))) { x.stop(); continue; }
+      due.push([m.client_id, x]);
+    }
+    this.probed = due.length;
+    const iv = probeInterval(this.probed);
+    for (const [id, x] of due) {
+      if (x.due(t, iv - PROBE_TICK_MS / 2)) this._send({ type: 'probe', to: id, data: { n: x.send(t) } });
+    }
+    this._liveChanged();
+    this.probeTimer = setTimeout(() => this._probeTick(), PROBE_TICK_MS);
+  }
+
+  // _onProbe answers a member's probe at once (at most once per
+  // ANSWER_GAP_MS) and takes its answers to ours.
+  _onProbe(msg, d) {
+    const from = msg.from;
+    if (!from || from === this.clientId || !this.members.has(from)) return;
+    const x = this._liveOf(from);
+    if (Number.isInteger(d.n) && d.n > 0) {
+      const ack = x.asked(d.n, now());
+      if (ack) this._send({ type: 'probe', to: from, data: { ack } });
+    }
+    if (Number.isInteger(d.ack) && d.ack > 0 && x.answer(d.ack)) this._liveChanged();
   }
 
   _path() {
@@ -826,6 +910,9 @@ export class Link {
         break;
       case 'rtc_offer': case 'rtc_answer': case 'rtc_candidate': case 'rtc_restart':
         this._onSignal(msg, d);
+        break;
+      case 'probe':
+        this._onProbe(msg, d);
         break;
       default: break; // forward compatible: unknown types are ignored
     }

@@ -23,7 +23,6 @@ let statusTimer = 0;
 let refreshing = null;
 let paired = []; // devices paired with the session
 let members = []; // the link's member list
-let relayHeard = new Map(); // client_id -> when (Date.now()) a chord of it last came by the relay
 let folded = false;
 
 // ------------------------------------------------------------ strings
@@ -210,13 +209,16 @@ function when(t) {
 // renderDevices lists this PC, every paired phone (connected or not, with a
 // Remove button) and any other member connected with a token of its own,
 // each as the status API says (ui.js's peerView: its data channel link's
-// state, a phone not responding, a phone gone), and sums it up in
+// state, or while none can tell the probe over the relay: a phone not
+// responding, a phone gone), and sums it up in
 // #link-status with what to do.
 function renderDevices() {
   const ul = $('members');
   ul.textContent = '';
   const live = new Map(members.map((m) => [m.client_id, m]));
-  const links = new Map(link ? link.linkState().peers.map((p) => [p.id, p]) : []);
+  const ls = link ? link.linkState() : { peers: [], liveness: [] };
+  const links = new Map(ls.peers.map((p) => [p.id, p]));
+  const live = new Map(ls.liveness.map((l) => [l.id, l.verdict]));
   const rows = [];
   for (const m of members) if (m.self) rows.push({ m, name: 'This PC' });
   for (const d of paired) rows.push({ d, m: live.get(d.client_id), name: d.name || 'Phone' });
@@ -233,8 +235,9 @@ function renderDevices() {
     text.className = 'dev-text';
     let line = name;
     if (m && !m.self) {
-      const v = peerView(m, links.get(id), relayHeard.get(id) || 0);
+      const v = peerView(m, links.get(id), live.get(id) || '');
       li.dataset.link = v.link;
+      li.dataset.live = v.live;
       li.dataset.responding = String(v.responding);
       line += ' · ' + v.text;
       if (role === 'phone') { if (v.responding) phonesOn++; else phonesSilent++; }
@@ -307,7 +310,6 @@ async function start({ fresh = false } = {}) {
   session = s;
   paired = [];
   members = [];
-  relayHeard = new Map();
   fold(false);
   $('session-id').textContent = s.session_id || '';
   showPairing(s);
@@ -316,7 +318,6 @@ async function start({ fresh = false } = {}) {
   if (link) link.close();
   let phonesSeen = 0;
   let peerStates = '';
-  const links = (id) => ((link && link.linkState().peers.find((p) => p.id === id)) || {}).state;
   link = new Link({
     sessionId: s.session_id,
     token: s.token,
@@ -335,12 +336,6 @@ async function start({ fresh = false } = {}) {
       const who = meta.from ? (paired.find((d) => d.client_id === meta.from) || {}).name || 'the phone' : '';
       $('chord-meta').textContent = `${who ? 'from ' + who + ' ' : ''}via ${meta.path === 'p2p' ? 'P2P' : 'relay'}${med == null ? '' : ' · ' + fmtMs(med)}`;
       $('chord-meta').dataset.path = meta.path;
-      if (meta.from && meta.path === 'relay') {
-        const was = relayHeard.get(meta.from);
-        relayHeard.set(meta.from, Date.now());
-        // heard by the relay: a phone shown not responding answers after all
-        if (!was || links(meta.from) === 'down') renderDevices();
-      }
     },
     onPractice: renderPractice,
     onState(st) {
@@ -363,8 +358,8 @@ async function start({ fresh = false } = {}) {
     onLinkState(st) {
       renderLinkState(st);
       if (st.ws === 'closed' && st.reason) $('new-session').hidden = false;
-      // a peer's link changed state: the device list says so at once
-      const now = st.peers.map((p) => p.id + ':' + p.state).join(',');
+      // a peer's link or liveness changed: the device list says so at once
+      const now = st.peers.map((p) => p.id + ':' + p.state).join(',') + '|' + st.liveness.map((l) => l.id + ':' + l.verdict).join(',');
       if (now !== peerStates) { peerStates = now; renderDevices(); }
     },
     // A refused message (a rate limit, a chord name) is about a moment; the

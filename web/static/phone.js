@@ -17,6 +17,20 @@ let wakeLock = null;
 
 function status(text) { $('status').textContent = text; }
 
+// showPC says whether the PC is here and answering: the members (the
+// snapshot), and while no data channel can tell, the probe over the relay
+// (linkState().liveness: 'silent' is not responding).
+function showPC() {
+  if (!link) return;
+  const pcs = link.snapshot().members.filter((m) => !m.self && m.role === 'pc');
+  const live = new Map(link.linkState().liveness.map((l) => [l.id, l.verdict]));
+  const silent = pcs.length > 0 && pcs.every((m) => live.get(m.client_id) === 'silent');
+  $('status').dataset.pc = pcs.length === 0 ? 'none' : silent ? 'silent' : 'here';
+  if (pcs.length === 0) status('Paired. Open VirtuTune Link on the PC to play.');
+  else if (silent) status('The PC is not responding — check that VirtuTune Link is still open on it (and the PC awake); chords are sent once it answers.');
+  else status('');
+}
+
 function buildGrid() {
   const grid = $('grid');
   for (const name of GRID) {
@@ -113,6 +127,7 @@ function connect() {
     token: c.token,
     clientId: c.client_id || undefined,
     role: 'phone',
+    probeRoles: ['pc'], // the phone shows the PC's state, not the other phones'
     userId: c.user_id,
     p2p: p2pAllowed(),
     log: (...a) => console.debug('[link]', ...a),
@@ -121,11 +136,11 @@ function connect() {
     onState(st) {
       markChord(st.chord);
       if (st.practice.status !== practice || st.practice.status === 'started') onPractice(st.practice.status, st.practice.timestamp);
-      const pcs = st.members.filter((m) => !m.self && m.role === 'pc').length;
-      status(pcs ? '' : 'Paired. Open VirtuTune Link on the PC to play.');
+      showPC();
     },
     onLinkState(st) {
       renderLinkState(st);
+      showPC();
       if (st.ws !== 'closed' || !st.reason || creds !== c) return;
       if (st.reason === closeText(4100)) return; // another tab of this phone took over: still paired
       // Removed by the PC, session over, or access expired: pairing again is the way.

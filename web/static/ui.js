@@ -130,27 +130,35 @@ export function latencyView(st) {
 /**
  * peerView is what a page says of one other member m (a memberList() entry,
  * or undefined when it is not connected), from its data channel link in the
- * status API (peer: linkState().peers' entry, or undefined) and relayAt, the
- * time (Date.now()) anything last came from it by the relay:
+ * status API (peer: linkState().peers' entry, or undefined) and, while no
+ * channel can tell, the probe over the relay (live: its linkState().liveness
+ * verdict, see liveness.js):
  *
  *   not connected   it left (or never came)
  *   up, suspect     connected, chords direct (suspect: its last heartbeat is late)
- *   down            not responding: nothing heard over the channel for four
- *                   heartbeats and nothing by the relay since (a phone asleep,
- *                   its page frozen in the background, or the Wi-Fi gone); once
- *                   something comes by the relay it is connected, on the relay
- *   anything else   connected, on the relay (no direct link, or one on its way)
+ *   silent          not responding: a probe unanswered for two intervals (a
+ *                   phone asleep, its page frozen in the background, or its
+ *                   network gone); the same while the link is down and no
+ *                   probe can tell (this page's own WebSocket is down)
+ *   late            connected, on the relay, answering late
+ *   anything else   connected, on the relay (no direct link, or one on its
+ *                   way, or the direct link lost while it answers by the relay)
  *
- * It returns {connected, responding, link (the link's state), text}.
+ * It returns {connected, responding, link (the link's state), live, text}.
  */
-export function peerView(m, peer, relayAt = 0) {
-  if (!m) return { connected: false, responding: false, link: '', text: 'not connected' };
+export function peerView(m, peer, live = '') {
+  if (!m) return { connected: false, responding: false, link: '', live: '', text: 'not connected' };
   const link = peer ? peer.state : '';
-  if (link === 'down' && !(relayAt >= peer.since)) return { connected: true, responding: false, link, text: 'not responding' };
-  let text = 'connected · ' + (linkP2P(link) ? 'P2P' : 'relay');
-  if (link === 'suspect') text += ' (answering late)';
-  if (link === 'down') text += ' (the direct link is lost)';
-  return { connected: true, responding: true, link, text };
+  if (linkP2P(link)) {
+    return { connected: true, responding: true, link, live, text: 'connected · P2P' + (link === 'suspect' ? ' (answering late)' : '') };
+  }
+  if (live === 'silent' || (link === 'down' && (live === '' || live === 'unknown'))) {
+    return { connected: true, responding: false, link, live, text: 'not responding' };
+  }
+  let text = 'connected · relay';
+  if (live === 'late') text += ' (answering late)';
+  else if (link === 'down') text += ' (the direct link is lost)';
+  return { connected: true, responding: true, link, live, text };
 }
 
 /** renderLinkState shows onLinkState's report in #ws-state, #path, #latency and #p2p-reason. */

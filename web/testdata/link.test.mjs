@@ -424,3 +424,33 @@ test('Link: after a terminal close the open channel still carries chords; 4100 c
   assert.equal(second.link.sendChord('E'), 0, 'no path left');
   second.link.close();
 }));
+
+test('Link: the probe over the relay — a member no channel can tell about is probed, its answers make it live, its silence silent; its probes are answered', withFakes(async () => {
+  const link = new Link({ sessionId: 'S', token: 'T', role: 'pc', clientId: 'pcpcpcpcpcpcpcpc' });
+  link.connect();
+  const ws = FakeWS.all[0];
+  ws.open();
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', last_seq: 0 } });
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: 'phphphphphphphph', role: 'phone', last_seq: 0 } });
+  const verdict = () => link.linkState().liveness.find((l) => l.id === 'phphphphphphphph').verdict;
+  const probes = () => ws.sent.filter((m) => m.type === 'probe' && m.to === 'phphphphphphphph' && m.data.n);
+  // no RTCPeerConnection here: P2P is off, so the probe is the only word
+  await waitFor(() => probes().length >= 1);
+  assert.equal(verdict(), 'unknown'); // never answered: not judged yet
+  ws.recv({ type: 'probe', from: 'phphphphphphphph', to: 'pcpcpcpcpcpcpcpc', data: { ack: probes().at(-1).data.n } });
+  assert.equal(verdict(), 'live');
+  // no more answers: silent within two intervals of the first probe unanswered
+  await waitFor(() => verdict() === 'silent', 3000);
+  ws.recv({ type: 'probe', from: 'phphphphphphphph', to: 'pcpcpcpcpcpcpcpc', data: { ack: probes().at(-1).data.n } });
+  assert.equal(verdict(), 'live');
+  // its probe is answered at once with the highest n asked
+  ws.recv({ type: 'probe', from: 'phphphphphphphph', to: 'pcpcpcpcpcpcpcpc', data: { n: 7 } });
+  assert.deepEqual(ws.sent.filter((m) => m.type === 'probe' && m.data.ack).at(-1), { type: 'probe', to: 'phphphphphphphph', data: { ack: 7 } });
+  // a member that left is neither probed nor listed
+  ws.recv({ type: 'connection_update', data: { status: 'disconnected', user_id: 1, client_id: 'phphphphphphphph', role: 'phone' } });
+  assert.deepEqual(link.linkState().liveness, []);
+  const n = probes().length;
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(probes().length, n);
+  link.close();
+}));

@@ -30,20 +30,27 @@ test('latency: the path chords take, its median round trip and one-way chord lat
 test('a peer as the status API says: connected, answering late, not responding, gone', () => {
   const m = { client_id: 'ph', role: 'phone' };
   const since = 1_000_000;
-  assert.deepEqual(peerView(undefined, undefined), { connected: false, responding: false, link: '', text: 'not connected' });
+  assert.deepEqual(peerView(undefined, undefined), { connected: false, responding: false, link: '', live: '', text: 'not connected' });
   assert.equal(peerView(m, { state: 'up', since }).text, 'connected · P2P');
-  assert.equal(peerView(m, { state: 'suspect', since }).text, 'connected · P2P (answering late)');
-  let v = peerView(m, { state: 'down', since });
-  assert.deepEqual([v.connected, v.responding, v.link, v.text], [true, false, 'down', 'not responding']);
-  // Heard by the relay before the link went down: still not responding.
-  assert.equal(peerView(m, { state: 'down', since }, since - 1).responding, false);
-  // A chord by the relay since: it answers, its direct link is lost.
-  v = peerView(m, { state: 'down', since }, since + 5);
+  assert.equal(peerView(m, { state: 'suspect', since }, 'live').text, 'connected · P2P (answering late)');
+  // The link down: the probe over the relay says whether it answers.
+  let v = peerView(m, { state: 'down', since }, 'silent');
+  assert.deepEqual([v.connected, v.responding, v.link, v.live, v.text], [true, false, 'down', 'silent', 'not responding']);
+  v = peerView(m, { state: 'down', since }, 'live');
   assert.deepEqual([v.responding, v.text], [true, 'connected · relay (the direct link is lost)']);
+  assert.equal(peerView(m, { state: 'down', since }, 'late').text, 'connected · relay (answering late)');
+  // Down and no probe can tell (this page's own WebSocket is down): not responding.
+  assert.equal(peerView(m, { state: 'down', since }, '').responding, false);
   for (const state of ['idle', 'connecting', 'backoff', 'closed']) {
-    assert.equal(peerView(m, { state, since }).text, 'connected · relay', state);
+    assert.equal(peerView(m, { state, since }, 'live').text, 'connected · relay', state);
+    assert.equal(peerView(m, { state, since }, 'silent').text, 'not responding', state);
   }
-  assert.equal(peerView(m, undefined).text, 'connected · relay', 'no data channel (p2p off)');
+  // No data channel (P2P off): the probe alone tells.
+  assert.equal(peerView(m, undefined, 'live').text, 'connected · relay');
+  assert.equal(peerView(m, undefined, 'late').text, 'connected · relay (answering late)');
+  assert.equal(peerView(m, undefined, 'silent').text, 'not responding');
+  // Never answered, never a channel (a client of the original protocol): not judged.
+  assert.equal(peerView(m, undefined, 'unknown').text, 'connected · relay');
 });
 
 // A minimal document: the elements the helpers write.
