@@ -130,3 +130,106 @@ func testSuspendedPhone(t *testing.T, base string) {
 	t.Logf("the PC showed the paused phone not responding after %v, connected again %v after it resumed",
 		silent.Round(time.Millisecond), back.Round(time.Millisecond))
 }
+
+// testSuspendedPhoneRelay: with P2P off (the phone opened with ?nop2p=1)
+// there is no data channel, and the server's WebSocket pings are answered by
+// the browser even while the page's JavaScript is paused: only the probe
+// over the relay tells. The phone's page is frozen: the PC shows it not
+// responding; once it runs again, connected on the relay. The phone says
+// the PC is here throughout. Times are logged, not asserted (each wait is
+// bounded by waitTimeout).
+func testSuspendedPhoneRelay(t *testing.T, base string) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	pc := newTab(t, ctx, "pc")
+	phone := newTab(t, ctx, "phone")
+	phone.emulate(phoneSize)
+	phone.open(openPC(t, pc, base) + "?nop2p=1")
+	pc.wait(`document.querySelectorAll('#members li[data-role="phone"]').length === 1`, "the phone in the member list")
+	cid := eval[string](phone, `window.__vt.link.clientId`)
+	row := phoneRowJS(cid)
+	tapChord(phone, "Am")
+	waitChord(pc, "Am", "relay")
+	pc.wait(row+`.dataset.responding === 'true' && `+row+`.dataset.live === 'live' && `+row+`.textContent.includes('connected · relay')
+		&& document.getElementById('link-status').textContent === 'Phone connected.'`, "the phone shown connected on the relay, answering")
+	phone.wait(`document.getElementById('status').dataset.pc === 'here'`, "the phone to say the PC is here")
+
+	phone.pauseJS()
+	paused := time.Now()
+	pc.wait(row+`.dataset.responding === 'false' && `+row+`.dataset.live === 'silent' && `+row+`.textContent.includes('not responding')
+		&& document.getElementById('link-status').textContent.includes('not responding')
+		&& document.getElementById('path').dataset.path === 'relay'`, "the paused phone shown not responding")
+	silent := time.Since(paused)
+	if e := pc.text("error"); e != "" {
+		t.Errorf("a phone not responding is shown as an error: %q", e)
+	}
+
+	phone.resumeJS()
+	resumed := time.Now()
+	pc.wait(row+`.dataset.responding === 'true' && `+row+`.dataset.live === 'live' && `+row+`.textContent.includes('connected · relay')
+		&& document.getElementById('link-status').textContent === 'Phone connected.'`, "the phone shown connected again")
+	back := time.Since(resumed)
+	tapChord(phone, "G")
+	waitChord(pc, "G", "relay")
+	t.Logf("relay only: the PC showed the paused phone not responding after %v, connected again %v after it resumed",
+		silent.Round(time.Millisecond), back.Round(time.Millisecond))
+}
+
+// muteDirectJS makes the phone page's data channel useless while its
+// JavaScript and its WebSocket work on: what comes over the channel is
+// ignored, nothing goes out over it, and no new attempt is answered — the
+// direct path dead, as a firewall that starts dropping UDP would leave it.
+const muteDirectJS = `(() => { const l = window.__vt.link;
+	l._onDCMessage = () => {}; l._dcSend = () => false; l._onSignal = async () => {};
+	return true; })()`
+
+// watchRowJS records, on the PC page, every 50 ms, whether the row of cid
+// said not responding while its link was down (window.__rowSeen).
+func watchRowJS(cid string) string {
+	return `(() => { const seen = window.__rowSeen = { down: 0, silent: 0 };
+	setInterval(() => { const r = ` + phoneRowJS(cid) + `;
+		if (!r || ` + linkOfJS(cid) + ` !== 'down') return;
+		seen.down++; if (r.dataset.responding !== 'true') seen.silent++; }, 50);
+	return true; })()`
+}
+
+// testDirectDeadIdlePhone: the direct path dies while the phone is idle (it
+// sends nothing) and the phone itself is fine: the PC's link to it goes
+// down, and the PC shows it connected on the relay (the probe over the
+// relay is answered), never not responding, until the test ends.
+func testDirectDeadIdlePhone(t *testing.T, base string) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	pc, phone := pairedTabs(t, ctx, base, nil)
+	cid := eval[string](phone, `window.__vt.link.clientId`)
+	row := phoneRowJS(cid)
+	waitPath(phone, "p2p")
+	waitPath(pc, "p2p")
+	tapChord(phone, "Am")
+	waitChord(pc, "Am", "p2p")
+	pc.wait(row+`.dataset.link === 'up' && `+row+`.textContent.includes('connected · P2P')`, "the phone shown connected over P2P")
+	if !eval[bool](pc, watchRowJS(cid)) {
+		t.Fatal("the row watcher did not start")
+	}
+
+	if !eval[bool](phone, muteDirectJS) {
+		t.Fatal("could not mute the phone's data channel")
+	}
+	muted := time.Now()
+	pc.wait(linkOfJS(cid)+` === 'down' && `+row+`.dataset.link === 'down' && `+row+`.dataset.responding === 'true'
+		&& `+row+`.dataset.live === 'live' && `+row+`.textContent.includes('connected · relay')
+		&& document.getElementById('path').dataset.path === 'relay'`, "the idle phone shown connected on the relay, its direct link down")
+	shown := time.Since(muted)
+	// a while on: the watcher saw the link down many times, the phone never
+	// not responding (the probe keeps being answered)
+	pc.wait(`window.__rowSeen.down >= 40`, "two seconds of the link down on the PC")
+	seen := eval[map[string]int](pc, `window.__rowSeen`)
+	if seen["silent"] != 0 {
+		t.Errorf("the idle phone was shown not responding in %d of %d looks while its direct link was down", seen["silent"], seen["down"])
+	}
+	if e := pc.text("error"); e != "" {
+		t.Errorf("the direct link lost is shown as an error: %q", e)
+	}
+	t.Logf("direct path dead, phone idle: the PC showed it connected on the relay %v after the channel went mute; %d looks over the link down, none not responding",
+		shown.Round(time.Millisecond), seen["down"])
+}

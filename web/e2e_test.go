@@ -59,6 +59,8 @@ func TestBrowser(t *testing.T) {
 	t.Run("PairPIN", func(t *testing.T) { testPairPIN(t, base) })
 	t.Run("PhoneReopen", func(t *testing.T) { testPhoneReopen(t, base) })
 	t.Run("SuspendedPhone", func(t *testing.T) { testSuspendedPhone(t, base) })
+	t.Run("SuspendedPhoneRelay", func(t *testing.T) { testSuspendedPhoneRelay(t, base) })
+	t.Run("DirectDeadIdlePhone", func(t *testing.T) { testDirectDeadIdlePhone(t, base) })
 	t.Run("GridStays", func(t *testing.T) { testGridStays(t, base) })
 	t.Run("Axe", func(t *testing.T) { testAxe(t, base) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, logs) })

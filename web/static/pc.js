@@ -218,7 +218,7 @@ function renderDevices() {
   const live = new Map(members.map((m) => [m.client_id, m]));
   const ls = link ? link.linkState() : { peers: [], liveness: [] };
   const links = new Map(ls.peers.map((p) => [p.id, p]));
-  const live = new Map(ls.liveness.map((l) => [l.id, l.verdict]));
+  const verdicts = new Map(ls.liveness.map((l) => [l.id, l.verdict]));
   const rows = [];
   for (const m of members) if (m.self) rows.push({ m, name: 'This PC' });
   for (const d of paired) rows.push({ d, m: live.get(d.client_id), name: d.name || 'Phone' });
@@ -235,7 +235,7 @@ function renderDevices() {
     text.className = 'dev-text';
     let line = name;
     if (m && !m.self) {
-      const v = peerView(m, links.get(id), live.get(id) || '');
+      const v = peerView(m, links.get(id), verdicts.get(id) || '');
       li.dataset.link = v.link;
       li.dataset.live = v.live;
       li.dataset.responding = String(v.responding);
