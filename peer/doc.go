@@ -60,6 +60,14 @@
 // and Events report the states, why the path is the relay, and the smoothed
 // round trips and one-way latencies per path.
 //
+// While no data channel link to a member is up (or P2P is off on either
+// side), the heartbeat cannot say whether that member's client runs, and
+// the client probes it over the relay instead (protocol/doc.go,
+// "Liveness"): a probe every 250 ms (8 per second in all), answered at once
+// by the member; it answers every member's probes likewise.
+// Status.Liveness (and Liveness) gives the verdict per member: not probed,
+// unknown, live, late, silent (not responding).
+//
 // When the WebSocket drops, the client reconnects with exponential backoff
 // and jitter, then sends resume {since: highest off seen, seen: last seq per
 // present member}, declares its open channels again, and resends its
@@ -75,7 +83,8 @@
 // A Client is safe for concurrent use. It owns one reader goroutine (which
 // also reconnects) and one writer goroutine per WebSocket connection
 // (gorilla allows one writer), one heartbeat goroutine that drives every
-// link's timers, and short-lived goroutines that make offers and close peer
+// link's timers, one that sends the probes over the relay, and short-lived
+// goroutines that make offers and close peer
 // connections; pion runs its own. Close stops them
 // all and waits. Delivery to Recv is ordered and bounded by Config.RecvQueue:
 // when the queue is full the client stops reading both paths until Recv
@@ -93,6 +102,8 @@
 //	link_signal.go     setting one up: offer, answer, candidates, pion's callbacks, the channel opening
 //	link_heartbeat.go  over an open channel: the peer's messages, the heartbeat, acks, the timers' loop
 //	linkstate.go       a data channel link's states (LinkState)
+//	liveness.go        the probe over the relay as pure logic (the verdict on a member)
+//	probe.go           sending and answering probes, Status.Liveness
 //	outbox.go          the messages kept until the server confirms them, and their resends
 //	dedupe.go          delivery once and in order per sender, whichever path came first
 //	http.go            CreateSession and Pair (the API's types are protocol's)

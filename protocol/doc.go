@@ -12,7 +12,8 @@
 //	signal.go    who offers a data channel to whom (Offers)
 //	errors.go    error codes and close codes
 //	api.go       the HTTP API's request and answer bodies and its refusal codes
-//	testdata/    fuzz corpora, and api_codes.json (every code, for the browser's tests)
+//	testdata/    fuzz corpora, api_codes.json (every code, for the browser's tests),
+//	             delivery.json and liveness.json (the clients' shared vectors)
 //
 // # Envelope
 //
@@ -76,6 +77,8 @@
 //	rtc_restart     client  {"reason"}, to=ID                             member ID only
 //	p2p_state       client  {"peer":ID,"up":bool,"last_seq":N,"reason"}   (server only)
 //	latency_report  client  {"path":"p2p"|"relay","us":F}                 (server only: metrics)
+//	probe           client  {"n":N} (a question) or {"ack":N} (its        member ID only
+//	                         answer), to=ID
 //
 // # Joining: HTTP and the WebSocket URL
 //
@@ -255,6 +258,50 @@
 // ms to 1 s, equal jitter; one that never was: 1 s to 30 s); an attempt
 // gives up after 4 s. Each side tells the server p2p_state up or down (with
 // the reason) when its path changes, for the metrics.
+//
+// # Liveness: the probe over the relay
+//
+// A data channel's heartbeat says whether the member at its other end runs.
+// Without one (no link up to that member: none, or suspect, down, on its
+// way, backing off; or P2P off on either side) nothing else would: the
+// server's WebSocket pings are answered by the member's network stack even
+// while its page's JavaScript is frozen. So while its WebSocket is up, a
+// client probes each such member through the server:
+//
+//	{"type":"probe","to":ID,"data":{"n":N}}      N = 1, 2, 3, ... per asker
+//	{"type":"probe","to":ASKER,"data":{"ack":N}} the answer: the highest N asked
+//
+// relayed like signaling (from stamped, to the one member, within the
+// sender's signaling rate; data must hold exactly one of n and ack, each at
+// most 2^53, else invalid_data). A probe to a member not present, or one
+// the server could not pass on, is dropped without an error: the answer
+// that does not come says it. Each member is probed every 250 ms while at
+// most two are, else each every N/8 s (8 probes per second per client in
+// all); a client answers each member at once, at most once per 50 ms (a
+// burst of questions costs it little). The verdict on a member:
+//
+//	""        not probed: its link is up, the heartbeat tells
+//	unknown   never answered and never had a channel up (it may be a client
+//	          of the original protocol, which does not answer): not judged
+//	live      no probe outstanding for an interval
+//	late      a probe outstanding for an interval (250 ms) or more
+//	silent    a probe outstanding for two intervals or more: not responding
+//
+// A member whose client stops is thus silent 0.5-0.75 s after the first
+// probe it missed (within a second with P2P off; with a channel up, the
+// link is suspect after 0.2 s and the probes start then); one that answers
+// is live however dead the direct path is. The rule is pure logic, in
+// protocol/testdata/liveness.json as vectors that both clients run.
+//
+// Cost: only while no channel tells. Per pair of members that probe each
+// other, 4 probes and 4 answers per second each way: 16 messages per
+// second into the server for a two-member session on the relay (each one
+// signaling message: a lookup of the target among the room's members and
+// one broker Send, with Redis one script call), 0 while P2P is up. A
+// client sends at most 8 probes per second in all and answers each member
+// that probes it at most 4 times a second: at most 8 + 7 x 4 = 36 messages
+// per second from a member of a full session (8 members) on the relay,
+// under the 50/s message and signaling rates.
 //
 // # When the relay ends
 //

@@ -28,6 +28,9 @@
 //	                   order; Outbox: confirmation and resend; the link's
 //	                   states; the heartbeat's verdict; backoff), run against
 //	                   protocol/testdata/delivery.json like package peer
+//	static/liveness.js the probe over the relay as pure logic (is another
+//	                   member's client running, while no data channel can
+//	                   tell), run against protocol/testdata/liveness.json
 //	static/chords.js   finger diagrams (inline SVG) and a Karplus-Strong
 //	                   plucked-string synth rendered into AudioBuffers
 //	static/ui.js       DOM helpers shared by the pages (timer, link state,
@@ -52,7 +55,9 @@
 //	                   lasts, a removed phone, a restart, layout, accessibility
 //	e2e_status_test.go  what the pages say of the link: a phone whose page is
 //	                   frozen (its JavaScript paused) shown not responding, then
-//	                   connected again, the shown path and latency the status API's
+//	                   connected again, over P2P and with P2P off; an idle
+//	                   phone whose data channel went mute shown connected on
+//	                   the relay; the shown path and latency the status API's
 //	e2e_helpers_test.go  their harness: the namespace, the server, the tabs
 //	impaired_e2e_test.go  both pages on an emulated LAN (internal/impaired)
 //	                   while UDP between them dies and returns
@@ -105,10 +110,13 @@
 // one-way latency of the chords it delivered (the other path's round trip
 // beside it); a chord's line says the path it came by first. The PC lists
 // each phone as its link's state says: connected (P2P or relay, "answering
-// late" while suspect), "not responding" once the link is down (four
-// heartbeats unanswered: 0.4 s while playing, 4 s in an idle session) and
-// nothing came from it by the relay since (a phone asleep, its page frozen in
-// the background, its Wi-Fi gone), with what to do, and "not connected" the
+// late" while suspect); while no data channel can tell (the link not up, or
+// P2P off) as the probe over the relay says (linkState().liveness, see
+// liveness.js and protocol/doc.go "Liveness"): connected on the relay while
+// it answers, however dead the direct path, "answering late", and "not
+// responding" once a probe went unanswered for two 250 ms intervals (a phone
+// asleep, its page frozen in the background, its Wi-Fi gone), with what to
+// do; and "not connected" the
 // moment it left. Errors are kept one per cause and each is cleared by what
 // ends its cause (the WebSocket open again, a pairing code made or shown to
 // work, the device list fetched); a refused message, which the link resends

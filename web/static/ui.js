@@ -136,7 +136,7 @@ export function latencyView(st) {
  *
  *   not connected   it left (or never came)
  *   up, suspect     connected, chords direct (suspect: its last heartbeat is late)
- *   silent          not responding: a probe unanswered for two intervals (a
+ *   silent          not responding (suspect too): a probe unanswered for two intervals (a
  *                   phone asleep, its page frozen in the background, or its
  *                   network gone); the same while the link is down and no
  *                   probe can tell (this page's own WebSocket is down)
@@ -149,7 +149,7 @@ export function latencyView(st) {
 export function peerView(m, peer, live = '') {
   if (!m) return { connected: false, responding: false, link: '', live: '', text: 'not connected' };
   const link = peer ? peer.state : '';
-  if (linkP2P(link)) {
+  if (linkP2P(link) && !(link === 'suspect' && live === 'silent')) {
     return { connected: true, responding: true, link, live, text: 'connected · P2P' + (link === 'suspect' ? ' (answering late)' : '') };
   }
   if (live === 'silent' || (link === 'down' && (live === '' || live === 'unknown'))) {

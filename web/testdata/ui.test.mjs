@@ -33,6 +33,8 @@ test('a peer as the status API says: connected, answering late, not responding, 
   assert.deepEqual(peerView(undefined, undefined), { connected: false, responding: false, link: '', live: '', text: 'not connected' });
   assert.equal(peerView(m, { state: 'up', since }).text, 'connected · P2P');
   assert.equal(peerView(m, { state: 'suspect', since }, 'live').text, 'connected · P2P (answering late)');
+  // suspect and the probe unanswered too: not responding before the link is down
+  assert.equal(peerView(m, { state: 'suspect', since }, 'silent').text, 'not responding');
   // The link down: the probe over the relay says whether it answers.
   let v = peerView(m, { state: 'down', since }, 'silent');
   assert.deepEqual([v.connected, v.responding, v.link, v.live, v.text], [true, false, 'down', 'silent', 'not responding']);
