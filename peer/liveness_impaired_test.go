@@ -66,23 +66,3 @@ func TestLivenessWhileDirectPathDead(t *testing.T) {
 	t.Logf("direct path dead: the idle phone shown answering after %v; with its WebSocket held: silent after %v, answering %v after it was let through",
 		answering.Round(time.Millisecond), silent.Round(time.Millisecond), again.Round(time.Millisecond))
 }
-
-// With P2P off the probe is the only word on the other member: each side
-// says the other answers (live), both ways.
-func TestLivenessWithP2POff(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e := newEnv(t)
-	defer e.close()
-	_, pc, phone := e.pair(ctx, nil, func(c *peer.Config) { c.DisableP2P = true })
-	defer pc.Close()
-	defer phone.Close()
-	waitFor(ctx, t, "each shown answering by the other", func() bool {
-		return verdictOf(pc, phone.ClientID()) == peer.LiveOK && verdictOf(phone, pc.ClientID()) == peer.LiveOK
-	})
-	if st := pc.Status(); st.Path != protocol.PathRelay || len(st.Liveness) != 1 || st.Liveness[0].Role != protocol.RolePhone {
-		t.Fatalf("the PC's status: %+v; want the relay and the phone's liveness", st)
-	}
-	phone.Close()
-	waitFor(ctx, t, "the phone gone from the PC's liveness", func() bool { return verdictOf(pc, phone.ClientID()) == "-" })
-}

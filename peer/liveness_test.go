@@ -2,7 +2,6 @@ package peer
 
 import (
 	"encoding/json"
-	"os"
 	"testing"
 	"time"
 )
@@ -35,14 +34,8 @@ type livenessVectors struct {
 }
 
 func TestVectorLiveness(t *testing.T) {
-	b, err := os.ReadFile("../protocol/testdata/liveness.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var v livenessVectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
+	readVectors(t, "liveness.json", &v)
 	ms := func(x int64) time.Duration { return time.Duration(x) * time.Millisecond }
 	c := v.Constants
 	if ms(c.ProbeMS) != probeEvery || c.ProbeBudget != probeBudget || ms(c.AnswerGapMS) != answerGap || c.MaxOutstanding != maxOutstanding {

@@ -443,7 +443,8 @@ func TestWebSocketCutWhileP2PUp(t *testing.T) {
 		s1.Count(), s2.Count(), st.Chord, phone.Stats().Reconnects, pc.Stats().Duplicates, phone.Stats().Duplicates)
 }
 
-// Scenario 4: the phone disables P2P; everything goes by relay.
+// Scenario 4: the phone disables P2P; everything goes by relay, and the
+// probe over the relay says each side answers.
 func TestDisableP2PUsesRelay(t *testing.T) {
 	ctx, e := begin(t, 30*time.Second)
 	d := e.pairRecording(ctx, nil, func(c *peer.Config) { c.DisableP2P = true })
@@ -460,4 +461,14 @@ func TestDisableP2PUsesRelay(t *testing.T) {
 	if d.pc.Path() != protocol.PathRelay || d.phone.Path() != protocol.PathRelay {
 		t.Fatalf("paths: pc %s, phone %s; want relay", d.pc.Path(), d.phone.Path())
 	}
+	// with P2P off the probe over the relay is the only word on the other
+	// member: each says the other answers
+	waitFor(ctx, t, "each shown answering by the other", func() bool {
+		return verdictOf(d.pc, d.phone.ClientID()) == peer.LiveOK && verdictOf(d.phone, d.pc.ClientID()) == peer.LiveOK
+	})
+	if l := d.pc.Status().Liveness; len(l) != 1 || l[0].Role != protocol.RolePhone {
+		t.Fatalf("the PC's liveness: %+v; want the phone's alone", l)
+	}
+	d.phone.Close()
+	waitFor(ctx, t, "the phone gone from the PC's liveness", func() bool { return verdictOf(d.pc, d.phone.ClientID()) == "-" })
 }

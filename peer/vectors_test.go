@@ -92,16 +92,22 @@ type vecStep struct {
 	Gaps [][2]uint64 `json:"gaps"`
 }
 
-func loadVectors(t *testing.T) *vectors {
+// readVectors decodes protocol/testdata/name into v.
+func readVectors(t *testing.T, name string, v any) {
 	t.Helper()
-	b, err := os.ReadFile("../protocol/testdata/delivery.json")
+	b, err := os.ReadFile("../protocol/testdata/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v vectors
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func loadVectors(t *testing.T) *vectors {
+	t.Helper()
+	var v vectors
+	readVectors(t, "delivery.json", &v)
 	return &v
 }
 

@@ -157,19 +157,8 @@ func TestProbeRelayedAndBounded(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		pc.sendRaw(`{"type":"probe","to":"` + phone.ID + `","data":{"n":9}}`)
 	}
-	pc.send(protocol.TypePing, map[string]any{})
-	limited := 0
-	for {
-		m := pc.next()
-		if m.Type == protocol.TypePong {
-			break
-		}
-		if e := errData(t, m); e.Code == protocol.CodeRateLimited {
-			limited++
-		}
-	}
-	if limited != 1 {
-		t.Fatalf("rate_limited %d times, want 1 (7 probes, burst 6)", limited)
+	if errs := pc.untilPong(); len(errs) != 1 || errData(t, errs[0]).Code != protocol.CodeRateLimited {
+		t.Fatalf("before the pong: %d messages, want one rate_limited (7 probes, burst 6)", len(errs))
 	}
 	for i := 0; i < 2; i++ {
 		phone.expect(protocol.TypeProbe)

@@ -456,8 +456,9 @@ func (b *tab) screenshot(v viewport) {
 
 // pairedTabs starts a PC tab (at viewport pcSize unless it is nil) and a
 // phone tab (phoneSize), opens the PC page at base and the pairing link it
-// shows on the phone, and returns both once the phone page is connected.
-func pairedTabs(t *testing.T, ctx context.Context, base string, pcSize *viewport) (pc, phone *tab) {
+// shows on the phone (with phoneQuery, if any, after it: "?nop2p=1"), and
+// returns both once the phone page is connected.
+func pairedTabs(t *testing.T, ctx context.Context, base string, pcSize *viewport, phoneQuery ...string) (pc, phone *tab) {
 	t.Helper()
 	pc = newTab(t, ctx, "pc")
 	if pcSize != nil {
@@ -467,7 +468,7 @@ func pairedTabs(t *testing.T, ctx context.Context, base string, pcSize *viewport
 	phone.emulate(phoneSize)
 	pc.open(base + "/")
 	waitQR(pc, 5)
-	phone.open(pc.text("pairing-url"))
+	phone.open(pc.text("pairing-url") + strings.Join(phoneQuery, ""))
 	return pc, phone
 }
 

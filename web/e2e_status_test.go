@@ -141,10 +141,7 @@ func testSuspendedPhone(t *testing.T, base string) {
 func testSuspendedPhoneRelay(t *testing.T, base string) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
-	phone.open(openPC(t, pc, base) + "?nop2p=1")
+	pc, phone := pairedTabs(t, ctx, base, nil, "?nop2p=1")
 	pc.wait(`document.querySelectorAll('#members li[data-role="phone"]').length === 1`, "the phone in the member list")
 	cid := eval[string](phone, `window.__vt.link.clientId`)
 	row := phoneRowJS(cid)

@@ -425,13 +425,21 @@ test('Link: after a terminal close the open channel still carries chords; 4100 c
   second.link.close();
 }));
 
-test('Link: the probe over the relay — a member no channel can tell about is probed, its answers make it live, its silence silent; its probes are answered', withFakes(async () => {
-  const link = new Link({ sessionId: 'S', token: 'T', role: 'pc', clientId: 'pcpcpcpcpcpcpcpc' });
+// joined connects a Link of role and id to a fake server and tells it
+// that it joined, and then that a member of otherRole and otherId did.
+function joined(role, id, otherRole, otherId) {
+  const link = new Link({ sessionId: 'S', token: 'T', role, clientId: id });
   link.connect();
-  const ws = FakeWS.all[0];
+  const ws = FakeWS.all.at(-1);
   ws.open();
-  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: 'pcpcpcpcpcpcpcpc', role: 'pc', last_seq: 0 } });
-  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: 'phphphphphphphph', role: 'phone', last_seq: 0 } });
+  for (const [r, cid] of [[role, id], [otherRole, otherId]]) {
+    ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 1, client_id: cid, role: r, last_seq: 0 } });
+  }
+  return { link, ws };
+}
+
+test('Link: the probe over the relay — a member no channel can tell about is probed, its answers make it live, its silence silent; its probes are answered', withFakes(async () => {
+  const { link, ws } = joined('pc', 'pcpcpcpcpcpcpcpc', 'phone', 'phphphphphphphph');
   const verdict = () => link.linkState().liveness.find((l) => l.id === 'phphphphphphphph').verdict;
   const probes = () => ws.sent.filter((m) => m.type === 'probe' && m.to === 'phphphphphphphph' && m.data.n);
   // no RTCPeerConnection here: P2P is off, so the probe is the only word
