@@ -73,8 +73,8 @@ type Client struct {
 	queue     []qItem
 	controlN  int
 	ob        *outbox
-	lastSeq   uint64 // last seq given to an application message
-	offHigh   uint64 // highest off seen over the WebSocket
+	count     counter // numbers the application messages
+	offHigh   uint64  // highest off seen over the WebSocket
 	// relayGone: the server ended the relay for good (terminal close or a
 	// refused reconnect); open data channels carry on (see Err).
 	relayGone bool
@@ -323,8 +323,8 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 		c.mu.Unlock()
 		return err
 	}
-	c.lastSeq++
-	out := &protocol.Message{Type: m.Type, Data: m.Data, From: c.id, Seq: c.lastSeq, At: nowMillis()}
+	seq, gap := c.count.next()
+	out := &protocol.Message{Type: m.Type, Data: m.Data, From: c.id, Seq: seq, Gap: gap, At: nowMillis()}
 	c.activeLocked(now)
 	c.mu.Unlock()
 

@@ -24,8 +24,10 @@
 // trickle candidates over the WebSocket. Every attempt is a generation.
 //
 // Send gives each application message the next seq of this client (1, 2, 3,
-// ...), from and at, writes it to every data channel that is up and — always
-// — to the WebSocket: both paths race, the server relays every message, and
+// ...; a client restarted with the id of an earlier run counts on after
+// that run's seqs: the server's last_seq, a peer's heartbeat), from and
+// at, writes it to every data channel that is up and — always — to the
+// WebSocket: both paths race, the server relays every message, and
 // the receiver keeps the first copy. The message stays in the outbox until
 // the server confirmed it (the last_seq of a pong or of the client's own
 // connection_update) and every peer with a data channel acknowledged it (the

@@ -113,6 +113,10 @@ func (c *Client) notePeerAckLocked(l *link, a *attempt, last *uint64, now time.T
 		return nil
 	}
 	l.acked = true // from now on the heartbeat loop resends what it lacks, too
+	// Above what this run sent, the peer's word names an earlier run's seqs
+	// (a restart with the same id) that went over the channel only, which
+	// the server's last_seq did not count: the count goes on after them.
+	c.count.peer(*last)
 	if _, ok := c.ob.peerAck(l.peer); !ok {
 		c.ob.track(l.peer, *last)
 	} else {

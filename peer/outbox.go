@@ -209,3 +209,36 @@ func (o *outbox) resend(peer string, now time.Time) []outItem {
 
 // size is the number of messages kept.
 func (o *outbox) size() int { return len(o.items) }
+
+// counter numbers this client's application messages. The count belongs
+// to the client id, not to one run of the client: it counts on after the
+// server's last_seq of the id (server: on every connection) and after what
+// a peer's heartbeat says it delivered from the id (peer), so that a client
+// restarted with the id of an earlier run never reuses that run's seqs
+// (the server would ignore them as resends, the receivers drop them). next
+// returns the next seq and its gap: the seqs before it that no message of
+// this run carries (skipped to after a peer's word). A pure type, guarded
+// by Client.mu; link.js's Counter is the same, and both are tested against
+// protocol/testdata/delivery.json.
+type counter struct {
+	last uint64 // the last seq given out, or skipped to
+	sent uint64 // the seq the next message follows: the last sent, or the server's last_seq
+}
+
+func (c *counter) next() (seq, gap uint64) {
+	c.last++
+	gap = c.last - 1 - min(c.sent, c.last-1)
+	c.sent = c.last
+	return c.last, gap
+}
+
+// server takes the last seq the server holds from this client id.
+func (c *counter) server(last uint64) {
+	c.last, c.sent = max(c.last, last), max(c.sent, last)
+}
+
+// peer takes a peer's acknowledgement: the highest seq it delivered from
+// this client id, by either path.
+func (c *counter) peer(ack uint64) {
+	c.last = max(c.last, ack)
+}

@@ -111,3 +111,100 @@ func TestOutboxOverflow(t *testing.T) {
 		t.Errorf("%d messages still unconfirmed by the server", st.Unconfirmed)
 	}
 }
+
+// TestRestartedClient: a phone that restarts (a new process with its stored
+// token, so the same client id, its own count at 1 again) counts on from the
+// seqs of its earlier run, which the server gives it as its last_seq: its
+// chords reach the PC, over the relay alone or over both paths, none dropped
+// (by the server or the PC) as a resend of the earlier run's.
+func TestRestartedClient(t *testing.T) {
+	for _, p2p := range []bool{false, true} {
+		t.Run(map[bool]string{false: "relay", true: "p2p"}[p2p], func(t *testing.T) {
+			ctx, e := begin(t, 30*time.Second)
+			mod := func(c *peer.Config) { c.DisableP2P = !p2p }
+			pcCfg, phCfg := e.pairConfigs(ctx, mod, mod)
+			pc := e.dial(ctx, pcCfg)
+			defer pc.Close()
+			first := e.dial(ctx, phCfg)
+			rctx, stop := context.WithCancel(ctx)
+			atPC := collect(rctx, pc, first.ClientID())
+			defer func() { stop(); <-atPC.done }()
+			if p2p {
+				waitP2P(ctx, t, pc, first)
+			}
+			sendChords(ctx, t, first, 1, 5)
+			waitFor(ctx, t, "the first run's chords at the PC", func() bool { return atPC.len() == 5 })
+			first.Close()
+
+			again := e.dial(ctx, phCfg)
+			defer again.Close()
+			if again.ClientID() != first.ClientID() {
+				t.Fatalf("the restarted phone is client %q, was %q", again.ClientID(), first.ClientID())
+			}
+			copies := pc.Stats().P2PCopies
+			if p2p {
+				waitP2P(ctx, t, pc, again)
+			}
+			sendChords(ctx, t, again, 6, 10)
+			waitFor(ctx, t, "the second run's chords at the PC", func() bool { return atPC.len() >= 10 },
+				func() string { return fmt.Sprintf("%d of 10 arrived", atPC.len()) })
+			if p2p {
+				// both paths race: every copy of the second run came over the channel too
+				waitFor(ctx, t, "the second run's copies over the data channel", func() bool { return pc.Stats().P2PCopies >= copies+5 })
+			}
+			if err := again.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			checkExact(t, "at the PC", atPC.snapshot(), 10)
+		})
+	}
+}
+
+// TestRestartedClientAfterDirectOnly: the phone's last chords before its
+// restart went over the data channel only (the server was out of its
+// reach), so the server's last_seq does not count them, but the PC
+// delivered them. The restarted phone learns them from the PC's first
+// heartbeat over the new channel and counts on after them (its next
+// message carries the gap for the server): its chords reach the PC, none
+// dropped as a resend of the earlier run's.
+func TestRestartedClientAfterDirectOnly(t *testing.T) {
+	ctx, e := begin(t, 30*time.Second)
+	g := newWSProxy(t, strings.TrimPrefix(e.url, "http://"), impairment{})
+	defer g.close()
+	pcCfg, phCfg := e.pairConfigs(ctx, nil, nil)
+	pc := e.dial(ctx, pcCfg)
+	defer pc.Close()
+	// the phone reaches the server through the proxy
+	phCfg.ServerURL, phCfg.WSURL, phCfg.SessionID = g.url(), "", pcCfg.SessionID
+	first := e.dial(ctx, phCfg)
+	rctx, stop := context.WithCancel(ctx)
+	atPC := collect(rctx, pc, first.ClientID())
+	defer func() { stop(); <-atPC.done }()
+	waitP2P(ctx, t, pc, first)
+	sendChords(ctx, t, first, 1, 5)
+	waitFor(ctx, t, "the first run's chords at the PC", func() bool { return atPC.len() == 5 })
+	g.setShut(true)
+	waitFor(ctx, t, "the phone to lose the server", func() bool { return first.State() != peer.StateConnected })
+	sendChords(ctx, t, first, 6, 8)
+	waitFor(ctx, t, "the chords sent over the channel only at the PC", func() bool { return atPC.len() == 8 })
+	first.Close()
+	g.setShut(false)
+
+	again := e.dial(ctx, phCfg)
+	defer again.Close()
+	waitP2P(ctx, t, pc, again)
+	waitFor(ctx, t, "a heartbeat round trip over the new channel", func() bool {
+		ls := again.Links()
+		return len(ls) == 1 && ls[0].RTT > 0
+	})
+	sendChords(ctx, t, again, 9, 11)
+	waitFor(ctx, t, "the second run's chords at the PC", func() bool { return atPC.len() >= 11 },
+		func() string { return fmt.Sprintf("%d of 11 arrived", atPC.len()) })
+	if err := again.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, "at the PC", atPC.snapshot(), 11)
+	if st := again.Stats(); st.Unconfirmed != 0 {
+		t.Errorf("%d of the restarted phone's messages unconfirmed by the server", st.Unconfirmed)
+	}
+}

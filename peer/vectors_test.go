@@ -51,6 +51,10 @@ type vectors struct {
 		Max   int       `json:"max"`
 		Steps []vecStep `json:"steps"`
 	} `json:"outbox"`
+	Count []struct {
+		Name  string    `json:"name"`
+		Steps []vecStep `json:"steps"`
+	} `json:"count"`
 	Backoff []struct {
 		Attempt int     `json:"attempt"`
 		Min     int64   `json:"min"`
@@ -282,6 +286,32 @@ func TestVectorOutbox(t *testing.T) {
 						t.Fatalf("step %d: resend to %s at %d: %v, want %v", i, st.Peer, st.T, got, want())
 					}
 					gaps(i, st, items)
+				default:
+					t.Fatalf("step %d: unknown op %q", i, st.Op)
+				}
+			}
+		})
+	}
+}
+
+func TestVectorCount(t *testing.T) {
+	for _, tc := range loadVectors(t).Count {
+		t.Run(tc.Name, func(t *testing.T) {
+			var c counter
+			for i, st := range tc.Steps {
+				switch st.Op {
+				case "next":
+					var w [2]uint64
+					if err := json.Unmarshal(st.Want, &w); err != nil {
+						t.Fatalf("step %d: want: %v", i, err)
+					}
+					if seq, gap := c.next(); [2]uint64{seq, gap} != w {
+						t.Fatalf("step %d: next %d gap %d, want %d gap %d", i, seq, gap, w[0], w[1])
+					}
+				case "server":
+					c.server(st.Last)
+				case "peer":
+					c.peer(st.Ack)
 				default:
 					t.Fatalf("step %d: unknown op %q", i, st.Op)
 				}

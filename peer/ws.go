@@ -167,6 +167,10 @@ func (c *Client) serve(conn *websocket.Conn, last uint64) error {
 		}
 	}
 	c.ob.ackServer(last)
+	// The server holds seqs of this client id up to last: a client
+	// restarted with the id of an earlier run (the id a token binds) counts
+	// on from there.
+	c.count.server(last)
 	cursor := last
 	for _, e := range c.ob.unconfirmed() {
 		if e.seq > cursor {

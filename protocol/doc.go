@@ -144,6 +144,23 @@
 // seq order, whichever path brought it first, and drops the other copy (see
 // Delivery).
 //
+// The count belongs to the client id, not to one run of the client (a page
+// load, a process): a client restarted with the id of an earlier run (the
+// stored token binds the id) must count on after that run's seqs, which
+// the server would otherwise ignore as resends, and the receivers drop.
+// The connected notice a client gets first on every connection carries the
+// last seq the server holds from its id (last_seq): the client's next seq
+// is the higher of its own next and last_seq+1, and what it numbered
+// before its first connection (sent nowhere yet) is numbered again after
+// last_seq. The earlier run's last messages may have gone over a data
+// channel only (the server out of its reach): a peer's heartbeat
+// acknowledgement (below) above what this run sent says so, and the client
+// counts on after it, its next message carrying the gap (the seqs between
+// are no message of this run). A message sent before that heartbeat came
+// is taken by the server but dropped by that peer as a resend (its first
+// heartbeat comes within 100 ms of the channel's opening). The "count"
+// vectors of protocol/testdata/delivery.json hold these rules.
+//
 // Every message that enters a session's history (application messages,
 // practice_update, connection_update) gets the next session offset, off. A
 // client reconnecting sends resume with the highest off it saw; the server

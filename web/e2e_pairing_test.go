@@ -378,6 +378,12 @@ func testPhoneReopen(t *testing.T, base string) {
 	pc.wait(`document.querySelector('#members li[data-client-id=`+jsString(cid)+`][data-connected="true"]') !== null`, "the phone back")
 	tapChord(again, "A")
 	waitChord(pc, "A", "")
+	// The reopened page counted on after its earlier run's seqs (the
+	// server's last_seq): the PC took A as new, not as a resend of E.
+	seq := eval[int](again, `window.__vt.link.count.last`)
+	if last := eval[int](pc, `window.__vt.link.inbox.lastSeq(`+jsString(cid)+`)`); seq < 2 || last != seq {
+		t.Errorf("the reopened phone sent A as seq %d, the PC's last from it is %d; want both the same, after E's", seq, last)
+	}
 	// The PC removes it: the phone page says so and shows how to pair.
 	pc.do("removing the phone", chromedp.Click(chromedp.CSS(`#members li[data-client-id=`+jsString(cid)+`] button.remove`)))
 	again.wait(`!document.getElementById('pair-view').hidden && document.getElementById('pair-status').textContent.includes('no longer paired')`, "the phone told it was removed")

@@ -397,3 +397,40 @@ export class Outbox {
 export function wire(it) {
   return it.gap ? { ...it.data, gap: it.gap } : it.data;
 }
+
+/**
+ * Counter numbers a client's application messages. The count belongs to
+ * the client id, not to one page load: it counts on after the server's
+ * last_seq of the id (server(), on every hello) and after what a peer's
+ * heartbeat says it delivered from the id (peer()), so that a page
+ * restarted with the id of an earlier run never reuses that run's seqs
+ * (the server would ignore them as resends, the receivers drop them).
+ * next() returns {seq, gap}: gap counts the seqs before it that no message
+ * of this run carries (skipped to after a peer's word). The Go client's
+ * counter is the same.
+ */
+export class Counter {
+  constructor() {
+    this.last = 0; // the last seq given out, or skipped to
+    this.sent = 0; // the seq the next message follows: the last sent, or the server's last_seq
+  }
+
+  next() {
+    const seq = ++this.last;
+    const gap = seq - 1 - Math.min(this.sent, seq - 1);
+    this.sent = seq;
+    return { seq, gap };
+  }
+
+  /** server takes the last seq the server holds from this client id. */
+  server(last) {
+    if (!Number.isInteger(last) || last < 0) return;
+    this.last = Math.max(this.last, last);
+    this.sent = Math.max(this.sent, last);
+  }
+
+  /** peer takes a peer's acknowledgement: the highest seq it delivered from this client id. */
+  peer(ack) {
+    if (Number.isInteger(ack) && ack > this.last) this.last = ack;
+  }
+}

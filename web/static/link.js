@@ -21,7 +21,7 @@
 // (available everywhere), never crypto.subtle or a service worker.
 
 import {
-  Inbox, Outbox, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, wire, gapOf,
+  Inbox, Outbox, Counter, backoffDelay, heartbeatVerdict, nextLinkState, linkP2P, wire, gapOf,
   HEARTBEAT_MS, HEARTBEAT_IDLE_MS, IDLE_AFTER_MS, WS_RETRY, P2P_RETRY_KNOWN, P2P_RETRY_NEW, MAX_SEEN,
 } from './delivery.js';
 import { Liveness, probeInterval, PROBE_MS } from './liveness.js';
@@ -397,7 +397,7 @@ export class Link {
     // the last chord that arrived by each path, and data channel messages
     // refused (no seq, another sender's from, an invalid chord).
     this.counts = { copies: { p2p: 0, relay: 0 }, first: { p2p: 0, relay: 0 }, lastChord: { p2p: '', relay: '' }, refused: 0 };
-    this.nextSeq = 1;
+    this.count = new Counter(); // numbers the application messages
     this.selfEchoSeq = 0; // highest own practice_update seq applied
     this.highestOff = 0;
 
@@ -687,7 +687,9 @@ export class Link {
       this.onError(this.terminal || 'The link is closed.');
       return 0;
     }
-    const msg = { type, data, from: this.clientId, seq: this.nextSeq++, at: preciseNow() };
+    const { seq, gap } = this.count.next();
+    const msg = { type, data, from: this.clientId, seq, at: preciseNow() };
+    if (gap) msg.gap = gap; // after seqs of an earlier run a peer delivered (_peerAck)
     const text = JSON.stringify(msg);
     let direct = false;
     for (const dc of dcs) {
@@ -844,7 +846,7 @@ export class Link {
     // (rate limit, its store unreachable) and they are resent.
     if (!this.pingUpto) this.pingUpto = new Map();
     if (this.pingUpto.size > 16) this.pingUpto.clear();
-    this.pingUpto.set(ts, this.nextSeq - 1);
+    this.pingUpto.set(ts, this.count.sent);
     this._send({ type: 'ping', data: { timestamp: ts } });
   }
 
@@ -952,7 +954,15 @@ export class Link {
     this.attempt = 0;
     this.failedOpens = 0;
     const lastSeq = Number.isFinite(d.last_seq) ? d.last_seq : 0;
-    if (lastSeq >= this.nextSeq) this.nextSeq = lastSeq + 1;
+    if (!this.everConnected && lastSeq > 0) {
+      // Sent before the first hello (so over no path yet) by a page that
+      // restarted with the id of an earlier run: numbered again, after its
+      // seqs, which the server holds (it would ignore these as resends).
+      this.count = new Counter();
+      this.count.server(lastSeq);
+      for (const it of this.outbox.items) { it.seq = this.count.next().seq; it.data = { ...it.data, seq: it.seq }; }
+    }
+    this.count.server(lastSeq);
     this.outbox.ackServer(lastSeq);
     const me = this.members.get(this.clientId);
     this.members.set(this.clientId, { client_id: this.clientId, user_id: this.userId, role: this.role, since: (me && me.since) || new Date().toISOString() });
@@ -1396,6 +1406,10 @@ export class Link {
   _peerAck(p, a, last) {
     if (!Number.isFinite(last) || p.cur !== a || !a.dc) return;
     p.acked = true; // from now on the tick resends what it lacks, too
+    // Above what this page sent, the peer's word names an earlier run's
+    // seqs (a page restarted with the same id) that went over the channel
+    // only, which the server's last_seq did not count: the count goes on.
+    this.count.peer(last);
     if (!this.outbox.tracked(p.id)) this.outbox.track(p.id, last);
     else this.outbox.ackPeer(p.id, last);
     for (const it of this.outbox.resend(p.id, now())) this._dcSend(a.dc, wire(it));

@@ -95,6 +95,20 @@ for (const tc of v.outbox) {
   });
 }
 
+for (const tc of v.count) {
+  test(`count: ${tc.name}`, () => {
+    const c = new d.Counter();
+    tc.steps.forEach((st, i) => {
+      switch (st.op) {
+        case 'next': { const { seq, gap } = c.next(); assert.deepEqual([seq, gap], st.want, `step ${i}`); break; }
+        case 'server': c.server(st.last); break;
+        case 'peer': c.peer(st.ack); break;
+        default: assert.fail(`step ${i}: unknown op ${st.op}`);
+      }
+    });
+  });
+}
+
 test('backoff', () => {
   for (const tc of v.backoff) {
     assert.equal(d.backoffDelay(tc.attempt, { min: tc.min, max: tc.max, random: () => tc.random }), tc.want, JSON.stringify(tc));

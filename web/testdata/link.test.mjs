@@ -202,6 +202,20 @@ test('Link: hello, state, dedupe across paths, resend and resume after reconnect
   link.close();
 }));
 
+test('Link: a page restarted with the id of an earlier run counts on after its seqs, what it sent before the first hello too', withFakes(async () => {
+  const link = new Link({ sessionId: 'S1', token: 'T', role: 'phone', clientId: 'phphphphphphphph' });
+  link.connect();
+  const ws = FakeWS.all[0];
+  assert.equal(link.sendChord('G'), 1, 'numbered before the server said where the count stands');
+  ws.open();
+  ws.recv({ type: 'connection_update', data: { status: 'connected', user_id: 7, client_id: 'phphphphphphphph', role: 'phone', last_seq: 7 } });
+  const chords = () => ws.sent.filter((m) => m.type === 'chord_change').map((m) => [m.seq, m.data.chord, m.gap]);
+  assert.deepEqual(chords(), [[8, 'G', undefined]], 'numbered again after the earlier run\'s 7');
+  assert.equal(link.sendChord('Am'), 9);
+  assert.deepEqual(chords(), [[8, 'G', undefined], [9, 'Am', undefined]]);
+  link.close();
+}));
+
 test('Link: own practice is applied at once and its echo only once', withFakes(async () => {
   const practice = [];
   const link = new Link({ sessionId: 'S', token: 'T', role: 'phone', clientId: 'phphphphphphphph', onPractice: (s) => practice.push(s) });
@@ -388,6 +402,17 @@ test('Link: chords go over both paths; what the peer lacks is resent over the ch
   assert.equal(link.outbox.size, 1, 'kept until the peer has it');
   dc.recv({ type: 'pong', from: 'phone1', data: { timestamp: -1, last_seq: 2 } });
   assert.equal(link.outbox.size, 0);
+  link.close();
+}));
+
+test('Link: a peer that has more of this id than this page sent (an earlier run\'s, over the channel only) makes it count on after that, the next with the gap', withRTC(async (t) => {
+  const { link, ws, dc } = await pcWithPhone(t);
+  dc.recv({ type: 'ping', from: 'phone1', data: { timestamp: 9, last_seq: 5 } });
+  assert.equal(link.sendChord('Am'), 6);
+  assert.equal(link.sendChord('G'), 7);
+  const of = (sent) => sent.filter((m) => m.type === 'chord_change').map((m) => [m.seq, m.gap]);
+  assert.deepEqual(of(dc.sent), [[6, 5], [7, undefined]]);
+  assert.deepEqual(of(ws.sent), [[6, 5], [7, undefined]]);
   link.close();
 }));
 
