@@ -344,7 +344,11 @@ func (c *Client) Send(ctx context.Context, m *protocol.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if dropped := c.ob.add(out.Seq, data, now, direct); dropped != 0 {
-		c.log.Warn("outbox full: dropped an unconfirmed message", "seq", dropped)
+		// at the 1st, 2nd, 4th, 8th, ... drop: a long outage while the
+		// guitarist plays on drops one message per chord
+		if n := c.ob.dropped; n&(n-1) == 0 {
+			c.log.Warn("outbox full: dropping the oldest unconfirmed messages", "seq", dropped, "dropped", n)
+		}
 	}
 	if c.conn != nil {
 		c.queue = append(c.queue, qItem{seq: out.Seq, data: data})

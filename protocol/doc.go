@@ -221,9 +221,9 @@
 // (its sequence check reaches back over the gap) and relays it with its
 // gap, and the receivers deliver it at once: what reaches them stays once
 // each and in order, and the sender never gets stuck on a seq that no
-// longer exists. Live copies carry no gap: one that skips ahead of what the
-// server holds is answered invalid_sequence, and the resend the next pong
-// asks for carries it. It resends the server what
+// longer exists. A live copy carries no gap for the outbox's drops: one
+// that skips ahead of what the server holds is answered invalid_sequence,
+// and the resend the next pong asks for carries it. It resends the server what
 // the server has not confirmed after a reconnect, and when a pong's last_seq
 // shows the server processed messages it did not take (at once while such
 // resends make progress, else at most once a second: while its broker is
