@@ -19,6 +19,10 @@ import (
 // two members on the same instance keep playing (the broker goes
 // local-only once a call times out), session creation fails fast, and all
 // is well again once Redis answers.
+// readyzBound is /readyz's 1 s deadline plus a second of slack for a loaded
+// machine.
+const readyzBound = 2 * time.Second
+
 func TestRedisStallIsBounded(t *testing.T) {
 	rs := redistest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -47,10 +51,13 @@ func TestRedisStallIsBounded(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&v)
 		return resp.StatusCode, v.Status, time.Since(start)
 	}
-	// The first call to find Redis silent waits for its timeout; from then
-	// on the broker is local-only.
-	if st, status, took := ready(); took > time.Second || (st == http.StatusOK && status == "ok" && took > 600*time.Millisecond) {
-		t.Fatalf("/readyz during the stall: %d %s after %s, want an answer within 1 s", st, status, took)
+	// The first call to find Redis silent waits for its timeout (1 s);
+	// from then on the broker is local-only. The test allows a second more
+	// for a loaded machine's scheduling (a CI run under load 9-14 took
+	// 1.48 s): a deadline that does not apply waits out go-redis's 3 s read
+	// timeout or the whole stall (5 s in issue 11's finding), and fails.
+	if st, status, took := ready(); took > readyzBound || (st == http.StatusOK && status == "ok" && took > readyzBound-400*time.Millisecond) {
+		t.Fatalf("/readyz during the stall: %d %s after %s, want an answer within the 1 s deadline (+1 s of slack)", st, status, took)
 	}
 	// Chords between the two members, both on this instance.
 	const n = 20
@@ -74,8 +81,8 @@ func TestRedisStallIsBounded(t *testing.T) {
 		t.Fatalf("%d chords between members of one instance took %s during the stall", n, took)
 	}
 	st, status, took := ready()
-	if st != http.StatusServiceUnavailable || status != "degraded" || took > time.Second {
-		t.Fatalf("/readyz during the stall: %d %q after %s, want 503 degraded within 1 s", st, status, took)
+	if st != http.StatusServiceUnavailable || status != "degraded" || took > readyzBound {
+		t.Fatalf("/readyz during the stall: %d %q after %s, want 503 degraded within the 1 s deadline (+1 s of slack)", st, status, took)
 	}
 	cstart := time.Now()
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(ts.URL+"/api/sessions", "application/json", nil)
