@@ -55,7 +55,8 @@
 //	                   lasts, a removed phone, a restart, layout, accessibility
 //	e2e_status_test.go  what the pages say of the link: a phone whose page is
 //	                   frozen (its JavaScript paused) shown not responding, then
-//	                   connected again, over P2P and with P2P off; an idle
+//	                   connected again, over P2P and with P2P off (and the
+//	                   PC frozen, as the phone says it); an idle
 //	                   phone whose data channel went mute shown connected on
 //	                   the relay; the shown path and latency the status API's
 //	e2e_helpers_test.go  their harness: the namespace, the server, the tabs

@@ -135,8 +135,9 @@ func testSuspendedPhone(t *testing.T, base string) {
 // there is no data channel, and the server's WebSocket pings are answered by
 // the browser even while the page's JavaScript is paused: only the probe
 // over the relay tells. The phone's page is frozen: the PC shows it not
-// responding; once it runs again, connected on the relay. The phone says
-// the PC is here throughout. Times are logged, not asserted (each wait is
+// responding; once it runs again, connected on the relay. Then the PC's
+// page is frozen: the phone says the PC is not responding, and that it is
+// here again once it runs. Times are logged, not asserted (each wait is
 // bounded by waitTimeout).
 func testSuspendedPhoneRelay(t *testing.T, base string) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -168,8 +169,18 @@ func testSuspendedPhoneRelay(t *testing.T, base string) {
 	back := time.Since(resumed)
 	tapChord(phone, "G")
 	waitChord(pc, "G", "relay")
-	t.Logf("relay only: the PC showed the paused phone not responding after %v, connected again %v after it resumed",
-		silent.Round(time.Millisecond), back.Round(time.Millisecond))
+
+	// and the other way: the PC's page frozen, the phone says so
+	pc.pauseJS()
+	pcPaused := time.Now()
+	phone.wait(`document.getElementById('status').dataset.pc === 'silent'
+		&& document.getElementById('status').textContent.includes('PC is not responding')`, "the phone to say the PC is not responding")
+	pcSilent := time.Since(pcPaused)
+	pc.resumeJS()
+	phone.wait(`document.getElementById('status').dataset.pc === 'here' && document.getElementById('status').textContent === ''`,
+		"the phone to say the PC is here again")
+	t.Logf("relay only: the PC showed the paused phone not responding after %v, connected again %v after it resumed; the phone said the paused PC was not responding after %v",
+		silent.Round(time.Millisecond), back.Round(time.Millisecond), pcSilent.Round(time.Millisecond))
 }
 
 // muteDirectJS makes the phone page's data channel useless while its
