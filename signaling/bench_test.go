@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
+	"github.com/virtutune/link/signaling/redistest"
 )
 
 // BenchmarkMemoryBrokerPublish measures MemoryBroker.Publish of a chord
@@ -50,10 +54,42 @@ func BenchmarkMemoryBrokerPublish(b *testing.B) {
 // reader per message on each side).
 func BenchmarkRelay(b *testing.B) {
 	ts := newServer(b, func(c *signaling.Config) { c.Limits.Rate = 1e9; c.Limits.Burst = 1 << 30 })
-	s := ts.createSession(b)
-	ph := ts.pair(b, s)
-	pc, _ := ts.join(b, s.SessionID, s.Token)
-	phone, _ := ts.join(b, s.SessionID, ph.Token)
+	benchRelay(b, ts, ts)
+}
+
+// BenchmarkRelayRedis is BenchmarkRelay across two instances sharing a real
+// Redis: the PC on instance A, the phone on B, so that every chord is
+// published by B's script and reaches A over pub/sub. One message in
+// flight: every step of a message finds the process idle, as at low rates.
+// cpu-µs/op is the process's CPU time (both instances and both clients;
+// Redis is another process) per message.
+func BenchmarkRelayRedis(b *testing.B) {
+	rs := redistest.New(b)
+	inst := func(name string) *testServer {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		br, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), Prefix: "vtbr:", Instance: name, Logger: testkit.Logger(b, slog.LevelWarn)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = br.Close() })
+		return newServer(b, func(c *signaling.Config) {
+			c.Broker = br
+			c.Limits.Rate = 1e9
+			c.Limits.Burst = 1 << 30
+		})
+	}
+	a, bb := inst("a"), inst("b")
+	benchRelay(b, a, bb)
+}
+
+// benchRelay sends chord changes from a phone on phoneSrv to the PC on
+// pcSrv, closed loop, and reports the process's CPU time per message.
+func benchRelay(b *testing.B, pcSrv, phoneSrv *testServer) {
+	s := pcSrv.createSession(b)
+	ph := pcSrv.pair(b, s)
+	pc, _ := pcSrv.join(b, s.SessionID, s.Token)
+	phone, _ := phoneSrv.join(b, s.SessionID, ph.Token)
 	pc.expect(protocol.TypeConnectionUpdate) // the phone's arrival
 	buf := make([]byte, 4096)
 	out := make([]byte, 0, 256)
@@ -79,6 +115,7 @@ func BenchmarkRelay(b *testing.B) {
 	var seq uint64
 	var got []byte
 	b.ReportAllocs()
+	cpu0 := processCPU()
 	for b.Loop() {
 		seq++
 		out = phone.writeSeq(m, seq, out)
@@ -87,10 +124,18 @@ func BenchmarkRelay(b *testing.B) {
 			b.Fatalf("PC got %s", got)
 		}
 	}
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 	b.StopTimer()
 	// The last one must carry the last seq: nothing lost or reordered.
 	last, perr := protocol.Decode(got)
 	if perr != nil || last.Seq != seq {
 		b.Fatalf("last message %s, want seq %d", got, seq)
 	}
+}
+
+// processCPU is the process's CPU time so far (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -110,7 +110,7 @@ type RedisBroker struct {
 	repairSet  map[*redisGroup]struct{}
 	repairKick chan struct{}
 
-	pubq chan *pubCall // publishes waiting for a pipeliner (broker_redis_batch.go)
+	pubs pubLine // the publish slots and the calls waiting (broker_redis_batch.go)
 }
 
 var _ Broker = (*RedisBroker)(nil)
@@ -140,7 +140,7 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		groups:     make(map[string]*redisGroup),
 		repairSet:  make(map[*redisGroup]struct{}),
 		repairKick: make(chan struct{}, 1),
-		pubq:       make(chan *pubCall, 1024),
+		pubs:       pubLine{kick: make(chan struct{}, 1)},
 	}
 	if err := b.beat(ctx); err != nil {
 		cancel()
