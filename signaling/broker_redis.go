@@ -50,10 +50,11 @@ const (
 //
 // Publish is one round trip: a Lua script checks the sender's seq, takes the
 // next session offset, updates the state, appends to the session's stream
-// (its history, trimmed to about HistorySize) and PUBLISHes to the session's
-// channel. The publishing instance then hands the publication to its own
-// subscribers at once (it does not wait for its pub/sub echo, which it drops);
-// other instances receive it over one shared PubSub connection per broker.
+// (its history, trimmed to about HistorySize) and PUBLISHes it to the
+// channels of the other instances listening to the session. The publishing
+// instance hands the publication to its own subscribers at once, from the
+// script's reply (no pub/sub message comes back to it); the other instances
+// receive it over one shared PubSub connection per broker.
 //
 // Delivery: handlers of one session are called one at a time (from the
 // publishing goroutine, the PubSub dispatcher or the gap repairer, never
@@ -166,16 +167,24 @@ func (b *RedisBroker) sessKey(sid string) string   { return b.cfg.Prefix + "{" +
 func (b *RedisBroker) seqKey(sid string) string    { return b.cfg.Prefix + "{" + sid + "}:q" }
 func (b *RedisBroker) streamKey(sid string) string { return b.cfg.Prefix + "{" + sid + "}:x" }
 func (b *RedisBroker) memberKey(sid string) string { return b.cfg.Prefix + "{" + sid + "}:m" }
-func (b *RedisBroker) channel(sid string) string   { return b.cfg.Prefix + "{" + sid + "}:c" }
+func (b *RedisBroker) instsKey(sid string) string  { return b.cfg.Prefix + "{" + sid + "}:i" }
 func (b *RedisBroker) onceKey(k string) string     { return b.cfg.Prefix + "once:" + k }
 func (b *RedisBroker) instKey(inst string) string  { return b.cfg.Prefix + "inst:" + inst }
+
+// Channels. Each instance listening to a session has a channel of its own
+// for it, <prefix>{sid}:c:<instance>: the scripts publish to the channels of
+// the instances in the session's set (instsKey) but the publisher's, so an
+// instance never reads back what it published itself.
+func (b *RedisBroker) chanPrefix(sid string) string { return b.cfg.Prefix + "{" + sid + "}:c:" }
+func (b *RedisBroker) channel(sid string) string    { return b.chanPrefix(sid) + b.cfg.Instance }
 
 func (b *RedisBroker) sidOf(channel string) (string, bool) {
 	s, ok := strings.CutPrefix(channel, b.cfg.Prefix+"{")
 	if !ok {
 		return "", false
 	}
-	return strings.CutSuffix(s, "}:c")
+	sid, _, ok := strings.Cut(s, "}:c:")
+	return sid, ok
 }
 
 // redisInt reads an integer reply or an integer held in a string reply.

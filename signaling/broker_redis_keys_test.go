@@ -27,7 +27,8 @@ func TestRedisBrokerKeysExpire(t *testing.T) {
 	if err := b.Join(ctx, sid, protocol.Member{ClientID: "x", Role: protocol.RolePhone}); err != nil {
 		t.Fatal(err)
 	}
-	keys := []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)}
+	btSubscribe(t, ctx, b, sid) // the instance listens: the session's listener set
+	keys := []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)}
 	check := func(what string, want time.Time) {
 		t.Helper()
 		for _, k := range keys {

@@ -259,14 +259,14 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
-		// lua/publish.lua: KEYS sess, seqs, stream, members; ARGV seq_from,
-		// seq, from, chord, practice, payload, max_len, now_ms, channel,
-		// max_seq, retention_ms, gap.
+		// lua/publish.lua: KEYS sess, seqs, stream, members, insts; ARGV
+		// seq_from, seq, from, chord, practice, payload, max_len, now_ms,
+		// channel prefix, max_seq, retention_ms, gap, origin.
 		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
 		vals, err = b.runPublish(rctx,
-			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
-			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.channel(sid),
-			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), p.Gap,
+			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
+			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.chanPrefix(sid),
+			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), p.Gap, b.cfg.Instance,
 		)
 		cancel()
 		if err != nil {
@@ -325,7 +325,8 @@ func (b *RedisBroker) Send(ctx context.Context, sid string, p *Publication) erro
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
-		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid)}, b.channel(sid), "e"+payload).Int()
+		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid), b.instsKey(sid)},
+			b.chanPrefix(sid), "e"+payload, b.cfg.Instance).Int()
 		cancel()
 		if rerr == nil && n == 0 {
 			return ErrSessionNotFound

@@ -27,6 +27,8 @@ var (
 	luaPublish string
 	//go:embed lua/send.lua
 	luaSend string
+	//go:embed lua/subscribe.lua
+	luaSubscribe string
 
 	redisCreateScript     = redis.NewScript(luaCreateSession)
 	redisExtendScript     = redis.NewScript(luaExtendSession)
@@ -36,4 +38,5 @@ var (
 	redisDropGhostsScript = redis.NewScript(luaDropGhosts)
 	redisPublishScript    = redis.NewScript(luaPublish)
 	redisSendScript       = redis.NewScript(luaSend)
+	redisSubscribeScript  = redis.NewScript(luaSubscribe)
 )

@@ -105,25 +105,28 @@ func (b *RedisBroker) Subscribe(ctx context.Context, sid string, h Handler) (fun
 	return func() { once.Do(func() { b.unsubscribe(g, id) }) }, nil
 }
 
-// subscribeChannel subscribes the PubSub to sid's channel and returns the
-// session's offset read after that.
+// subscribeChannel subscribes the PubSub to this instance's channel of sid,
+// then adds the instance to the session's listeners and reads the session's
+// offset in one script (lua/subscribe.lua): what is published after that
+// offset comes over the channel.
 func (b *RedisBroker) subscribeChannel(ctx context.Context, sid string) (uint64, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	if err := b.ps.Subscribe(ctx, b.channel(sid)); err != nil {
 		return 0, b.fail("subscribe", err)
 	}
-	vals, err := b.client.HMGet(ctx, b.sessKey(sid), "exp", "off").Result()
+	vals, err := redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(sid), b.instsKey(sid)}, b.cfg.Instance).Int64Slice()
 	if err != nil {
 		return 0, b.fail("subscribe", err)
 	}
-	if _, ok := redisInt(vals[0]); !ok {
+	if len(vals) < 2 || vals[0] != 1 {
 		return 0, ErrSessionNotFound
 	}
-	off, _ := redisInt(vals[1])
-	return uint64(off), nil
+	return uint64(vals[1]), nil
 }
 
+// unsubscribeChannel takes the instance out of sid's listeners and
+// unsubscribes its channel.
 func (b *RedisBroker) unsubscribeChannel(sid string) {
 	if b.closed.Load() {
 		return
@@ -132,8 +135,13 @@ func (b *RedisBroker) unsubscribeChannel(sid string) {
 	defer cancel()
 	ctx, cancel2 := b.opCtx(ctx)
 	defer cancel2()
-	// A failure leaves nothing behind: the channel is already forgotten and a
-	// reconnection does not subscribe it again; stray messages find no group.
+	// Failures leave little behind: a listener entry left over (this
+	// instance down, or Redis unreachable now) costs each publication of
+	// the session one PUBLISH to a channel nobody reads, until the session
+	// expires or this instance listens again; the channel is forgotten and
+	// a reconnection does not subscribe it again; stray messages find no
+	// group.
+	_ = b.client.SRem(ctx, b.instsKey(sid), b.cfg.Instance).Err()
 	_ = b.ps.Unsubscribe(ctx, b.channel(sid))
 }
 
@@ -270,7 +278,7 @@ func (b *RedisBroker) onMessage(channel, payload string) {
 			return
 		}
 		g.mu.Lock()
-		old := g.order.seen(off) // our own echo, or caught up already
+		old := g.order.seen(off) // caught up already (gap repair)
 		g.mu.Unlock()
 		if old {
 			return

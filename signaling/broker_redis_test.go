@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,9 +232,9 @@ func btPublishUnseen(t *testing.T, ctx context.Context, b *RedisBroker, sid stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
-		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere",
-		b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds()).Err()
+	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
+		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere:",
+		b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), 0, b.cfg.Instance).Err()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,5 +276,80 @@ func TestRedisBrokerGapRepair(t *testing.T) {
 		if n := len(r.all()); n != 6 {
 			t.Fatalf("delivered %d, want 6 (exactly once)", n)
 		}
+	}
+}
+
+// TestRedisBrokerNoEcho: a publication goes over pub/sub to the other
+// instances listening to its session, never back to the publisher's own
+// (it delivers from the script's reply), for Publish and Send alike; an
+// instance that stopped listening gets nothing more, and a listener entry
+// left over by an instance that is gone costs a PUBLISH nobody reads and
+// disturbs nobody.
+func TestRedisBrokerNoEcho(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := testkit.Context(t, 20*time.Second)
+	a := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-a"})
+	b := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-b"})
+	sid := btSession(t, ctx, a)
+	// A raw subscriber to every channel of the session: it sees which
+	// instances each message is published to.
+	spy := a.client.PSubscribe(ctx, a.chanPrefix(sid)+"*")
+	defer spy.Close()
+	if _, err := spy.Receive(ctx); err != nil { // the psubscribe confirmation
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		m, err := spy.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst, _ := strings.CutPrefix(m.Channel, a.chanPrefix(sid))
+		return inst + " " + m.Payload[:1]
+	}
+	ra, _ := btSubscribe(t, ctx, a, sid)
+	rb, unsubB := btSubscribe(t, ctx, b, sid)
+
+	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
+	if got := next(); got != "inst-b p" {
+		t.Fatalf("A's publication went to %q, want inst-b only", got)
+	}
+	if err := a.Send(ctx, sid, &Publication{Type: protocol.TypeRTCOffer, Data: []byte(`{}`), From: "x", To: "y"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "inst-b e" {
+		t.Fatalf("A's Send went to %q, want inst-b only", got)
+	}
+	btPublish(t, ctx, b, sid, btChord("y", "D", 0))
+	if got := next(); got != "inst-a p" {
+		t.Fatalf("B's publication went to %q, want inst-a only", got)
+	}
+	// Each instance delivered each of the three exactly once, in order.
+	for _, r := range []*btRecorder{ra, rb} {
+		got := r.wait(t, ctx, 3)
+		if got[0].Off != 1 || got[1].Type != protocol.TypeRTCOffer || got[2].Off != 2 {
+			t.Fatalf("delivered %s, want C, the offer, D", btDescribe(got))
+		}
+	}
+
+	// B stops listening; an instance that died listening is left in the set.
+	unsubB()
+	if err := a.client.SAdd(ctx, a.instsKey(sid), "inst-gone").Err(); err != nil {
+		t.Fatal(err)
+	}
+	btPublish(t, ctx, a, sid, btChord("x", "E", 0))
+	if got := next(); got != "inst-gone p" {
+		t.Fatalf("after B left, A's publication went to %q, want only the leftover inst-gone", got)
+	}
+	if got := ra.wait(t, ctx, 4); got[3].Off != 3 {
+		t.Fatalf("A delivered %s, want E at offset 3 last", btDescribe(got))
+	}
+	if n := len(rb.all()); n != 3 {
+		t.Fatalf("B got %d publications, want the 3 before it stopped listening", n)
+	}
+	members, err := a.client.SMembers(ctx, a.instsKey(sid)).Result()
+	if err != nil || len(members) != 2 {
+		t.Fatalf("listeners %v (%v), want inst-a and the leftover", members, err)
 	}
 }

@@ -1,5 +1,7 @@
 -- Publish: check the sender's seq, take the session's next offset, apply the
--- state change, append to the history stream and PUBLISH, atomically.
+-- state change, append to the history stream and PUBLISH to every instance
+-- listening to the session but the publisher's own (it delivers the
+-- publication itself, from this script's reply), atomically.
 -- Returns {0, off, seq} published; {1} no such session; {2, seq} a duplicate
 -- (seq at or below the sender's last); {3, seq} seq skips ahead (beyond
 -- its gap: the sender gave up the gap seqs before it); {4, seq} a
@@ -21,6 +23,7 @@ local sess_key   = KEYS[1] -- the session hash: exp, off, chord, chord_from, pra
 local seqs_key   = KEYS[2] -- last accepted seq per sender
 local stream_key = KEYS[3] -- the history, entry id = offset
 local members_key = KEYS[4] -- presence: client id -> member JSON
+local insts_key  = KEYS[5] -- the instances listening to the session (a set)
 local seq_from   = ARGV[1] -- the sender whose seq is checked; '' = not sequenced
 local seq_arg    = ARGV[2] -- the sender's seq; 0 = assign the next one
 local from       = ARGV[3] -- the sender (becomes chord_from)
@@ -29,10 +32,11 @@ local practice   = ARGV[5] -- practice JSON; '' = no practice change
 local payload    = ARGV[6] -- the encoded publication
 local max_len    = ARGV[7] -- the history's approximate length bound
 local now_ms     = ARGV[8] -- the entry's time, for the history's age bound
-local channel    = ARGV[9] -- the session's pub/sub channel
+local channel    = ARGV[9] -- the session's channel prefix; + instance = its channel
 local max_seq    = tonumber(ARGV[10]) -- senders remembered at most
 local retention  = tonumber(ARGV[11]) -- ms after which an absent sender may be forgotten
 local gap        = tonumber(ARGV[12] or '0') -- seqs the sender gave up right before seq
+local origin     = ARGV[13] -- the publishing instance
 
 local s = redis.call('HMGET', sess_key, 'exp', 'off')
 local exp, last_off = s[1], s[2]
@@ -85,5 +89,11 @@ if not redis.call('XADD', stream_key, 'NOMKSTREAM', 'MAXLEN', '~', max_len, id, 
   redis.call('XADD', stream_key, 'MAXLEN', '~', max_len, id, 'q', seq, 't', now_ms, 'd', payload)
   redis.call('PEXPIREAT', stream_key, exp)
 end
-redis.call('PUBLISH', channel, 'p' .. off .. ':' .. seq .. ':' .. payload)
+local message
+for _, inst in ipairs(redis.call('SMEMBERS', insts_key)) do
+  if inst ~= origin then
+    message = message or ('p' .. off .. ':' .. seq .. ':' .. payload)
+    redis.call('PUBLISH', channel .. inst, message)
+  end
+end
 return {0, off, seq}
