@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 	"github.com/virtutune/link/signaling/redistest"
@@ -65,21 +63,8 @@ func BenchmarkRelay(b *testing.B) {
 // Redis is another process) per message.
 func BenchmarkRelayRedis(b *testing.B) {
 	rs := redistest.New(b)
-	inst := func(name string) *testServer {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		br, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), Prefix: "vtbr:", Instance: name, Logger: testkit.Logger(b, slog.LevelWarn)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = br.Close() })
-		return newServer(b, func(c *signaling.Config) {
-			c.Broker = br
-			c.Limits.Rate = 1e9
-			c.Limits.Burst = 1 << 30
-		})
-	}
-	a, bb := inst("a"), inst("b")
+	lim := func(c *signaling.Config) { c.Limits.Rate = 1e9; c.Limits.Burst = 1 << 30 }
+	a, bb := newRedisInstance(b, rs, "vtbr:", "a", lim), newRedisInstance(b, rs, "vtbr:", "b", lim)
 	benchRelay(b, a, bb)
 }
 

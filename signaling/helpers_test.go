@@ -2,6 +2,7 @@ package signaling_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
+	"github.com/virtutune/link/signaling/redistest"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
@@ -63,11 +65,33 @@ func pcLeavesAfterC(pc, phone *wsClient) (lastOff uint64, pcID string) {
 // returned, and fails the test), which is closed at cleanup after the server.
 func withBroker(t testing.TB, b signaling.Broker, err error) *testServer {
 	t.Helper()
+	return withBrokerConfig(t, b, err, nil)
+}
+
+// withBrokerConfig is withBroker with mod, when not nil, changing the
+// server's config.
+func withBrokerConfig(t testing.TB, b signaling.Broker, err error, mod func(*signaling.Config)) *testServer {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return newServer(t, func(c *signaling.Config) { c.Broker = b })
+	return newServer(t, func(c *signaling.Config) {
+		c.Broker = b
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// newRedisInstance is withBrokerConfig on a RedisBroker on rs (key prefix
+// prefix, instance name name).
+func newRedisInstance(t testing.TB, rs *redistest.Server, prefix, name string, mod func(*signaling.Config)) *testServer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), Prefix: prefix, Instance: name, Logger: testkit.Logger(t, slog.LevelWarn)})
+	return withBrokerConfig(t, b, err, mod)
 }
 
 // memberToken mints a token of its own (its own client id) for one more

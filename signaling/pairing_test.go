@@ -2,17 +2,13 @@ package signaling_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 	"github.com/virtutune/link/signaling"
 	"github.com/virtutune/link/signaling/redistest"
@@ -255,16 +251,6 @@ func TestRemoveDeviceMemory(t *testing.T) {
 // With Redis, the phone on instance B is closed by a removal on instance A.
 func TestRemoveDeviceRedis(t *testing.T) {
 	rs := redistest.New(t)
-	newInst := func(name string) *testServer {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		b, err := signaling.NewRedisBroker(ctx, signaling.RedisConfig{URL: rs.URL(), Prefix: "vtrm:", Instance: name, Logger: testkit.Logger(t, slog.LevelWarn)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return newServer(t, func(c *signaling.Config) { c.Broker = b })
-	}
-	a, b := newInst("a"), newInst("b")
+	a, b := newRedisInstance(t, rs, "vtrm:", "a", nil), newRedisInstance(t, rs, "vtrm:", "b", nil)
 	testRemoveDevice(t, a, b)
 }
