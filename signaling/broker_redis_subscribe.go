@@ -361,6 +361,7 @@ func (b *RedisBroker) repair(g *redisGroup) error {
 	}
 	from := g.order.next()
 	target := g.order.minHeld()
+	relisten := g.catchup
 	g.catchup = false
 	g.mu.Unlock()
 
@@ -368,7 +369,17 @@ func (b *RedisBroker) repair(g *redisGroup) error {
 	defer cancel()
 	ctx, cancel2 := b.opCtx(ctx)
 	defer cancel2()
-	entries, err := b.client.XRange(ctx, b.streamKey(g.sid), strconv.FormatUint(from, 10), "+").Result()
+	var err error
+	if relisten {
+		// (Re)subscribed: put this instance back among the session's
+		// listeners first (a Redis that restarted may have lost it), so
+		// that what the stream read below does not hold comes over pub/sub.
+		err = redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(g.sid), b.instsKey(g.sid)}, b.cfg.Instance).Err()
+	}
+	var entries []redis.XMessage
+	if err == nil {
+		entries, err = b.client.XRange(ctx, b.streamKey(g.sid), strconv.FormatUint(from, 10), "+").Result()
+	}
 	if err != nil {
 		g.mu.Lock()
 		g.catchup = true

@@ -353,3 +353,33 @@ func TestRedisBrokerNoEcho(t *testing.T) {
 		t.Fatalf("listeners %v (%v), want inst-a and the leftover", members, err)
 	}
 }
+
+// TestRedisBrokerListenersRestored: a Redis that lost a session's listener
+// set (a restart that lost its last writes) gets it back when the PubSub
+// connections are re-established: each instance adds itself again before
+// it catches up from the stream, so cross-instance delivery resumes.
+func TestRedisBrokerListenersRestored(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := testkit.Context(t, 20*time.Second)
+	a := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-a"})
+	b := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-b"})
+	sid := btSession(t, ctx, a)
+	rb, _ := btSubscribe(t, ctx, b, sid)
+	btSubscribe(t, ctx, a, sid)
+	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
+	rb.wait(t, ctx, 1)
+
+	if err := a.client.Del(ctx, a.instsKey(sid)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.client.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(ctx, t, "both instances listening again", func() bool {
+		n, err := a.client.SCard(ctx, a.instsKey(sid)).Result()
+		return err == nil && n == 2
+	})
+	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
+	btCheckOffsets(t, rb.wait(t, ctx, 2), 1)
+}
