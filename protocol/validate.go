@@ -127,14 +127,14 @@ func Validate(m *Message) (Validated, *Error) {
 			v.Timestamp = d.Timestamp
 		}
 	case TypeRTCOffer, TypeRTCAnswer:
-		if e := decodeData(m, &v.Desc); e != nil {
+		if e := decodeInto(m, &v.Desc); e != nil {
 			return v, e
 		}
 		if e := ValidSDP(v.Desc.SDP); e != nil {
 			return v, e
 		}
 	case TypeRTCCandidate:
-		if e := decodeData(m, &v.Candidate); e != nil {
+		if e := decodeInto(m, &v.Candidate); e != nil {
 			return v, e
 		}
 		c, e := NormalizeCandidate(v.Candidate.Candidate)
@@ -149,12 +149,12 @@ func Validate(m *Message) (Validated, *Error) {
 			return v, Errorf(CodeInvalidSignal, "usernameFragment is too long")
 		}
 	case TypeRTCRestart:
-		if e := decodeData(m, &v.Restart); e != nil {
+		if e := decodeInto(m, &v.Restart); e != nil {
 			return v, e
 		}
 		v.Restart.Reason = truncate(v.Restart.Reason, MaxReasonLen)
 	case TypeP2PState:
-		if e := decodeData(m, &v.P2P); e != nil {
+		if e := decodeInto(m, &v.P2P); e != nil {
 			return v, e
 		}
 		if !ValidClientID(v.P2P.Peer) {
@@ -162,7 +162,7 @@ func Validate(m *Message) (Validated, *Error) {
 		}
 		v.P2P.Reason = truncate(v.P2P.Reason, MaxReasonLen)
 	case TypeResume:
-		if e := decodeData(m, &v.Resume); e != nil {
+		if e := decodeInto(m, &v.Resume); e != nil {
 			return v, e
 		}
 		if len(v.Resume.Seen) > MaxSeen {
@@ -184,7 +184,7 @@ func Validate(m *Message) (Validated, *Error) {
 			return v, Errorf(CodeInvalidData, "probe.n and probe.ack must be at most 2^53")
 		}
 	case TypeLatency:
-		if e := decodeData(m, &v.Latency); e != nil {
+		if e := decodeInto(m, &v.Latency); e != nil {
 			return v, e
 		}
 		if v.Latency.Path != PathP2P && v.Latency.Path != PathRelay {
@@ -199,6 +199,18 @@ func Validate(m *Message) (Validated, *Error) {
 
 // decodeData decodes m.Data (absent means {}) into dst, answering a field of the
 // wrong JSON type with CodeInvalidData.
+// decodeInto decodes m's data into *dst through a value of its own, so that
+// dst (a field of Validate's result) does not escape: a chord change, the
+// common message, validates without allocating its Validated.
+func decodeInto[T any](m *Message, dst *T) *Error {
+	var x T
+	if e := decodeData(m, &x); e != nil {
+		return e
+	}
+	*dst = x
+	return nil
+}
+
 func decodeData(m *Message, dst any) *Error {
 	if len(m.Data) == 0 {
 		return nil
