@@ -28,6 +28,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/virtutune/link/internal/testkit"
+	"github.com/virtutune/link/peer"
 	"github.com/virtutune/link/signaling"
 	"github.com/virtutune/link/web"
 )
@@ -210,6 +211,30 @@ func serve(t *testing.T, ln net.Listener, logs *lockedBuffer) string {
 		hs.Close()
 	})
 	return base
+}
+
+// twoTabs starts a browser test: its context (testTimeout; the caller
+// defers cancel), a PC tab and a phone-sized phone tab.
+func twoTabs(t *testing.T) (ctx context.Context, cancel context.CancelFunc, pc, phone *tab) {
+	ctx, cancel = context.WithTimeout(context.Background(), testTimeout)
+	pc = newTab(t, ctx, "pc")
+	phone = newTab(t, ctx, "phone")
+	phone.emulate(phoneSize)
+	return ctx, cancel, pc, phone
+}
+
+// dialGo dials a Go peer with the credentials of info in role, its logs
+// under name; the caller closes it.
+func dialGo(ctx context.Context, t *testing.T, info peer.SessionInfo, role, name string) *peer.Client {
+	t.Helper()
+	c, err := peer.Dial(ctx, peer.Config{
+		ServerURL: info.ServerURL, SessionID: info.SessionID, Token: info.Token, Role: role,
+		Logger: newSlog(goLogger(t, name)),
+	})
+	if err != nil {
+		t.Fatalf("peer.Dial: %v", err)
+	}
+	return c
 }
 
 // tab is one page in its own Chromium process.

@@ -173,11 +173,8 @@ func testPairQRScreenshot(t *testing.T, base string) {
 // testPairPIN: a phone without a camera opens /phone/, sees how to pair (no
 // chord grid), types the 6-digit code and plays.
 func testPairPIN(t *testing.T, base string) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	_, cancel, pc, phone := twoTabs(t)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
 	pc.open(base + "/")
 	waitQR(pc, 5)
 	pin := eval[string](pc, `document.getElementById('pin').dataset.pin`)
@@ -458,11 +455,8 @@ func checkAxe(t *testing.T, b *tab, src, what string) {
 // critical violation.
 func testAxe(t *testing.T, base string) {
 	src := axeSource(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	_, cancel, pc, phone := twoTabs(t)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
 	pc.open(base + "/")
 	waitQR(pc, 5)
 	checkAxe(t, pc, src, "pairing")

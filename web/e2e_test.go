@@ -129,11 +129,8 @@ func togglePractice(phone, pc *tab, status string) {
 // testP2P: PC and phone in two browsers pair through the QR link, find each
 // other directly, and chord changes and practice start/stop go phone -> PC.
 func testP2P(t *testing.T, base string) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel, pc, phone := twoTabs(t)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
 
 	url := openPC(t, pc, base)
 	phone.open(url)
@@ -187,11 +184,8 @@ func testP2P(t *testing.T, base string) {
 // the PC's browser lacks RTCPeerConnection); the same works over the relay
 // and both pages say relay, the side without it saying why.
 func testRelay(t *testing.T, base, phoneQuery, pcInit, reasonOn, reason string) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	_, cancel, pc, phone := twoTabs(t)
 	defer cancel()
-	pc := newTab(t, ctx, "pc")
-	phone := newTab(t, ctx, "phone")
-	phone.emulate(phoneSize)
 	if pcInit != "" {
 		pc.initScript(pcInit)
 	}
@@ -275,14 +269,7 @@ func testGoPhone(t *testing.T, base string) {
 	if err != nil {
 		t.Fatalf("peer.Pair(%q): %v", url, err)
 	}
-	logs := goLogger(t, "Go phone")
-	c, err := peer.Dial(ctx, peer.Config{
-		ServerURL: info.ServerURL, SessionID: info.SessionID, Token: info.Token, Role: protocol.RolePhone,
-		Logger: newSlog(logs),
-	})
-	if err != nil {
-		t.Fatalf("peer.Dial: %v", err)
-	}
+	c := dialGo(ctx, t, info, protocol.RolePhone, "Go phone")
 	defer c.Close()
 
 	waitGoP2P(ctx, t, c)
@@ -315,14 +302,7 @@ func testGoPC(t *testing.T, base string) {
 	if err != nil {
 		t.Fatalf("peer.CreateSession: %v", err)
 	}
-	logs := goLogger(t, "Go PC")
-	c, err := peer.Dial(ctx, peer.Config{
-		ServerURL: info.ServerURL, SessionID: info.SessionID, Token: info.Token, Role: protocol.RolePC,
-		Logger: newSlog(logs),
-	})
-	if err != nil {
-		t.Fatalf("peer.Dial: %v", err)
-	}
+	c := dialGo(ctx, t, info, protocol.RolePC, "Go PC")
 	defer c.Close()
 
 	phone := newTab(t, ctx, "phone")
