@@ -100,20 +100,59 @@ type liteConn struct {
 	id   string
 	seq  uint64
 	buf  []byte
-	done chan struct{} // closed when the reader ends
-	err  atomic.Value  // error, why the reader ended
+	wsEnd
 }
 
+// wsEnd is how a bench client's WebSocket ended: done is closed when its
+// reader ends, err says why.
+type wsEnd struct {
+	done chan struct{}
+	err  atomic.Value // error
+}
+
+func newWSEnd() wsEnd { return wsEnd{done: make(chan struct{})} }
+
 // ended returns why the connection ended, if it did before close.
-func (c *liteConn) ended() error {
+func (e *wsEnd) ended() error {
 	select {
-	case <-c.done:
-		if e, ok := c.err.Load().(error); ok {
-			return e
+	case <-e.done:
+		if err, ok := e.err.Load().(error); ok {
+			return err
 		}
 		return errors.New("connection ended")
 	default:
 		return nil
+	}
+}
+
+// readEach reads conn until it ends, handing each message and when it
+// arrived to each (the bytes are one buffer per connection, reused: each
+// must not keep them); then it records why it ended and closes done.
+func (e *wsEnd) readEach(conn *websocket.Conn, each func(msg []byte, now time.Time)) {
+	defer close(e.done)
+	buf := make([]byte, 512)
+	for {
+		_, r, err := conn.NextReader()
+		if err != nil {
+			e.err.Store(err)
+			return
+		}
+		n := 0
+		for {
+			if n == len(buf) {
+				buf = append(buf, make([]byte, len(buf))...)
+			}
+			k, err := r.Read(buf[n:])
+			n += k
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				e.err.Store(err)
+				return
+			}
+		}
+		each(buf[:n], time.Now())
 	}
 }
 
@@ -160,7 +199,7 @@ func dialLite(ctx context.Context, base, sid, token string) (*liteConn, error) {
 		}
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	return &liteConn{conn: conn, id: clientID, buf: make([]byte, 0, 160), done: make(chan struct{})}, nil
+	return &liteConn{conn: conn, id: clientID, buf: make([]byte, 0, 160), wsEnd: newWSEnd()}, nil
 }
 
 // chordPrefix starts every chord_change the server relays (Encode writes type first).
@@ -171,46 +210,30 @@ var chordPrefix = []byte(`{"type":"chord_change"`)
 // connection and picks seq and at out of the bytes, so that the clients of a
 // 10,000-session run cost the machine little next to the server.
 func (c *liteConn) readLoop(tr *track, recv *atomic.Uint64) {
-	defer close(c.done)
-	buf := make([]byte, 512)
-	for {
-		_, r, err := c.conn.NextReader()
-		if err != nil {
-			c.err.Store(err)
+	c.readEach(c.conn, func(b []byte, now time.Time) {
+		if tr == nil || !bytes.HasPrefix(b, chordPrefix) {
 			return
 		}
-		n := 0
-		for {
-			if n == len(buf) {
-				buf = append(buf, make([]byte, len(buf))...)
-			}
-			k, err := r.Read(buf[n:])
-			n += k
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				c.err.Store(err)
-				return
-			}
+		if s, a, ok := seqAt(b); ok {
+			tr.add(s, sinceMillis(now, a), protocol.PathRelay)
 		}
-		now := time.Now()
-		b := buf[:n]
-		if tr == nil || !bytes.HasPrefix(b, chordPrefix) {
-			continue
-		}
-		seq, ok1 := numberAfter(b, `"seq":`)
-		at, ok2 := numberAfter(b, `"at":`)
-		if !ok1 || !ok2 {
-			continue
-		}
-		s, _ := strconv.ParseUint(string(seq), 10, 64)
-		a, _ := strconv.ParseFloat(string(at), 64)
-		tr.add(s, sinceMillis(now, a), protocol.PathRelay)
 		if recv != nil {
 			recv.Add(1)
 		}
+	})
+}
+
+// seqAt picks a relayed chord change's seq and at (ms since the epoch) out
+// of its bytes.
+func seqAt(b []byte) (seq uint64, atMillis float64, ok bool) {
+	s, ok1 := numberAfter(b, `"seq":`)
+	a, ok2 := numberAfter(b, `"at":`)
+	if !ok1 || !ok2 {
+		return 0, 0, false
 	}
+	seq, _ = strconv.ParseUint(string(s), 10, 64)
+	atMillis, _ = strconv.ParseFloat(string(a), 64)
+	return seq, atMillis, true
 }
 
 // numberAfter returns the JSON number that follows key in b.

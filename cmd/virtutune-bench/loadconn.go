@@ -3,13 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -25,26 +23,13 @@ type loadConn struct {
 	conn *websocket.Conn
 	wmu  sync.Mutex
 	buf  []byte
-	done chan struct{}
-	err  atomic.Value
+	wsEnd
 }
 
 func (c *loadConn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.conn.WriteMessage(websocket.TextMessage, b)
-}
-
-func (c *loadConn) ended() error {
-	select {
-	case <-c.done:
-		if e, ok := c.err.Load().(error); ok {
-			return e
-		}
-		return errors.New("connection ended")
-	default:
-		return nil
-	}
 }
 
 func (c *loadConn) close() {
@@ -66,7 +51,7 @@ func dialWS(ctx context.Context, u string, hdr http.Header) (*loadConn, error) {
 		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	return &loadConn{conn: conn, buf: make([]byte, 0, 256), done: make(chan struct{})}, nil
+	return &loadConn{conn: conn, buf: make([]byte, 0, 256), wsEnd: newWSEnd()}, nil
 }
 
 // readUntil reads frames (before the reader goroutine runs) until ok says

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -116,31 +115,7 @@ func (s *loadSession) send() error {
 // readLoop reads c until it ends; on the receiver it records every chord
 // change (seq and at picked out of the bytes, a reused buffer per connection).
 func (s *loadSession) readLoop(c *loadConn, receiver bool) {
-	defer close(c.done)
-	buf := make([]byte, 512)
-	for {
-		_, r, err := c.conn.NextReader()
-		if err != nil {
-			c.err.Store(err)
-			return
-		}
-		n := 0
-		for {
-			if n == len(buf) {
-				buf = append(buf, make([]byte, len(buf))...)
-			}
-			k, err := r.Read(buf[n:])
-			n += k
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				c.err.Store(err)
-				return
-			}
-		}
-		now := time.Now()
-		b := buf[:n]
+	c.readEach(c.conn, func(b []byte, now time.Time) {
 		for len(b) > 0 {
 			line := b
 			if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -155,16 +130,11 @@ func (s *loadSession) readLoop(c *loadConn, receiver bool) {
 			if !receiver || !bytes.Contains(line, chordPrefix) {
 				continue
 			}
-			seq, ok1 := numberAfter(line, `"seq":`)
-			at, ok2 := numberAfter(line, `"at":`)
-			if !ok1 || !ok2 {
-				continue
+			if q, a, ok := seqAt(line); ok {
+				s.received(q, sinceMillis(now, a))
 			}
-			q, _ := strconv.ParseUint(string(seq), 10, 64)
-			a, _ := strconv.ParseFloat(string(at), 64)
-			s.received(q, sinceMillis(now, a))
 		}
-	}
+	})
 }
 
 func (s *loadSession) received(seq uint64, lat time.Duration) {
