@@ -279,6 +279,19 @@ func TestRedisBrokerGapRepair(t *testing.T) {
 	}
 }
 
+// twoRedisInstances begins a test of two instances sharing one Redis
+// (no goroutine may be left at its end): a context (20 s), the brokers
+// inst-a and inst-b, and a session on them.
+func twoRedisInstances(t *testing.T) (ctx context.Context, a, b *RedisBroker, sid string) {
+	t.Helper()
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx = testkit.Context(t, 20*time.Second)
+	a = newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-a"})
+	b = newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-b"})
+	return ctx, a, b, btSession(t, ctx, a)
+}
+
 // TestRedisBrokerNoEcho: a publication goes over pub/sub to the other
 // instances listening to its session, never back to the publisher's own
 // (it delivers from the script's reply), for Publish and Send alike; an
@@ -286,12 +299,7 @@ func TestRedisBrokerGapRepair(t *testing.T) {
 // left over by an instance that is gone costs a PUBLISH nobody reads and
 // disturbs nobody.
 func TestRedisBrokerNoEcho(t *testing.T) {
-	btNoLeaks(t)
-	srv := startTestRedis(t)
-	ctx := testkit.Context(t, 20*time.Second)
-	a := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-a"})
-	b := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-b"})
-	sid := btSession(t, ctx, a)
+	ctx, a, b, sid := twoRedisInstances(t)
 	// A raw subscriber to every channel of the session: it sees which
 	// instances each message is published to.
 	spy := a.client.PSubscribe(ctx, a.chanPrefix(sid)+"*")
@@ -368,12 +376,7 @@ func TestRedisBrokerNoEcho(t *testing.T) {
 // connections are re-established: each instance adds itself again before
 // it catches up from the stream, so cross-instance delivery resumes.
 func TestRedisBrokerListenersRestored(t *testing.T) {
-	btNoLeaks(t)
-	srv := startTestRedis(t)
-	ctx := testkit.Context(t, 20*time.Second)
-	a := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-a"})
-	b := newTestRedisBroker(t, srv, RedisConfig{Instance: "inst-b"})
-	sid := btSession(t, ctx, a)
+	ctx, a, b, sid := twoRedisInstances(t)
 	rb, _ := btSubscribe(t, ctx, b, sid)
 	btSubscribe(t, ctx, a, sid)
 	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
