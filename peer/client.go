@@ -280,7 +280,10 @@ func (c *Client) Recv(ctx context.Context) (Delivery, error) {
 	case <-ctx.Done():
 		return Delivery{}, ctx.Err()
 	case <-c.done:
-		return Delivery{}, c.Err()
+		if err := c.Err(); err != nil {
+			return Delivery{}, err
+		}
+		return Delivery{}, ErrClosed
 	}
 }
 

@@ -106,6 +106,14 @@ func (c *Client) run(conn *websocket.Conn, last uint64) {
 		replaced := errors.As(err, &ce) && ce.Code == protocol.CloseReplaced
 		err = closeErr(err)
 		c.mu.Lock()
+		if c.closed {
+			// Close ran between serve's return and here (it marks the
+			// client closed before it cancels the context): the client
+			// stays closed, and Recv reports ErrClosed, not an empty
+			// delivery.
+			c.mu.Unlock()
+			return
+		}
 		c.state = StateReconnecting
 		c.emitLocked(Event{Kind: EventRelay, Up: false, Reason: err.Error()})
 		c.mu.Unlock()
