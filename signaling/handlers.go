@@ -38,18 +38,12 @@ func (c *client) handle(ctx context.Context, b []byte) {
 		if m.Type == protocol.TypePracticeEnd {
 			status = protocol.PracticeEnded
 		}
-		ts := v.Timestamp
-		if ts == nil {
-			ts, _ = json.Marshal(time.Now().UTC().Format(time.RFC3339Nano))
-		}
+		ts := timestampOrNow(v.Timestamp)
 		data, _ := json.Marshal(protocol.PracticeUpdate{Status: status, Timestamp: ts})
 		c.publishApp(ctx, m, &Publication{Type: protocol.TypePracticeUpdate, Data: data,
 			Practice: &protocol.Practice{Status: status, Timestamp: ts}})
 	case protocol.TypePing:
-		ts := v.Timestamp
-		if ts == nil {
-			ts, _ = json.Marshal(time.Now().UTC().Format(time.RFC3339Nano))
-		}
+		ts := timestampOrNow(v.Timestamp)
 		last := c.lastSeq.Load()
 		c.enqueueMsg(protocol.MustMarshal(protocol.TypePong, protocol.Timestamped{Timestamp: ts, LastSeq: &last}))
 	case protocol.TypeRTCOffer, protocol.TypeRTCAnswer, protocol.TypeRTCCandidate, protocol.TypeRTCRestart, protocol.TypeProbe:
@@ -67,6 +61,16 @@ func (c *client) handle(ctx context.Context, b []byte) {
 		}
 		c.s.metrics.peerLatency.WithLabelValues(v.Latency.Path).Observe(v.Latency.Micros / 1e6)
 	}
+}
+
+// timestampOrNow is the client's timestamp, or the server's time when it
+// sent none (the original's practice and ping messages may omit it).
+func timestampOrNow(ts json.RawMessage) json.RawMessage {
+	if ts != nil {
+		return ts
+	}
+	b, _ := json.Marshal(time.Now().UTC().Format(time.RFC3339Nano))
+	return b
 }
 
 // publishApp publishes an application message with the sender's identity.

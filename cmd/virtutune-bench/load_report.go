@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -182,7 +181,7 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 		if v == 0 || math.IsNaN(v) {
 			return
 		}
-		rep.Ratios = append(rep.Ratios, Ratio{Name: name, Value: v, Target: target, Unit: unit, OK: v >= target, Note: note + " (at least)"})
+		rep.Ratios = append(rep.Ratios, Ratio{Name: name, Value: v, Target: target, Unit: unit, AtLeast: true, OK: v >= target, Note: note})
 	}
 	hub, p, pr, cf, cfr := by["hub"], by["project"], by["project-redis"], by["centrifugo"], by["centrifugo-redis"]
 	if p != nil {
@@ -265,23 +264,7 @@ func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 			s.Sustained, s.BestCPU, s.BestRedisCPU, fmtUS(s.BestP99), s.MemPerConn, s.RSSPerConn)
 	}
 	tw.Flush()
-	if len(rep.Ratios) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "figure\tvalue\ttarget\t\t")
-		for _, r := range rep.Ratios {
-			ok := "MISS"
-			if r.OK {
-				ok = "ok"
-			}
-			cmp := "<="
-			if strings.HasSuffix(r.Note, "(at least)") {
-				cmp = ">="
-			}
-			fmt.Fprintf(tw, "%s\t%.2f %s\t%s %g %s\t%s\t%s\n", r.Name, r.Value, r.Unit, cmp, r.Target, r.Unit, ok, r.Note)
-		}
-		tw.Flush()
-	}
+	printRatios(w, rep.Ratios)
 	for _, e := range rep.Errors {
 		fmt.Fprintln(w, "error:", e)
 	}

@@ -71,8 +71,31 @@ type Ratio struct {
 	Value  float64 `json:"value"`
 	Target float64 `json:"target"`
 	Unit   string  `json:"unit,omitempty"`
-	OK     bool    `json:"ok"`
-	Note   string  `json:"note,omitempty"`
+	// AtLeast: the target is a floor (value >= target), not a ceiling.
+	AtLeast bool   `json:"at_least,omitempty"`
+	OK      bool   `json:"ok"`
+	Note    string `json:"note,omitempty"`
+}
+
+// printRatios writes the figures against their targets, one line each.
+func printRatios(w io.Writer, ratios []Ratio) {
+	if len(ratios) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tvalue\ttarget\t\t")
+	for _, r := range ratios {
+		ok, cmp := "MISS", "<="
+		if r.OK {
+			ok = "ok"
+		}
+		if r.AtLeast {
+			cmp = ">="
+		}
+		fmt.Fprintf(tw, "%s\t%.2f %s\t%s %g %s\t%s\t%s\n", r.Name, r.Value, r.Unit, cmp, r.Target, r.Unit, ok, r.Note)
+	}
+	tw.Flush()
 }
 
 // Report is the whole run.
@@ -209,19 +232,7 @@ func (rep *Report) writeTable(w io.Writer) {
 			fmt.Fprintf(w, "  %s: %d setup failures; first: %s\n", p.Name, p.SetupFailures, p.Err)
 		}
 	}
-	if len(rep.Ratios) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "figure\tvalue\ttarget\t\t")
-		for _, r := range rep.Ratios {
-			ok := "MISS"
-			if r.OK {
-				ok = "ok"
-			}
-			fmt.Fprintf(tw, "%s\t%.2f %s\t<= %g %s\t%s\t%s\n", r.Name, r.Value, r.Unit, r.Target, r.Unit, ok, r.Note)
-		}
-		tw.Flush()
-	}
+	printRatios(w, rep.Ratios)
 	for _, e := range append(rep.Floors.Errors, rep.Errors...) {
 		fmt.Fprintln(w, "error:", e)
 	}
