@@ -44,10 +44,14 @@ func TestLivenessWhileDirectPathDead(t *testing.T) {
 		return linkDown() && verdictOf(h.pc, ph) == peer.LiveOK
 	})
 	answering := time.Since(died)
-	// the phone stays idle: still answering a while later (several probes on)
-	time.Sleep(4 * 250 * time.Millisecond) // let four probe intervals pass
-	if v := verdictOf(h.pc, ph); !linkDown() || v != peer.LiveOK {
-		t.Fatalf("a second later: the PC's path to the phone %s, its liveness %q; want relay and live", h.pc.PathTo(ph), v)
+	// The phone stays idle: over four probe intervals, looked at all along
+	// (not at one moment at the end), it is never taken for silent (late,
+	// a probe answered after 250 ms, is what a loaded machine may show).
+	for end := time.Now().Add(4 * 250 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if v := verdictOf(h.pc, ph); !linkDown() || (v != peer.LiveOK && v != peer.LiveLate) {
+			t.Fatalf("%v later: the PC's path to the phone %s, its liveness %q; want relay and live (or late) throughout",
+				time.Since(died).Round(time.Millisecond), h.pc.PathTo(ph), v)
+		}
 	}
 
 	held := time.Now()
