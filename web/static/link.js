@@ -277,41 +277,6 @@ export async function createSession({ apiKey = '', userId } = {}) {
   }
 }
 
-/**
- * pair trades a single-use pairing token for the phone's token (POST
- * /api/pair): {session_id, user_id, role:"phone", token, ws_url, expires_at}.
- * It rejects with an ApiError whose message says what to do.
- */
-export async function pair(pairingToken) {
-  if (!pairingToken) throw new ApiError('This page needs a pairing link — scan the QR code shown on your PC.', 400);
-  const { res, data } = await postJSON('/api/pair', { pairing_token: pairingToken });
-  if (res.ok) return data;
-  switch (res.status) {
-    case 410: throw new ApiError('This pairing link was already used — scan the new QR code on your PC (reload the PC page to get one).', 410, data.code);
-    case 401: throw new ApiError('This pairing link has expired — scan the new QR code on your PC', 401, data.code);
-    case 404: throw new ApiError('This session no longer exists — reload the PC page and scan its new QR code.', 404, data.code);
-    default: throw new ApiError(`Pairing failed (${data.error || 'HTTP ' + res.status}) — scan the QR code on your PC again.`, res.status, data.code);
-  }
-}
-
-/**
- * newPairing asks for a fresh single-use pairing link of an existing session
- * (POST /api/sessions/{id}/pairing, the PC's token as Bearer) and resolves to
- * {session_id, pairing_url, pairing_qr, pairing_expires_at}. A phone already
- * paired stays paired. It rejects with an ApiError; status 401, 403 or 404
- * means the session is gone (start a new one).
- */
-export async function newPairing(sessionId, pcToken) {
-  const { res, data } = await postJSON(`/api/sessions/${encodeURIComponent(sessionId)}/pairing`, {},
-    { Authorization: 'Bearer ' + pcToken });
-  if (res.status === 201 || res.ok) return data;
-  switch (res.status) {
-    case 401: case 403: case 404:
-      throw new ApiError('This session has ended — starting a new one.', res.status, data.code);
-    default: throw new ApiError(`Could not make a new QR code (${data.error || 'HTTP ' + res.status}).`, res.status, data.code);
-  }
-}
-
 // ---------------------------------------------------------------- Link
 
 const noop = () => {};

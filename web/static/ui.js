@@ -187,13 +187,6 @@ export function renderLinkState(st) {
   showError(st.ws === 'closed' && st.reason ? st.reason : '', 'link');
 }
 
-/** storage wraps sessionStorage, which may be missing or throw (private modes). */
-export const storage = {
-  get(k) { try { const v = sessionStorage.getItem(k); return v ? JSON.parse(v) : null; } catch { return null; } },
-  set(k, v) { try { sessionStorage.setItem(k, JSON.stringify(v)); } catch { /* not kept */ } },
-  del(k) { try { sessionStorage.removeItem(k); } catch { /* ignore */ } },
-};
-
 /** p2pAllowed reads ?nop2p=1 (in the query or the fragment). */
 export function p2pAllowed() {
   return !/[?&#]nop2p=1\b/.test(location.search + '&' + location.hash);
