@@ -28,7 +28,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 				c := &client{s: s, room: r, id: fmt.Sprintf("member-%d", i), out: newOutbox(nil, 256, time.Second, nil),
 					mChordOut: s.metrics.message(protocol.TypeChordChange, "out", protocol.PathRelay), done: make(chan struct{})}
 				c.out.busy = true // no socket: frames stay queued for the loop below
-				r.clients[c.id] = c
+				r.put(c)
 				cs = append(cs, c)
 			}
 			p := &Publication{Type: protocol.TypeChordChange, Data: json.RawMessage(`{"chord":"Am"}`), From: cs[0].id,

@@ -111,7 +111,8 @@ type RedisBroker struct {
 	repairSet  map[*redisGroup]struct{}
 	repairKick chan struct{}
 
-	pubs pubLine // the publish slots and the calls waiting (broker_redis_batch.go)
+	pubs    pubLine     // the publish slots and the calls waiting (broker_redis_batch.go)
+	pubArgs publishArgs // publishCommand's constant arguments
 }
 
 var _ Broker = (*RedisBroker)(nil)
@@ -141,8 +142,10 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		groups:     make(map[string]*redisGroup),
 		repairSet:  make(map[*redisGroup]struct{}),
 		repairKick: make(chan struct{}, 1),
-		pubs:       pubLine{kick: make(chan struct{}, 1)},
+		pubArgs: publishArgs{sha: redisPublishScript.Hash(), maxLen: cfg.HistorySize, maxSeq: cfg.MaxSeqClients,
+			retention: cfg.SeqRetention.Milliseconds(), origin: cfg.Instance},
 	}
+	b.pubs.init()
 	if err := b.beat(ctx); err != nil {
 		cancel()
 		_ = client.Close()

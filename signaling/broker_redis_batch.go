@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -36,9 +37,21 @@ const (
 	redisBatchMax = 128
 )
 
+// Each slot has a connection of its own (a *redis.Conn taken from the
+// client, on a single-node or Sentinel client; a Cluster client's pool
+// otherwise): a command through the client's pool pays for a health check
+// when it takes an idle connection (a MSG_PEEK read, one more system call
+// per publish, and three allocations), and the slot's holder is the only
+// user of its connection anyway. A slot's connection is dropped after any
+// error that is not Redis's own answer (a timeout, a broken connection:
+// it may hold an unread reply) and taken again, health-checked, from the
+// pool on its next use. A connection that broke without a timeout (Redis
+// restarted or failed over while it sat idle) is retried once at once on a
+// fresh one, as go-redis retries a command on its pool: a script that did
+// run before the connection broke runs again and finds its seq taken (a
+// duplicate), exactly as with go-redis's own retry.
 type pubCall struct {
-	keys []string
-	args []any
+	args []any // the EVALSHA command, whole (publishCommand)
 	vals []int64
 	err  error
 	done chan struct{}
@@ -51,23 +64,127 @@ var pubCallPool = sync.Pool{New: func() any { return &pubCall{done: make(chan st
 // one call per connection is in line.
 type pubLine struct {
 	mu      sync.Mutex
-	running int        // slots taken (inline publishes and pipelines in flight)
+	free    []int      // the slots not taken (inline publishes and pipelines in flight take one)
 	waiting []*pubCall // in arrival order
 	kick    chan struct{}
+	conns   [redisPipeliners]pubConn // a slot's connection; only the slot's holder touches it
 }
 
-// runPublish runs the publish script, itself when a slot is free and nobody
-// waits, else through a pipeliner, and returns its reply; waiting in line,
-// it gives up at ctx's end (the call may still run then).
-func (b *RedisBroker) runPublish(ctx context.Context, keys []string, args ...any) ([]int64, error) {
+// pubConn is what a slot publishes through: a connection of its own, or the
+// client.
+type pubConn interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+	Pipeline() redis.Pipeliner
+	redis.Scripter
+}
+
+func (l *pubLine) init() {
+	l.kick = make(chan struct{}, 1)
+	for i := range redisPipeliners {
+		l.free = append(l.free, i)
+	}
+}
+
+// slotConn returns slot i's connection. Called by the slot's holder.
+func (b *RedisBroker) slotConn(i int) pubConn {
+	l := &b.pubs
+	if l.conns[i] == nil {
+		if c, ok := b.client.(*redis.Client); ok {
+			l.conns[i] = c.Conn()
+		} else {
+			l.conns[i] = b.client
+		}
+	}
+	return l.conns[i]
+}
+
+// slotDone drops slot i's connection after err unless Redis itself answered
+// with it, and reports whether the call is worth one retry on a fresh
+// connection (a connection of the slot's own broke without a timeout).
+// Called by the slot's holder.
+func (b *RedisBroker) slotDone(i int, err error) (retry bool) {
+	l := &b.pubs
+	var rerr redis.Error
+	if err == nil || errors.As(err, &rerr) {
+		return false
+	}
+	c, own := l.conns[i].(*redis.Conn)
+	if own {
+		_ = c.Close()
+	}
+	l.conns[i] = nil
+	var ne net.Error
+	timeout := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || (errors.As(err, &ne) && ne.Timeout())
+	return own && !timeout && b.ctx.Err() == nil
+}
+
+// slotRun runs the publish command args on slot i's connection.
+func (b *RedisBroker) slotRun(ctx context.Context, i int, args []any) ([]int64, error) {
+	vals, err := runScript(ctx, b.slotConn(i), args)
+	if b.slotDone(i, err) {
+		vals, err = runScript(ctx, b.slotConn(i), args)
+		b.slotDone(i, err)
+	}
+	return vals, err
+}
+
+// slotPipeline runs batch as one pipeline on slot i's connection.
+func (b *RedisBroker) slotPipeline(ctx context.Context, i int, batch []*pubCall, cmds []*redis.Cmd) {
+	for try := 0; ; try++ {
+		conn := b.slotConn(i)
+		pipe := conn.Pipeline()
+		cmds = cmds[:0]
+		for _, c := range batch {
+			cmds = append(cmds, pipe.Do(ctx, c.args...))
+		}
+		_, _ = pipe.Exec(ctx)
+		var connErr error
+		for j, c := range batch {
+			c.vals, c.err = cmds[j].Int64Slice()
+			if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+				c.vals, c.err = runScript(ctx, conn, c.args)
+			}
+			var rerr redis.Error
+			if c.err != nil && connErr == nil && !errors.As(c.err, &rerr) {
+				connErr = c.err // the connection's failure, not one script's
+			}
+		}
+		clear(cmds)
+		if !b.slotDone(i, connErr) || try > 0 {
+			return
+		}
+	}
+}
+
+// runScript runs the publish command args (EVALSHA, with the script loaded
+// again when Redis lost it) on c.
+func runScript(ctx context.Context, c pubConn, args []any) ([]int64, error) {
+	vals, err := c.Do(ctx, args...).Int64Slice()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis lost its scripts (a restart, a failover): Run loads it again.
+		keys := make([]string, publishKeys)
+		for i := range keys {
+			keys[i], _ = args[3+i].(string)
+		}
+		vals, err = redisPublishScript.Run(ctx, c, keys, args[3+publishKeys:]...).Int64Slice()
+	}
+	return vals, err
+}
+
+// runPublish runs the publish command args (publishCommand), itself when a
+// slot is free and nobody waits, else through a pipeliner, and returns its
+// reply; waiting in line, it gives up at ctx's end (the call may still run
+// then).
+func (b *RedisBroker) runPublish(ctx context.Context, args []any) ([]int64, error) {
 	l := &b.pubs
 	l.mu.Lock()
-	if l.running < redisPipeliners && len(l.waiting) == 0 {
-		l.running++
+	if len(l.free) > 0 && len(l.waiting) == 0 {
+		i := l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
 		l.mu.Unlock()
-		vals, err := redisPublishScript.Run(ctx, b.client, keys, args...).Int64Slice()
+		vals, err := b.slotRun(ctx, i, args)
 		l.mu.Lock()
-		l.running--
+		l.free = append(l.free, i)
 		more := len(l.waiting) > 0
 		l.mu.Unlock()
 		if more {
@@ -76,14 +193,14 @@ func (b *RedisBroker) runPublish(ctx context.Context, keys []string, args ...any
 		return vals, err
 	}
 	c := pubCallPool.Get().(*pubCall)
-	c.keys, c.args, c.vals, c.err = keys, args, nil, nil
+	c.args, c.vals, c.err = args, nil, nil
 	l.waiting = append(l.waiting, c)
 	l.mu.Unlock()
 	l.wake()
 	select {
 	case <-c.done:
 		vals, err := c.vals, c.err
-		c.keys, c.args, c.vals, c.err = nil, nil, nil, nil
+		c.args, c.vals, c.err = nil, nil, nil
 		pubCallPool.Put(c)
 		return vals, err
 	case <-ctx.Done():
@@ -102,14 +219,15 @@ func (l *pubLine) wake() {
 }
 
 // take takes a slot and up to redisBatchMax waiting calls into batch; it
-// returns batch empty (and no slot) when none waits or no slot is free.
-func (l *pubLine) take(batch []*pubCall) []*pubCall {
+// returns batch empty (and slot -1) when none waits or no slot is free.
+func (l *pubLine) take(batch []*pubCall) ([]*pubCall, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.waiting) == 0 || l.running >= redisPipeliners {
-		return batch[:0]
+	if len(l.waiting) == 0 || len(l.free) == 0 {
+		return batch[:0], -1
 	}
-	l.running++
+	slot := l.free[len(l.free)-1]
+	l.free = l.free[:len(l.free)-1]
 	n := min(len(l.waiting), redisBatchMax)
 	batch = append(batch[:0], l.waiting[:n]...)
 	rem := copy(l.waiting, l.waiting[n:])
@@ -118,10 +236,10 @@ func (l *pubLine) take(batch []*pubCall) []*pubCall {
 	if rem == 0 && cap(l.waiting) > 256 {
 		l.waiting = nil // a burst is over
 	}
-	if rem > 0 && l.running < redisPipeliners {
+	if rem > 0 && len(l.free) > 0 {
 		l.wake() // more than a batch waits: the other pipeliner too
 	}
-	return batch
+	return batch, slot
 }
 
 // pipeliner sends the waiting publish calls as pipelines until Close.
@@ -131,7 +249,8 @@ func (b *RedisBroker) pipeliner() {
 	batch := make([]*pubCall, 0, redisBatchMax)
 	cmds := make([]*redis.Cmd, 0, redisBatchMax)
 	for {
-		batch = l.take(batch)
+		var slot int
+		batch, slot = l.take(batch)
 		if len(batch) == 0 {
 			select {
 			case <-l.kick:
@@ -143,25 +262,13 @@ func (b *RedisBroker) pipeliner() {
 		ctx, cancel := b.opCtx(b.ctx)
 		if len(batch) == 1 {
 			c := batch[0]
-			c.vals, c.err = redisPublishScript.Run(ctx, b.client, c.keys, c.args...).Int64Slice()
+			c.vals, c.err = b.slotRun(ctx, slot, c.args)
 		} else {
-			pipe := b.client.Pipeline()
-			cmds = cmds[:0]
-			for _, c := range batch {
-				cmds = append(cmds, pipe.EvalSha(ctx, redisPublishScript.Hash(), c.keys, c.args...))
-			}
-			_, _ = pipe.Exec(ctx)
-			for i, c := range batch {
-				c.vals, c.err = cmds[i].Int64Slice()
-				if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
-					// Redis lost its scripts (a restart, a failover): Run loads it again.
-					c.vals, c.err = redisPublishScript.Run(ctx, b.client, c.keys, c.args...).Int64Slice()
-				}
-			}
+			b.slotPipeline(ctx, slot, batch, cmds)
 		}
 		cancel()
 		l.mu.Lock()
-		l.running--
+		l.free = append(l.free, slot)
 		l.mu.Unlock()
 		for i, c := range batch {
 			if c.err != nil && errors.Is(c.err, context.Canceled) && b.ctx.Err() != nil {
@@ -170,6 +277,5 @@ func (b *RedisBroker) pipeliner() {
 			c.done <- struct{}{}
 			batch[i] = nil
 		}
-		clear(cmds)
 	}
 }

@@ -241,10 +241,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	if err != nil {
 		return PublishResult{}, err
 	}
-	var seqFrom, practice string
-	if p.sequenced() {
-		seqFrom = p.From
-	}
+	var practice string
 	if p.Practice != nil {
 		raw, err := json.Marshal(p.Practice)
 		if err != nil {
@@ -252,6 +249,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		}
 		practice = string(raw)
 	}
+	g := b.group(sid)
 	var vals []int64
 	if b.down.Load() {
 		// Known down: the heartbeat probe notices its return. Do not make
@@ -259,15 +257,8 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
-		// lua/publish.lua: KEYS sess, seqs, stream, members, insts; ARGV
-		// seq_from, seq, from, chord, practice, payload, max_len, now_ms,
-		// channel prefix, max_seq, retention_ms, gap, origin.
 		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
-		vals, err = b.runPublish(rctx,
-			[]string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
-			seqFrom, p.Seq, p.From, p.Chord, practice, payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.chanPrefix(sid),
-			b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), p.Gap, b.cfg.Instance,
-		)
+		vals, err = b.runPublish(rctx, b.publishCommand(g, sid, p, payload, practice))
 		cancel()
 		if err != nil {
 			err = b.fail("publish", err)
@@ -276,7 +267,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			p.Off = 0
-			if g := b.group(sid); g != nil {
+			if g != nil {
 				g.mu.Lock()
 				g.deliver(p)
 				g.mu.Unlock()
@@ -297,7 +288,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		return PublishResult{Seq: uint64(vals[1])}, ErrTooManySenders
 	}
 	p.Off, p.Seq = uint64(vals[1]), uint64(vals[2])
-	if g := b.group(sid); g != nil {
+	if g != nil {
 		g.mu.Lock()
 		gap := g.offer(p, b.log)
 		g.mu.Unlock()
@@ -306,6 +297,56 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		}
 	}
 	return PublishResult{Off: p.Off, Seq: p.Seq}, nil
+}
+
+// publishKeys is how many keys lua/publish.lua takes.
+const publishKeys = 5
+
+// sessionArgs are a session's keys and channel prefix as publishCommand
+// passes them, boxed once per session (a redisGroup keeps them).
+type sessionArgs struct {
+	keys       [publishKeys]any // sess, seqs, stream, members, insts
+	chanPrefix any
+}
+
+func (b *RedisBroker) sessionArgs(sid string) sessionArgs {
+	return sessionArgs{
+		keys:       [publishKeys]any{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
+		chanPrefix: b.chanPrefix(sid),
+	}
+}
+
+// publishArgs are the broker's own arguments of every publish, boxed once.
+type publishArgs struct {
+	sha, maxLen, maxSeq, retention, origin any
+}
+
+var emptyArg any = ""
+
+// publishCommand is the whole EVALSHA of lua/publish.lua for p in sid
+// (KEYS sess, seqs, stream, members, insts; ARGV seq_from, seq, from, chord,
+// practice, payload, max_len, now_ms, channel prefix, max_seq, retention_ms,
+// gap, origin). The keys, the channel prefix and the broker's own arguments
+// come boxed already (g's when this instance has a group of sid): what is
+// boxed per publication is the publication's own.
+func (b *RedisBroker) publishCommand(g *redisGroup, sid string, p *Publication, payload, practice string) []any {
+	var sa sessionArgs
+	if g != nil {
+		sa = g.args
+	} else {
+		sa = b.sessionArgs(sid)
+	}
+	from := any(p.From)
+	seqFrom := emptyArg
+	if p.sequenced() {
+		seqFrom = from
+	}
+	c := &b.pubArgs
+	args := make([]any, 0, 3+publishKeys+13)
+	args = append(args, "evalsha", c.sha, publishKeys)
+	args = append(args, sa.keys[:]...)
+	return append(args, seqFrom, p.Seq, from, p.Chord, practice, payload, c.maxLen, time.Now().UnixMilli(),
+		sa.chanPrefix, c.maxSeq, c.retention, p.Gap, c.origin)
 }
 
 // Send implements Broker: this instance's subscribers get p at once, other

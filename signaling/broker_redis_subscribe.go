@@ -16,7 +16,8 @@ import (
 // redisGroup holds this instance's subscribers of one session and its
 // delivery position. mu is the session's delivery lock: handlers run under it.
 type redisGroup struct {
-	sid string
+	sid  string
+	args sessionArgs // the session's publish arguments (publishCommand)
 
 	mu       sync.Mutex
 	handlers map[uint64]Handler
@@ -72,6 +73,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, sid string, h Handler) (fun
 	var id uint64
 	if g == nil {
 		g = newRedisGroup(sid, b.cfg.HistorySize)
+		g.args = b.sessionArgs(sid)
 		g.nextID++
 		id = g.nextID
 		g.handlers[id] = h

@@ -32,6 +32,30 @@ type room struct {
 
 	mu      sync.Mutex
 	clients map[string]*client
+	list    []*client // clients' values, for deliver's loop (a slice, not a map walk); replaced, never changed in place
+}
+
+// put makes c the member of its client id. Called with r.mu held.
+func (r *room) put(c *client) {
+	r.clients[c.id] = c
+	r.relist()
+}
+
+// remove takes c out unless a newer connection replaced it. Called with
+// r.mu held.
+func (r *room) remove(c *client) {
+	if r.clients[c.id] == c {
+		delete(r.clients, c.id)
+		r.relist()
+	}
+}
+
+func (r *room) relist() {
+	l := make([]*client, 0, len(r.clients))
+	for _, c := range r.clients {
+		l = append(l, c)
+	}
+	r.list = l
 }
 
 func newHub(s *Server) *hub {
@@ -161,7 +185,7 @@ func (r *room) deliver(p *Publication) {
 	}
 	var enc []byte
 	r.mu.Lock()
-	for _, c := range r.clients {
+	for _, c := range r.list {
 		c.offer(p, &enc)
 	}
 	r.mu.Unlock()

@@ -44,9 +44,7 @@ func (c *client) join(ctx context.Context) bool {
 		if giveBack {
 			// Joining failed after the slot was taken: give it back.
 			rm.mu.Lock()
-			if rm.clients[c.id] == c {
-				delete(rm.clients, c.id)
-			}
+			rm.remove(c)
 			rm.mu.Unlock()
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, _ = s.broker.Leave(lctx, c.sid, c.member())
@@ -70,7 +68,7 @@ func (c *client) join(ctx context.Context) bool {
 		old.kill(protocol.CloseReplaced, "replaced by a newer connection")
 	}
 	c.joining = true
-	rm.clients[c.id] = c
+	rm.put(c)
 	rm.mu.Unlock()
 	// Shutdown sets draining before it closes every room's clients: a client
 	// added after that sweep sees draining here.
@@ -132,9 +130,7 @@ func snapshot(sid string, st State, members []protocol.Member) protocol.SessionS
 func (c *client) leave() {
 	rm := c.room
 	rm.mu.Lock()
-	if rm.clients[c.id] == c {
-		delete(rm.clients, c.id)
-	}
+	rm.remove(c)
 	rm.mu.Unlock()
 	if c.replaced.Load() {
 		return
