@@ -103,9 +103,12 @@ func (b *RedisBroker) slotConn(i int) pubConn {
 // connection (a connection of the slot's own broke without a timeout).
 // Called by the slot's holder.
 func (b *RedisBroker) slotDone(i int, err error) (retry bool) {
+	if err == nil {
+		return false
+	}
 	l := &b.pubs
 	var rerr redis.Error
-	if err == nil || errors.As(err, &rerr) {
+	if errors.As(err, &rerr) {
 		return false
 	}
 	c, own := l.conns[i].(*redis.Conn)
