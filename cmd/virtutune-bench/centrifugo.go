@@ -34,21 +34,26 @@ func buildCentrifugo(ctx context.Context, dir, version string) (string, error) {
 
 // startCentrifugo runs one Centrifugo node on a free port of 127.0.0.1 with
 // the memory engine, or Redis's when redisURL is set: channels without a
-// namespace, any connected client may subscribe and publish, no history
-// (the bench's chord changes are relayed, not stored).
-func startCentrifugo(bin, dir, name, secret, redisURL string) (*childProc, error) {
+// namespace, any connected client may subscribe and publish; no history
+// unless history > 0 (the project keeps one: a session's last
+// HistorySize publications, for resume).
+func startCentrifugo(bin, dir, name, secret, redisURL string, history int) (*childProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
+	channelOpts := map[string]any{"allow_subscribe_for_client": true, "allow_publish_for_client": true}
+	if history > 0 {
+		channelOpts["history_size"] = history
+		channelOpts["history_ttl"] = "300s"
+	}
 	cfg := map[string]any{
 		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 		"log":         map[string]any{"level": "error"},
 		"client":      map[string]any{"token": map[string]any{"hmac_secret_key": secret}},
-		"channel": map[string]any{"without_namespace": map[string]any{
-			"allow_subscribe_for_client": true, "allow_publish_for_client": true}},
+		"channel": map[string]any{"without_namespace": channelOpts},
 		"http_api":    map[string]any{"key": secret},
 		"health":      map[string]any{"enabled": true},
 		"usage_stats": map[string]any{"disabled": true},

@@ -55,6 +55,7 @@ type loadOptions struct {
 	RedisBin    string
 	CFBin       string
 	CFVersion   string
+	CFHistory   int
 	CompareBin  string
 	Quiet       bool
 }
@@ -86,6 +87,7 @@ func parseLoadFlags(args []string) (*loadOptions, error) {
 	fs.StringVar(&o.RedisBin, "redis-server", "redis-server", "redis-server binary")
 	fs.StringVar(&o.CFBin, "centrifugo-bin", "", "a centrifugo binary; empty: build Centrifugo with go install into a temporary directory (needs the Go module proxy)")
 	fs.StringVar(&o.CFVersion, "centrifugo-version", centrifugoVersion, "the Centrifugo version to build")
+	fs.IntVar(&o.CFHistory, "centrifugo-history", 0, "Centrifugo keeps this many publications per channel (history_size, history_ttl 300s), as the project keeps its history; 0: no history (Centrifugo's default)")
 	fs.StringVar(&o.CompareBin, "compare-bin", "", "another virtutune-bench binary (e.g. built from an older commit) whose --serve servers the targets project@old and project-redis@old run, in the same run as the others")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -296,7 +298,7 @@ func (lr *loadRun) start(ctx context.Context, t string) (*loadServer, error) {
 			n, redisURL = 2, s.redis.URL()
 		}
 		for i := range n {
-			cp, err := startCentrifugo(lr.cfBin, lr.cfDir, fmt.Sprintf("%s-%d", t, i+1), s.cfSecret, redisURL)
+			cp, err := startCentrifugo(lr.cfBin, lr.cfDir, fmt.Sprintf("%s-%d", t, i+1), s.cfSecret, redisURL, lr.opt.CFHistory)
 			if err != nil {
 				return fail(err)
 			}
