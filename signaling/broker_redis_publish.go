@@ -249,7 +249,6 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		}
 		practice = string(raw)
 	}
-	g := b.group(sid)
 	var vals []int64
 	if b.down.Load() {
 		// Known down: the heartbeat probe notices its return. Do not make
@@ -258,7 +257,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	} else {
 		rctx, cancel := b.opCtx(ctx)
 		// (In a pipeline with other sessions' publishes: broker_redis_batch.go.)
-		vals, err = b.runPublish(rctx, b.publishCommand(g, sid, p, payload, practice))
+		vals, err = b.runPublish(rctx, b.publishCommand(b.group(sid), sid, p, payload, practice))
 		cancel()
 		if err != nil {
 			err = b.fail("publish", err)
@@ -267,7 +266,7 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			p.Off = 0
-			if g != nil {
+			if g := b.group(sid); g != nil {
 				g.mu.Lock()
 				g.deliver(p)
 				g.mu.Unlock()
@@ -288,7 +287,9 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 		return PublishResult{Seq: uint64(vals[1])}, ErrTooManySenders
 	}
 	p.Off, p.Seq = uint64(vals[1]), uint64(vals[2])
-	if g != nil {
+	// The group now, not the one whose arguments went out: a session whose
+	// last local member left and a new one came has a new group.
+	if g := b.group(sid); g != nil {
 		g.mu.Lock()
 		gap := g.offer(p, b.log)
 		g.mu.Unlock()
