@@ -53,7 +53,7 @@ func startCentrifugo(bin, dir, name, secret, redisURL string, history int) (*chi
 		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 		"log":         map[string]any{"level": "error"},
 		"client":      map[string]any{"token": map[string]any{"hmac_secret_key": secret}},
-		"channel": map[string]any{"without_namespace": channelOpts},
+		"channel":     map[string]any{"without_namespace": channelOpts},
 		"http_api":    map[string]any{"key": secret},
 		"health":      map[string]any{"enabled": true},
 		"usage_stats": map[string]any{"disabled": true},
