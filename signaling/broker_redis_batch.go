@@ -103,14 +103,10 @@ func (b *RedisBroker) slotConn(i int) pubConn {
 // connection (a connection of the slot's own broke without a timeout).
 // Called by the slot's holder.
 func (b *RedisBroker) slotDone(i int, err error) (retry bool) {
-	if err == nil {
+	if err == nil || redisAnswered(err) {
 		return false
 	}
 	l := &b.pubs
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		return false
-	}
 	c, own := l.conns[i].(*redis.Conn)
 	if own {
 		_ = c.Close()
@@ -121,55 +117,55 @@ func (b *RedisBroker) slotDone(i int, err error) (retry bool) {
 	return own && !timeout && b.ctx.Err() == nil
 }
 
-// slotRun runs the publish command args on slot i's connection.
-func (b *RedisBroker) slotRun(ctx context.Context, i int, args []any) ([]int64, error) {
-	vals, err := runScript(ctx, b.slotConn(i), args)
-	if b.slotDone(i, err) {
-		vals, err = runScript(ctx, b.slotConn(i), args)
-		b.slotDone(i, err)
+// onSlot runs call on slot i's connection, and once more on a fresh one when
+// slotDone says so; call reports the connection's failure, if any.
+func (b *RedisBroker) onSlot(i int, call func(pubConn) error) {
+	if b.slotDone(i, call(b.slotConn(i))) {
+		b.slotDone(i, call(b.slotConn(i)))
 	}
+}
+
+// slotRun runs the publish command args on slot i's connection.
+func (b *RedisBroker) slotRun(ctx context.Context, i int, args []any) (vals []int64, err error) {
+	b.onSlot(i, func(c pubConn) error {
+		vals, err = runScript(ctx, c, args)
+		return err
+	})
 	return vals, err
 }
 
 // slotPipeline runs batch as one pipeline on slot i's connection.
 func (b *RedisBroker) slotPipeline(ctx context.Context, i int, batch []*pubCall, cmds []*redis.Cmd) {
-	for try := 0; ; try++ {
-		conn := b.slotConn(i)
+	b.onSlot(i, func(conn pubConn) error {
 		pipe := conn.Pipeline()
 		cmds = cmds[:0]
 		for _, c := range batch {
 			cmds = append(cmds, pipe.Do(ctx, c.args...))
 		}
 		_, _ = pipe.Exec(ctx)
+		defer clear(cmds)
 		var connErr error
 		for j, c := range batch {
 			c.vals, c.err = cmds[j].Int64Slice()
 			if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 				c.vals, c.err = runScript(ctx, conn, c.args)
 			}
-			var rerr redis.Error
-			if c.err != nil && connErr == nil && !errors.As(c.err, &rerr) {
+			if c.err != nil && connErr == nil && !redisAnswered(c.err) {
 				connErr = c.err // the connection's failure, not one script's
 			}
 		}
-		clear(cmds)
-		if !b.slotDone(i, connErr) || try > 0 {
-			return
-		}
-	}
+		return connErr
+	})
 }
 
-// runScript runs the publish command args (EVALSHA, with the script loaded
-// again when Redis lost it) on c.
+// runScript runs the publish command args (EVALSHA) on c, loading the
+// script first when Redis lost it (a restart, a failover).
 func runScript(ctx context.Context, c pubConn, args []any) ([]int64, error) {
 	vals, err := c.Do(ctx, args...).Int64Slice()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis lost its scripts (a restart, a failover): Run loads it again.
-		keys := make([]string, publishKeys)
-		for i := range keys {
-			keys[i], _ = args[3+i].(string)
+		if err = redisPublishScript.Load(ctx, c).Err(); err == nil {
+			vals, err = c.Do(ctx, args...).Int64Slice()
 		}
-		vals, err = redisPublishScript.Run(ctx, c, keys, args[3+publishKeys:]...).Int64Slice()
 	}
 	return vals, err
 }

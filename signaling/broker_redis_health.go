@@ -29,9 +29,16 @@ func (b *RedisBroker) fail(op string, err error) error {
 	return fmt.Errorf("signaling: redis %s: %w", op, err)
 }
 
-func redisUnavailable(err error) bool {
+// redisAnswered reports whether err is Redis's own reply (a script's error,
+// NOSCRIPT, LOADING…), not a failure to reach it: the connection it came
+// over is in step.
+func redisAnswered(err error) bool {
 	var re redis.Error
-	if errors.As(err, &re) {
+	return errors.As(err, &re)
+}
+
+func redisUnavailable(err error) bool {
+	if redisAnswered(err) {
 		return redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) ||
 			redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
 			redis.HasErrorPrefix(err, "BUSY")

@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -394,4 +395,45 @@ func TestRedisBrokerListenersRestored(t *testing.T) {
 	})
 	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
 	btCheckOffsets(t, rb.wait(t, ctx, 2), 1)
+}
+
+// TestRedisBrokerScriptsLost: after Redis lost its scripts (SCRIPT FLUSH, as
+// a restart or failover does), publishes load the script again and go
+// through, one at a time and in pipelines alike.
+func TestRedisBrokerScriptsLost(t *testing.T) {
+	ctx, a, b, sid := twoRedisInstances(t)
+	rb, _ := btSubscribe(t, ctx, b, sid)
+	if err := a.client.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
+	if err := a.client.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent senders: more publishes than slots, so some wait and go
+	// out as pipelines.
+	const senders, each = 8, 5
+	errs := make(chan error, senders)
+	for i := range senders {
+		go func() {
+			var err error
+			for range each {
+				if _, e := a.Publish(ctx, sid, btChord(fmt.Sprintf("s%d", i), "D", 0)); e != nil && err == nil {
+					err = e
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatalf("Publish after SCRIPT FLUSH: %v", err)
+		}
+	}
+	got := rb.wait(t, ctx, 1+senders*each)
+	for i, p := range got {
+		if p.Off != uint64(i+1) {
+			t.Fatalf("delivery %d has offset %d, want %d (in order, exactly once)", i, p.Off, i+1)
+		}
+	}
 }

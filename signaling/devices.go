@@ -24,30 +24,31 @@ func deviceName(ua, given string) string {
 			return r
 		}, g)
 	}
-	platform := "Phone"
-	for _, p := range []struct{ needle, name string }{
+	platform := firstNamed(ua, []struct{ needle, name string }{
 		{"iPhone", "iPhone"}, {"iPad", "iPad"}, {"Android", "Android"}, {"Windows", "Windows"},
 		{"Macintosh", "Mac"}, {"CrOS", "ChromeOS"}, {"Linux", "Linux"},
-	} {
-		if strings.Contains(ua, p.needle) {
-			platform = p.name
-			break
-		}
+	})
+	if platform == "" {
+		platform = "Phone"
 	}
-	browser := ""
-	for _, b := range []struct{ needle, name string }{
+	browser := firstNamed(ua, []struct{ needle, name string }{
 		{"Edg/", "Edge"}, {"OPR/", "Opera"}, {"SamsungBrowser", "Samsung Internet"}, {"Firefox/", "Firefox"},
 		{"CriOS", "Chrome"}, {"Chrome/", "Chrome"}, {"Safari/", "Safari"},
-	} {
-		if strings.Contains(ua, b.needle) {
-			browser = b.name
-			break
-		}
-	}
+	})
 	if browser == "" {
 		return platform
 	}
 	return platform + " · " + browser
+}
+
+// firstNamed is the name of the first needle found in ua, or "".
+func firstNamed(ua string, table []struct{ needle, name string }) string {
+	for _, t := range table {
+		if strings.Contains(ua, t.needle) {
+			return t.name
+		}
+	}
+	return ""
 }
 
 // handleDevices lists the devices paired with the session (PC token).

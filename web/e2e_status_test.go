@@ -143,7 +143,8 @@ func testSuspendedPhone(t *testing.T, base string) {
 			carried = true
 			break
 		}
-		time.Sleep(250 * time.Millisecond) // a chord change at a player's pace
+		// Came over the relay alone: the next once the phone's link is up again.
+		phone.wait(`window.__vt.link.linkState().peers.some((p) => p.state === 'up')`, "the phone's link up again")
 	}
 	if !carried {
 		t.Fatal("after the phone resumed, 6 chords arrived and none over the data channel")
