@@ -165,19 +165,25 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 // Instance returns this broker's instance id.
 func (b *RedisBroker) Instance() string { return b.cfg.Instance }
 
-// Keys. Per-session keys share the {sid} hash tag.
+// Keys. Per-session keys share the {sid} hash tag. The session hash holds
+// the session's state, its senders' last seqs and its listeners (the fields
+// are listed in lua/publish.lua), so that a publish reads them in one HMGET
+// and writes them in one HSET. seqKey is where releases before that layout
+// kept the senders' seqs: publish.lua, State and LastSeq still read it for a
+// sender the hash does not know, so that a session that lived through an
+// upgrade keeps refusing duplicates (publish.lua moves such a sender into the
+// hash); nothing adds to it any more.
 func (b *RedisBroker) sessKey(sid string) string   { return b.cfg.Prefix + "{" + sid + "}:s" }
 func (b *RedisBroker) seqKey(sid string) string    { return b.cfg.Prefix + "{" + sid + "}:q" }
 func (b *RedisBroker) streamKey(sid string) string { return b.cfg.Prefix + "{" + sid + "}:x" }
 func (b *RedisBroker) memberKey(sid string) string { return b.cfg.Prefix + "{" + sid + "}:m" }
-func (b *RedisBroker) instsKey(sid string) string  { return b.cfg.Prefix + "{" + sid + "}:i" }
 func (b *RedisBroker) onceKey(k string) string     { return b.cfg.Prefix + "once:" + k }
 func (b *RedisBroker) instKey(inst string) string  { return b.cfg.Prefix + "inst:" + inst }
 
 // Channels. Each instance listening to a session has a channel of its own
 // for it, <prefix>{sid}:c:<instance>: the scripts publish to the channels of
-// the instances in the session's set (instsKey) but the publisher's, so an
-// instance never reads back what it published itself.
+// the instances in the session's listeners (the session hash's field ls) but
+// the publisher's, so an instance never reads back what it published itself.
 func (b *RedisBroker) chanPrefix(sid string) string { return b.cfg.Prefix + "{" + sid + "}:c:" }
 func (b *RedisBroker) channel(sid string) string    { return b.chanPrefix(sid) + b.cfg.Instance }
 

@@ -36,7 +36,8 @@ type RedisConfig struct {
 	Prefix string
 	// Instance names this instance in presence (Member.Instance) and on
 	// publications (default: host name plus a random suffix). It must be
-	// unique among the live instances sharing one Redis.
+	// unique among the live instances sharing one Redis, and must not
+	// contain ',' (a session's listeners are a comma-separated list).
 	Instance string
 	// HistorySize bounds each session's history in messages (default 1024).
 	HistorySize int
@@ -61,6 +62,8 @@ func (c *RedisConfig) Validate() error {
 		return fmt.Errorf("%w: RedisConfig.URL is required", ErrInvalidConfig)
 	case strings.ContainsAny(c.Prefix, "{}"):
 		return fmt.Errorf("%w: RedisConfig.Prefix %q must not contain '{' or '}'", ErrInvalidConfig, c.Prefix)
+	case strings.Contains(c.Instance, ","):
+		return fmt.Errorf("%w: RedisConfig.Instance %q must not contain ','", ErrInvalidConfig, c.Instance)
 	case c.HistorySize < 0:
 		return fmt.Errorf("%w: RedisConfig.HistorySize must not be negative", ErrInvalidConfig)
 	case c.HistoryTTL < 0:

@@ -2,9 +2,11 @@ package signaling
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,8 +29,8 @@ func TestRedisBrokerKeysExpire(t *testing.T) {
 	if err := b.Join(ctx, sid, protocol.Member{ClientID: "x", Role: protocol.RolePhone}); err != nil {
 		t.Fatal(err)
 	}
-	btSubscribe(t, ctx, b, sid) // the instance listens: the session's listener set
-	keys := []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)}
+	btSubscribe(t, ctx, b, sid) // the instance listens: a field of the session hash
+	keys := []string{b.sessKey(sid), b.streamKey(sid), b.memberKey(sid)}
 	check := func(what string, want time.Time) {
 		t.Helper()
 		for _, k := range keys {
@@ -46,7 +48,7 @@ func TestRedisBrokerKeysExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	btPublish(t, ctx, b, sid, btChord("x", "C", 0))
-	btPublish(t, ctx, b, sid, btChord("y", "D", 0)) // a second sender: a new field of the seq hash
+	btPublish(t, ctx, b, sid, btChord("y", "D", 0)) // a second sender: new fields of the session hash
 	btPublish(t, ctx, b, sid, &Publication{Type: protocol.TypeConnectionUpdate, Data: []byte(`{}`)})
 	check("after publishing", info.ExpiresAt)
 
@@ -57,8 +59,8 @@ func TestRedisBrokerKeysExpire(t *testing.T) {
 	btPublish(t, ctx, b, sid, btChord("x", "E", 0))
 	check("after ExtendSession", later)
 
-	// Re-creating the id drops the seq hash, the stream and presence; Publish
-	// creates the first two again, with the new expiry.
+	// Re-creating the id drops the senders' seqs, the stream and presence;
+	// Publish creates the stream again, with the new expiry.
 	again := time.Now().Add(5 * time.Minute).Truncate(time.Millisecond)
 	if err := b.CreateSession(ctx, SessionInfo{ID: sid, UserID: 1, CreatedAt: time.Now(), ExpiresAt: again}); err != nil {
 		t.Fatal(err)
@@ -195,5 +197,50 @@ func (p *freezeProxy) pipe(dst, src net.Conn, pc *proxied, fromClient bool) {
 			_ = dst.Close()
 			return
 		}
+	}
+}
+
+// TestRedisBrokerEarlierSeqLayout: a session that lived through the upgrade
+// to the session-hash layout keeps its senders' seqs from the earlier
+// release's seq hash ("seq:ms" per sender): a duplicate is refused, the next
+// seq accepted, LastSeq and State read either place, and a sender that
+// published again is moved into the session hash.
+func TestRedisBrokerEarlierSeqLayout(t *testing.T) {
+	btNoLeaks(t)
+	srv := startTestRedis(t)
+	ctx := testkit.Context(t, 20*time.Second)
+	b := newTestRedisBroker(t, srv, RedisConfig{})
+	sid := btSession(t, ctx, b)
+	ms := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	if err := b.client.HSet(ctx, b.seqKey(sid), "x", "5:"+ms, "y", "9:"+ms).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.LastSeq(ctx, sid, "x"); err != nil || n != 5 {
+		t.Fatalf("LastSeq(x) = %d, %v before x published again, want 5 from the earlier layout", n, err)
+	}
+	if r := btPublish(t, ctx, b, sid, btChord("x", "C", 5)); !r.Duplicate {
+		t.Fatalf("seq 5 again: %+v, want a duplicate", r)
+	}
+	if r := btPublish(t, ctx, b, sid, btChord("x", "D", 6)); r.Duplicate || r.Seq != 6 || r.Off != 1 {
+		t.Fatalf("seq 6: %+v, want published at offset 1", r)
+	}
+	if left, err := b.client.HExists(ctx, b.seqKey(sid), "x").Result(); err != nil || left {
+		t.Fatalf("x in the earlier seq hash after it published: %v, %v; want moved", left, err)
+	}
+	if q, err := b.client.HGet(ctx, b.sessKey(sid), "q:x").Result(); err != nil || q != "6" {
+		t.Fatalf("session hash q:x = %q, %v, want 6", q, err)
+	}
+	if n, err := b.LastSeq(ctx, sid, "x"); err != nil || n != 6 {
+		t.Fatalf("LastSeq(x) = %d, %v, want 6", n, err)
+	}
+	st, err := b.State(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Seqs) != 2 || st.Seqs["x"] != 6 || st.Seqs["y"] != 9 || st.Chord != "D" || st.Offset != 1 {
+		t.Fatalf("State = %+v, want seqs x 6 (session hash) and y 9 (earlier layout), chord D at offset 1", st)
+	}
+	if _, err := b.Publish(ctx, sid, btChord("y", "E", 11)); !errors.Is(err, ErrBadSequence) {
+		t.Fatalf("y skipping from 9 to 11: %v, want ErrBadSequence", err)
 	}
 }

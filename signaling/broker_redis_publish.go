@@ -301,18 +301,18 @@ func (b *RedisBroker) Publish(ctx context.Context, sid string, p *Publication) (
 }
 
 // publishKeys is how many keys lua/publish.lua takes.
-const publishKeys = 5
+const publishKeys = 4
 
 // sessionArgs are a session's keys and channel prefix as publishCommand
 // passes them, boxed once per session (a redisGroup keeps them).
 type sessionArgs struct {
-	keys       [publishKeys]any // sess, seqs, stream, members, insts
+	keys       [publishKeys]any // sess, seqs (the earlier layout's), stream, members
 	chanPrefix any
 }
 
 func (b *RedisBroker) sessionArgs(sid string) sessionArgs {
 	return sessionArgs{
-		keys:       [publishKeys]any{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
+		keys:       [publishKeys]any{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
 		chanPrefix: b.chanPrefix(sid),
 	}
 }
@@ -325,7 +325,7 @@ type publishArgs struct {
 var emptyArg any = ""
 
 // publishCommand is the whole EVALSHA of lua/publish.lua for p in sid
-// (KEYS sess, seqs, stream, members, insts; ARGV seq_from, seq, from, chord,
+// (KEYS sess, seqs, stream, members; ARGV seq_from, seq, from, chord,
 // practice, payload, max_len, now_ms, channel prefix, max_seq, retention_ms,
 // gap, origin). The keys, the channel prefix and the broker's own arguments
 // come boxed already (g's when this instance has a group of sid): what is
@@ -367,7 +367,7 @@ func (b *RedisBroker) Send(ctx context.Context, sid string, p *Publication) erro
 		err = fmt.Errorf("%w: redis is down", ErrUnavailable)
 	} else {
 		rctx, cancel := b.opCtx(ctx)
-		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid), b.instsKey(sid)},
+		n, rerr := redisSendScript.Run(rctx, b.client, []string{b.sessKey(sid)},
 			b.chanPrefix(sid), "e"+payload, b.cfg.Instance).Int()
 		cancel()
 		if rerr == nil && n == 0 {
@@ -472,33 +472,41 @@ func (b *RedisBroker) State(ctx context.Context, sid string) (State, error) {
 	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	// One MULTI/EXEC: the sequence numbers are read atomically with the offset.
-	var stCmd *redis.SliceCmd
-	var seqCmd *redis.MapStringStringCmd
+	// One MULTI/EXEC: the senders' seqs (fields q:<id> of the session hash;
+	// the earlier layout's seq hash for the senders it does not hold) are
+	// read atomically with the offset.
+	var stCmd, oldCmd *redis.MapStringStringCmd
 	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		stCmd = p.HMGet(ctx, b.sessKey(sid), "exp", "off", "chord", "chord_from", "practice")
-		seqCmd = p.HGetAll(ctx, b.seqKey(sid))
+		stCmd = p.HGetAll(ctx, b.sessKey(sid))
+		oldCmd = p.HGetAll(ctx, b.seqKey(sid))
 		return nil
 	})
 	if err != nil {
 		return State{}, b.fail("state", err)
 	}
-	vals := stCmd.Val()
-	if _, ok := redisInt(vals[0]); !ok {
+	h := stCmd.Val()
+	if _, ok := redisInt(h["exp"]); !ok {
 		return State{}, ErrSessionNotFound
 	}
 	var st State
-	off, _ := redisInt(vals[1])
+	off, _ := redisInt(h["off"])
 	st.Offset = uint64(off)
-	st.Chord, _ = vals[2].(string)
-	st.ChordFrom, _ = vals[3].(string)
-	st.Seqs = make(map[string]uint64, len(seqCmd.Val()))
-	for id, v := range seqCmd.Val() {
+	st.Chord = h["chord"]
+	st.ChordFrom = h["chord_from"]
+	st.Seqs = make(map[string]uint64)
+	for id, v := range oldCmd.Val() {
 		if n, ok := redisSeq(v); ok {
 			st.Seqs[id] = n
 		}
 	}
-	if raw, _ := vals[4].(string); raw != "" {
+	for f, v := range h {
+		if id, ok := strings.CutPrefix(f, "q:"); ok {
+			if n, ok := redisSeq(v); ok {
+				st.Seqs[id] = n
+			}
+		}
+	}
+	if raw := h["practice"]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &st.Practice); err != nil {
 			return State{}, fmt.Errorf("signaling: redis state: practice: %w", err)
 		}
@@ -514,19 +522,25 @@ func (b *RedisBroker) LastSeq(ctx context.Context, sid, cid string) (uint64, err
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	pipe := b.client.Pipeline()
-	expCmd := pipe.HGet(ctx, b.sessKey(sid), "exp")
-	seqCmd := pipe.HGet(ctx, b.seqKey(sid), cid)
+	cmd := pipe.HMGet(ctx, b.sessKey(sid), "exp", "q:"+cid)
+	oldCmd := pipe.HGet(ctx, b.seqKey(sid), cid)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return 0, b.fail("last seq", err)
 	}
-	if errors.Is(expCmd.Err(), redis.Nil) {
+	vals := cmd.Val()
+	if len(vals) != 2 || vals[0] == nil {
 		return 0, ErrSessionNotFound
 	}
-	n, _ := redisSeq(seqCmd.Val())
+	if v, ok := vals[1].(string); ok {
+		n, _ := redisSeq(v)
+		return n, nil
+	}
+	n, _ := redisSeq(oldCmd.Val())
 	return n, nil
 }
 
-// redisSeq reads a sender's entry, "seq:ms" (or a bare seq).
+// redisSeq reads a sender's seq: a bare seq (the session hash's q:<id>) or
+// the earlier layout's "seq:ms".
 func redisSeq(v string) (uint64, bool) {
 	s, _, _ := strings.Cut(v, ":")
 	n, err := strconv.ParseUint(s, 10, 64)

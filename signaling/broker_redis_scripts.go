@@ -29,6 +29,8 @@ var (
 	luaSend string
 	//go:embed lua/subscribe.lua
 	luaSubscribe string
+	//go:embed lua/unsubscribe.lua
+	luaUnsubscribe string
 
 	redisCreateScript     = redis.NewScript(luaCreateSession)
 	redisExtendScript     = redis.NewScript(luaExtendSession)
@@ -38,5 +40,6 @@ var (
 	redisDropGhostsScript = redis.NewScript(luaDropGhosts)
 	redisPublishScript    = redis.NewScript(luaPublish)
 	redisSendScript       = redis.NewScript(luaSend)
-	redisSubscribeScript  = redis.NewScript(luaSubscribe)
+	redisSubscribeScript   = redis.NewScript(luaSubscribe)
+	redisUnsubscribeScript = redis.NewScript(luaUnsubscribe)
 )

@@ -22,7 +22,7 @@ func (b *RedisBroker) CreateSession(ctx context.Context, s SessionInfo) error {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	err := redisCreateScript.Run(ctx, b.client,
-		[]string{b.sessKey(s.ID), b.seqKey(s.ID), b.streamKey(s.ID), b.memberKey(s.ID), b.instsKey(s.ID)},
+		[]string{b.sessKey(s.ID), b.seqKey(s.ID), b.streamKey(s.ID), b.memberKey(s.ID)},
 		s.ID, s.UserID, s.CreatedAt.UnixMilli(), s.ExpiresAt.UnixMilli()).Err()
 	return b.fail("create session", err)
 }
@@ -55,7 +55,7 @@ func (b *RedisBroker) ExtendSession(ctx context.Context, id string, at time.Time
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	n, err := redisExtendScript.Run(ctx, b.client,
-		[]string{b.sessKey(id), b.seqKey(id), b.streamKey(id), b.memberKey(id), b.devKey(id), b.revKey(id), b.instsKey(id)},
+		[]string{b.sessKey(id), b.seqKey(id), b.streamKey(id), b.memberKey(id), b.devKey(id), b.revKey(id)},
 		at.UnixMilli()).Int()
 	if err != nil {
 		return b.fail("extend session", err)

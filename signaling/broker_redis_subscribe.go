@@ -117,7 +117,7 @@ func (b *RedisBroker) subscribeChannel(ctx context.Context, sid string) (uint64,
 	if err := b.ps.Subscribe(ctx, b.channel(sid)); err != nil {
 		return 0, b.fail("subscribe", err)
 	}
-	vals, err := redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(sid), b.instsKey(sid)}, b.cfg.Instance).Int64Slice()
+	vals, err := redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(sid)}, b.cfg.Instance).Int64Slice()
 	if err != nil {
 		return 0, b.fail("subscribe", err)
 	}
@@ -143,7 +143,7 @@ func (b *RedisBroker) unsubscribeChannel(sid string) {
 	// expires or this instance listens again; the channel is forgotten and
 	// a reconnection does not subscribe it again; stray messages find no
 	// group.
-	_ = b.client.SRem(ctx, b.instsKey(sid), b.cfg.Instance).Err()
+	_ = redisUnsubscribeScript.Run(ctx, b.client, []string{b.sessKey(sid)}, b.cfg.Instance).Err()
 	_ = b.ps.Unsubscribe(ctx, b.channel(sid))
 }
 
@@ -376,7 +376,7 @@ func (b *RedisBroker) repair(g *redisGroup) error {
 		// (Re)subscribed: put this instance back among the session's
 		// listeners first (a Redis that restarted may have lost it), so
 		// that what the stream read below does not hold comes over pub/sub.
-		err = redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(g.sid), b.instsKey(g.sid)}, b.cfg.Instance).Err()
+		err = redisSubscribeScript.Run(ctx, b.client, []string{b.sessKey(g.sid)}, b.cfg.Instance).Err()
 	}
 	var entries []redis.XMessage
 	if err == nil {

@@ -47,6 +47,7 @@ func TestRedisBrokerConfig(t *testing.T) {
 		{},
 		{URL: "http://localhost:6379"},
 		{URL: "redis://localhost:1", Prefix: "a{b"},
+		{URL: "redis://localhost:1", Instance: "a,b"},
 		{URL: "redis://localhost:1", HistorySize: -1},
 		{URL: "redis://localhost:1", PresenceTTL: time.Millisecond},
 	} {
@@ -233,7 +234,7 @@ func btPublishUnseen(t *testing.T, ctx context.Context, b *RedisBroker, sid stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid), b.instsKey(sid)},
+	err = redisPublishScript.Run(ctx, b.client, []string{b.sessKey(sid), b.seqKey(sid), b.streamKey(sid), b.memberKey(sid)},
 		"", 0, p.From, "", "", payload, b.cfg.HistorySize, time.Now().UnixMilli(), b.cfg.Prefix+"nowhere:",
 		b.cfg.MaxSeqClients, b.cfg.SeqRetention.Milliseconds(), 0, b.cfg.Instance).Err()
 	if err != nil {
@@ -353,7 +354,11 @@ func TestRedisBrokerNoEcho(t *testing.T) {
 
 	// B stops listening; an instance that died listening is left in the set.
 	unsubB()
-	if err := a.client.SAdd(ctx, a.instsKey(sid), "inst-gone").Err(); err != nil {
+	ls, err := a.client.HGet(ctx, a.sessKey(sid), "ls").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.client.HSet(ctx, a.sessKey(sid), "ls", ls+",inst-gone").Err(); err != nil {
 		t.Fatal(err)
 	}
 	btPublish(t, ctx, a, sid, btChord("x", "E", 0))
@@ -366,14 +371,13 @@ func TestRedisBrokerNoEcho(t *testing.T) {
 	if n := len(rb.all()); n != 3 {
 		t.Fatalf("B got %d publications, want the 3 before it stopped listening", n)
 	}
-	members, err := a.client.SMembers(ctx, a.instsKey(sid)).Result()
-	if err != nil || len(members) != 2 {
-		t.Fatalf("listeners %v (%v), want inst-a and the leftover", members, err)
+	if ls, err := a.client.HGet(ctx, a.sessKey(sid), "ls").Result(); err != nil || ls != "inst-a,inst-gone" {
+		t.Fatalf("listeners %q (%v), want inst-a and the leftover", ls, err)
 	}
 }
 
-// TestRedisBrokerListenersRestored: a Redis that lost a session's listener
-// set (a restart that lost its last writes) gets it back when the PubSub
+// TestRedisBrokerListenersRestored: a Redis that lost a session's listeners
+// (a restart that lost its last writes) gets it back when the PubSub
 // connections are re-established: each instance adds itself again before
 // it catches up from the stream, so cross-instance delivery resumes.
 func TestRedisBrokerListenersRestored(t *testing.T) {
@@ -383,15 +387,15 @@ func TestRedisBrokerListenersRestored(t *testing.T) {
 	btPublish(t, ctx, a, sid, btChord("x", "C", 0))
 	rb.wait(t, ctx, 1)
 
-	if err := a.client.Del(ctx, a.instsKey(sid)).Err(); err != nil {
+	if err := a.client.HDel(ctx, a.sessKey(sid), "ls").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.client.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(ctx, t, "both instances listening again", func() bool {
-		n, err := a.client.SCard(ctx, a.instsKey(sid)).Result()
-		return err == nil && n == 2
+		ls, err := a.client.HGet(ctx, a.sessKey(sid), "ls").Result()
+		return err == nil && len(strings.Split(ls, ",")) == 2
 	})
 	btPublish(t, ctx, a, sid, btChord("x", "D", 0))
 	btCheckOffsets(t, rb.wait(t, ctx, 2), 1)

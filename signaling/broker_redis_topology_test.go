@@ -67,7 +67,7 @@ func TestRedisBrokerSentinel(t *testing.T) {
 		b := newURLRedisBroker(t, url, "vtsent:", brokerTestOptions{})
 		sid := btSession(t, ctx, b)
 		btPublish(t, ctx, b, sid, btChord("a", "C", 0))
-		for _, k := range []string{b.sessKey(sid), b.streamKey(sid), b.seqKey(sid)} {
+		for _, k := range []string{b.sessKey(sid), b.streamKey(sid)} {
 			if v, err := master.Do(ctx, "EXISTS", k); err != nil || v != int64(1) {
 				t.Fatalf("EXISTS %s on the master = %v, %v", k, v, err)
 			}
@@ -187,7 +187,7 @@ func TestRedisBrokerCluster(t *testing.T) {
 		sessNode := map[string]string{}
 		for _, sid := range sids {
 			home := nodeOf[b1.sessKey(sid)]
-			for _, k := range []string{b1.sessKey(sid), b1.seqKey(sid), b1.streamKey(sid), b1.memberKey(sid)} {
+			for _, k := range []string{b1.sessKey(sid), b1.streamKey(sid), b1.memberKey(sid)} {
 				if nodeOf[k] != home || home == "" {
 					t.Fatalf("key %s is on node %q, the session hash on %q", k, nodeOf[k], home)
 				}

@@ -3,13 +3,18 @@
 -- read the session's offset, atomically: every publication after the offset
 -- returned is published to this instance's channel, and none before it is
 -- missed (the caller reads those from the stream).
+-- The listeners are the session hash's field ls, instance ids separated by
+-- commas (RedisConfig.Instance has none), as publish.lua reads them.
 -- Returns {0} when the session does not exist, else {1, off}.
-local sess_key  = KEYS[1] -- the session hash
-local insts_key = KEYS[2] -- the instances listening to the session (a set)
-local instance  = ARGV[1]
+local sess_key = KEYS[1] -- the session hash
+local instance = ARGV[1]
 
-local s = redis.call('HMGET', sess_key, 'exp', 'off')
+local s = redis.call('HMGET', sess_key, 'exp', 'off', 'ls')
 if not s[1] then return {0} end
-redis.call('SADD', insts_key, instance)
-redis.call('PEXPIREAT', insts_key, s[1]) -- expires with the session
+local ls = s[3]
+if not ls or ls == '' then
+  redis.call('HSET', sess_key, 'ls', instance)
+elseif not string.find(',' .. ls .. ',', ',' .. instance .. ',', 1, true) then
+  redis.call('HSET', sess_key, 'ls', ls .. ',' .. instance)
+end
 return {1, tonumber(s[2]) or 0}
