@@ -32,14 +32,14 @@ var (
 	//go:embed lua/unsubscribe.lua
 	luaUnsubscribe string
 
-	redisCreateScript     = redis.NewScript(luaCreateSession)
-	redisExtendScript     = redis.NewScript(luaExtendSession)
-	redisJoinScript       = redis.NewScript(luaJoin)
-	redisLeaveScript      = redis.NewScript(luaLeave)
-	redisAdmitScript      = redis.NewScript(luaAdmit)
-	redisDropGhostsScript = redis.NewScript(luaDropGhosts)
-	redisPublishScript    = redis.NewScript(luaPublish)
-	redisSendScript       = redis.NewScript(luaSend)
+	redisCreateScript      = redis.NewScript(luaCreateSession)
+	redisExtendScript      = redis.NewScript(luaExtendSession)
+	redisJoinScript        = redis.NewScript(luaJoin)
+	redisLeaveScript       = redis.NewScript(luaLeave)
+	redisAdmitScript       = redis.NewScript(luaAdmit)
+	redisDropGhostsScript  = redis.NewScript(luaDropGhosts)
+	redisPublishScript     = redis.NewScript(luaPublish)
+	redisSendScript        = redis.NewScript(luaSend)
 	redisSubscribeScript   = redis.NewScript(luaSubscribe)
 	redisUnsubscribeScript = redis.NewScript(luaUnsubscribe)
 )
