@@ -27,13 +27,18 @@ type StepResult struct {
 	Seconds     float64 `json:"seconds"`
 	// ServerCPU is the server processes' CPU time (user+system) per
 	// delivered message, in µs; RedisCPU redis-server's.
-	ServerCPU  float64 `json:"server_cpu_us_per_msg,omitempty"`
-	RedisCPU   float64 `json:"redis_cpu_us_per_msg,omitempty"`
-	ServerCore float64 `json:"server_cores,omitempty"` // CPU seconds per second
-	PSI        float64 `json:"cpu_pressure_avg10"`
-	Load1      float64 `json:"loadavg1"`
-	Pass       bool    `json:"pass"`
-	Why        string  `json:"why,omitempty"`
+	ServerCPU float64 `json:"server_cpu_us_per_msg,omitempty"`
+	RedisCPU  float64 `json:"redis_cpu_us_per_msg,omitempty"`
+	// RedisScript is Redis's own time per script call (EVALSHA) in the
+	// step, from INFO commandstats: wall time inside Redis, a preempted
+	// script's wait included; for the project nearly every call is a
+	// publish.
+	RedisScript float64 `json:"redis_us_per_script_call,omitempty"`
+	ServerCore  float64 `json:"server_cores,omitempty"` // CPU seconds per second
+	PSI         float64 `json:"cpu_pressure_avg10"`
+	Load1       float64 `json:"loadavg1"`
+	Pass        bool    `json:"pass"`
+	Why         string  `json:"why,omitempty"`
 }
 
 // TargetRound is what one round measured on one server.
@@ -219,7 +224,7 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 	fmt.Fprintf(w, "VirtuTune Link load — %d CPUs, %s, %s\n%s\nuptime at start: %s\n\n", rep.CPUs, rep.Go, rep.Started.Format(time.RFC3339), rep.Options, rep.Load)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\ttarget\tsess\ttest\toffered/s\tdeliv/s\tp50\tp99\tmax\tlost\tdup\treord\tsrv µs/msg\tredis µs/msg\tsrv cores\tPSI\tload1\tpass\t")
+	fmt.Fprintln(tw, "round\ttarget\tsess\ttest\toffered/s\tdeliv/s\tp50\tp99\tmax\tlost\tdup\treord\tsrv µs/msg\tredis µs/msg\tredis µs/script\tsrv cores\tPSI\tload1\tpass\t")
 	row := func(r *TargetRound, name string, s *StepResult) {
 		pass := "-"
 		if s.Offered > 0 {
@@ -228,13 +233,16 @@ func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 				pass = "FAIL " + s.Why
 			}
 		}
-		rc := "-"
+		rc, rs := "-", "-"
 		if s.RedisCPU > 0 {
 			rc = fmt.Sprintf("%.1f", s.RedisCPU)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%.2f\t%.0f%%\t%.2f\t%s\t\n",
+		if s.RedisScript > 0 {
+			rs = fmt.Sprintf("%.1f", s.RedisScript)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\t%.2f\t%.0f%%\t%.2f\t%s\t\n",
 			r.Round, r.Target, r.Sessions, name, s.Offered, s.PerSecond, fmtUS(s.Latency.P50), fmtUS(s.Latency.P99), fmtUS(s.Latency.Max),
-			s.Lost, s.Dup, s.Reord, s.ServerCPU, rc, s.ServerCore, s.PSI, s.Load1, pass)
+			s.Lost, s.Dup, s.Reord, s.ServerCPU, rc, rs, s.ServerCore, s.PSI, s.Load1, pass)
 	}
 	for _, r := range rep.Rounds {
 		if r.Loop != nil {

@@ -76,10 +76,20 @@ func (lr *loadRun) step(ctx context.Context, srv *loadServer, workers []*workerP
 	if srv.redis != nil {
 		rpid = []int{srv.redis.Pid()}
 	}
+	var sc0, su0 int64
+	var sok bool
+	if srv.redis != nil {
+		sc0, su0, sok = redisScriptTime(ctx, srv.redis.URL())
+	}
 	c0, r0, t0 := cpuOf(pids), cpuOf(rpid), time.Now()
 	ans := lr.all(workers, func(_ int, w *workerProc) (workerResult, error) { return w.do(cmd) })
 	c1, r1, el := cpuOf(pids), cpuOf(rpid), time.Since(t0)
 	res := &StepResult{Offered: offered, PSI: cpuPressure(), Load1: loadAvg1()}
+	if sok {
+		if sc1, su1, ok := redisScriptTime(ctx, srv.redis.URL()); ok && sc1 > sc0 {
+			res.RedisScript = float64(su1-su0) / float64(sc1-sc0)
+		}
+	}
 	var parts [][][2]uint64
 	var sendSec float64
 	for _, a := range ans {

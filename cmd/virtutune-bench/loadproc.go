@@ -25,6 +25,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/virtutune/link/internal/gcpolicy"
 	"github.com/virtutune/link/signaling"
 )
 
@@ -146,6 +147,7 @@ func benchMux(h http.Handler) http.Handler {
 		_ = pprof.Lookup("heap").WriteTo(w, 0)
 	})
 	mux.HandleFunc("/bench/cpu", httppprof.Profile)
+	mux.HandleFunc("/bench/trace", httppprof.Trace)
 	mux.HandleFunc("/bench/goroutine", func(w http.ResponseWriter, _ *http.Request) {
 		_ = pprof.Lookup("goroutine").WriteTo(w, 1)
 	})
@@ -164,6 +166,7 @@ func serveProject(args []string) error {
 		return err
 	}
 	raiseNoFile(1 << 20)
+	gcpolicy.Apply() // as cmd/virtutune-server runs
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	var broker signaling.Broker
 	if *redisURL != "" {

@@ -86,6 +86,14 @@ func TestLoadSmoke(t *testing.T) {
 		if r.Target == "project-redis" && (redisCPU <= 0 || r.Fixed.RedisCPU < 0) {
 			t.Errorf("%s: no Redis CPU per message (fixed step %.1f µs)", r.Target, r.Fixed.RedisCPU)
 		}
+		// Every step publishes through the script: Redis's own time per call
+		// is measured in each (microseconds, not clock ticks).
+		if r.Target == "project-redis" && (r.Fixed.RedisScript <= 0 || r.Search[0].RedisScript <= 0) {
+			t.Errorf("%s: no Redis time per script call (fixed %.1f µs, first search step %.1f)", r.Target, r.Fixed.RedisScript, r.Search[0].RedisScript)
+		}
+		if r.Target != "project-redis" && r.Fixed.RedisScript != 0 {
+			t.Errorf("%s: Redis time per script call %.1f µs without a Redis", r.Target, r.Fixed.RedisScript)
+		}
 		if r.MemPerConn == 0 || r.RSSPerConn == 0 {
 			t.Errorf("%s: memory per connection not measured (heap %.0f, RSS %.0f)", r.Target, r.MemPerConn, r.RSSPerConn)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,4 +152,38 @@ func redisCommandStats(ctx context.Context, url string, reset bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// redisScriptTime reads Redis's own time in scripts since its start (or the
+// last CONFIG RESETSTAT): EVALSHA calls and their microseconds, wall time
+// inside Redis (a script the kernel preempted counts its wait too).
+func redisScriptTime(ctx context.Context, url string) (calls, usec int64, ok bool) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return 0, 0, false
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	info, err := rc.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, line := range strings.Split(info, "\n") {
+		rest, found := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
+		if !found {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls = n
+			case "usec":
+				usec = n
+			}
+		}
+		return calls, usec, true
+	}
+	return 0, 0, true // no script ran yet
 }

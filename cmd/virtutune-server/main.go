@@ -48,6 +48,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtutune/link/internal/gcpolicy"
 	"github.com/virtutune/link/signaling"
 	"github.com/virtutune/link/web"
 )
@@ -106,6 +107,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	gcPercent := gcpolicy.Apply() // GOGC=400 unless GOGC or GOMEMLIMIT is set: see internal/gcpolicy
 	var onCommandLine []string
 	fs.Visit(func(f *flag.Flag) {
 		if (f.Name == "secret" || f.Name == "api-key") && f.Value.String() != "" {
@@ -246,7 +248,7 @@ func run(args []string) error {
 	if *tlsCert != "" {
 		scheme = "https"
 	}
-	log.Info("VirtuTune Link is serving", "addr", ln.Addr().String(), "broker", brokerName(*redisURL))
+	log.Info("VirtuTune Link is serving", "addr", ln.Addr().String(), "broker", brokerName(*redisURL), "gogc", gcPercent)
 	fmt.Fprintf(os.Stderr, "\n  Open %s on your PC, then scan the QR code with your phone.\n\n", openURL(scheme, ln.Addr()))
 
 	errc := make(chan error, 1)
