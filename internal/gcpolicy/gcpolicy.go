@@ -9,7 +9,7 @@
 // 1 chord/s per session, its mark assists stalling the goroutines that
 // deliver chords: p99 39–305 ms over 20 s at 9,950 sessions where the bare
 // hub's was under 5 ms. With GOGC=400 the heap grows to five times its live
-// size before a collection, a fifth as many collections come, each with
+// size before a collection, a quarter as many collections come, each with
 // four times the runway: p99 1.0–1.9 ms over 20 s in the same test. A
 // collection still stalls delivery when it comes (every 60–80 s at that
 // rate; one inside a 90 s step: p99 113 ms, max 0.7 s): this makes the
