@@ -73,21 +73,21 @@ func (lr *loadRun) rateStep(ctx context.Context, srv *loadServer, workers []*wor
 func (lr *loadRun) step(ctx context.Context, srv *loadServer, workers []*workerProc, cmd workerCmd, offered float64) *StepResult {
 	pids := srv.pids()
 	var rpid []int
+	var scripts0 map[string]cmdStat // Redis's own time in scripts before the step
 	if srv.redis != nil {
 		rpid = []int{srv.redis.Pid()}
-	}
-	var sc0, su0 int64
-	var sok bool
-	if srv.redis != nil {
-		sc0, su0, sok = redisScriptTime(ctx, srv.redis.URL())
+		scripts0, _ = redisInfoCommands(ctx, srv.redis.URL(), false)
 	}
 	c0, r0, t0 := cpuOf(pids), cpuOf(rpid), time.Now()
 	ans := lr.all(workers, func(_ int, w *workerProc) (workerResult, error) { return w.do(cmd) })
 	c1, r1, el := cpuOf(pids), cpuOf(rpid), time.Since(t0)
 	res := &StepResult{Offered: offered, PSI: cpuPressure(), Load1: loadAvg1()}
-	if sok {
-		if sc1, su1, ok := redisScriptTime(ctx, srv.redis.URL()); ok && sc1 > sc0 {
-			res.RedisScript = float64(su1-su0) / float64(sc1-sc0)
+	if scripts0 != nil {
+		if scripts1, err := redisInfoCommands(ctx, srv.redis.URL(), false); err == nil {
+			before, after := scripts0["evalsha"], scripts1["evalsha"]
+			if after.calls > before.calls {
+				res.RedisScript = float64(after.usec-before.usec) / float64(after.calls-before.calls)
+			}
 		}
 	}
 	var parts [][][2]uint64

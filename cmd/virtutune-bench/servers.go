@@ -109,81 +109,68 @@ func startChild() (*childProc, error) {
 	return startProc("child server", os.Args[0], []string{"--serve"}, nil, true)
 }
 
-// redisCommandStats resets (reset) or reads Redis's own time per call of the
-// commands the broker uses: where a relay-redis message spends its time in Redis.
-func redisCommandStats(ctx context.Context, url string, reset bool) []string {
+// cmdStat is one command's line of Redis's INFO commandstats: its calls
+// and Redis's own time in them (wall time inside Redis: a command the kernel
+// preempted counts its wait too).
+type cmdStat struct {
+	calls, usec int64
+	perCall     string // usec_per_call, as Redis prints it
+}
+
+// redisInfoCommands reads INFO commandstats of the redis-server at url, by
+// command name; with reset it resets the counters instead (CONFIG RESETSTAT)
+// and returns nil.
+func redisInfoCommands(ctx context.Context, url string, reset bool) (map[string]cmdStat, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	rc := redis.NewClient(opt)
 	defer rc.Close()
 	if reset {
-		_ = rc.ConfigResetStat(ctx).Err()
-		return nil
+		return nil, rc.ConfigResetStat(ctx).Err()
 	}
 	info, err := rc.Info(ctx, "commandstats").Result()
 	if err != nil {
+		return nil, err
+	}
+	out := map[string]cmdStat{}
+	for _, line := range strings.Split(info, "\n") {
+		stat, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		name, rest, found := strings.Cut(stat, ":")
+		if !ok || !found {
+			continue
+		}
+		var st cmdStat
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				st.calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				st.usec, _ = strconv.ParseInt(v, 10, 64)
+			case "usec_per_call":
+				st.perCall = v
+			}
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+// redisCommandStats resets (reset) or reads Redis's own time per call of the
+// commands the broker uses: where a relay-redis message spends its time in Redis.
+func redisCommandStats(ctx context.Context, url string, reset bool) []string {
+	stats, err := redisInfoCommands(ctx, url, reset)
+	if err != nil || reset {
 		return nil
 	}
 	var out []string
-	for _, line := range strings.Split(info, "\n") {
-		line = strings.TrimSpace(line)
-		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
-		if !ok || !strings.HasPrefix(line, "cmdstat_") {
-			continue
+	for _, name := range []string{"evalsha", "eval", "publish", "xadd", "hget", "hset", "hincrby", "pexpireat"} {
+		if st, ok := stats[name]; ok {
+			out = append(out, fmt.Sprintf("redis %s: %d calls, %s µs per call (Redis's own time)", name, st.calls, st.perCall))
 		}
-		switch name {
-		case "evalsha", "eval", "publish", "xadd", "hget", "hset", "hincrby", "pexpireat":
-		default:
-			continue
-		}
-		var calls, per string
-		for _, kv := range strings.Split(rest, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			switch k {
-			case "calls":
-				calls = v
-			case "usec_per_call":
-				per = v
-			}
-		}
-		out = append(out, fmt.Sprintf("redis %s: %s calls, %s µs per call (Redis's own time)", name, calls, per))
 	}
 	slices.Sort(out)
 	return out
-}
-
-// redisScriptTime reads Redis's own time in scripts since its start (or the
-// last CONFIG RESETSTAT): EVALSHA calls and their microseconds, wall time
-// inside Redis (a script the kernel preempted counts its wait too).
-func redisScriptTime(ctx context.Context, url string) (calls, usec int64, ok bool) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return 0, 0, false
-	}
-	rc := redis.NewClient(opt)
-	defer rc.Close()
-	info, err := rc.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return 0, 0, false
-	}
-	for _, line := range strings.Split(info, "\n") {
-		rest, found := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
-		if !found {
-			continue
-		}
-		for _, kv := range strings.Split(rest, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			n, _ := strconv.ParseInt(v, 10, 64)
-			switch k {
-			case "calls":
-				calls = n
-			case "usec":
-				usec = n
-			}
-		}
-		return calls, usec, true
-	}
-	return 0, 0, true // no script ran yet
 }

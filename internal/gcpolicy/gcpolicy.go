@@ -5,14 +5,14 @@
 // Why: at scale the relay's live heap is mostly per-connection state (about
 // 50 small objects and a goroutine stack per WebSocket: 1 M objects and
 // 20,000 stacks at 10,000 sessions). Marking it took 320–580 ms on a 2-vCPU
-// host, and under Go's default GOGC=100 a collection came every 15–20 s at
-// 1 chord/s per session, its mark assists stalling the goroutines that
+// host, and under Go's default GOGC=100 a collection came 12.6 s into a
+// load of 1 chord/s per session, its mark assists stalling the goroutines that
 // deliver chords: p99 39–305 ms over 20 s at 9,950 sessions where the bare
 // hub's was under 5 ms. With GOGC=400 the heap grows to five times its live
-// size before a collection, a quarter as many collections come, each with
-// four times the runway: p99 1.0–1.9 ms over 20 s in the same test. A
-// collection still stalls delivery when it comes (every 60–80 s at that
-// rate; one inside a 90 s step: p99 113 ms, max 0.7 s): this makes the
+// size before a collection: the runway between collections is four times
+// as long: p99 1.0–1.9 ms over 20 s in the same test. A
+// collection still stalls delivery when it comes (46 s into that load;
+// one inside a 90 s step: p99 113 ms, max 0.7 s): this makes the
 // stalls rarer, it does not make them cheap. What would: fewer live objects
 // (the history keeps one per message, up to 1,024 per session). The price
 // is memory: up to five times the live heap at the peak, and about 3 KiB

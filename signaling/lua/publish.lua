@@ -48,9 +48,10 @@ local channel    = ARGV[9] -- the session's channel prefix; + instance = its cha
 -- ARGV[12] gap: seqs the sender gave up right before seq
 local origin     = ARGV[13] -- the publishing instance
 
-local s
+local s, qf
 if seq_from ~= '' then
-  s = redis.call('HMGET', sess_key, 'exp', 'off', 'ls', 'q:' .. seq_from, 'nq')
+  qf = 'q:' .. seq_from
+  s = redis.call('HMGET', sess_key, 'exp', 'off', 'ls', qf, 'nq')
 else
   s = redis.call('HMGET', sess_key, 'exp', 'off', 'ls')
 end
@@ -92,7 +93,7 @@ if seq_from ~= '' then
     redis.call('HDEL', sess_key, 'q:' .. victim, 't:' .. victim)
     nq = nq - 1
   end
-  local qf, tf = 'q:' .. seq_from, 't:' .. seq_from
+  local tf = 't:' .. seq_from
   if nq then
     redis.call('HSET', sess_key, 'nq', nq)
   end
