@@ -202,10 +202,9 @@ func (b *MemoryBroker) checkpoint(final bool) {
 			rr.HistoryComplete = true
 			rr.History = make([]storedPub, s.history.n)
 			for i := range s.history.n {
-				e := s.history.at(i)
-				p := e.publication(b.cfg.Instance)
+				p := s.history.pub(i, b.cfg.Instance)
 				p.Wire = nil // rebuilt when read back
-				rr.History[i] = storedPub{Pub: p, At: time.Unix(0, e.t).UnixMilli()}
+				rr.History[i] = storedPub{Pub: p, At: time.Unix(0, s.history.at(i).t).UnixMilli()}
 			}
 		}
 		id := s.info.ID
