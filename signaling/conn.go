@@ -23,13 +23,12 @@ var errFull = errors.New("signaling: instance at its session or connection bound
 // client is one WebSocket connection: exactly one reader goroutine (serve).
 // Deliveries write its frames themselves when nothing is queued; otherwise
 // a flusher goroutine runs while frames wait (see outbox). Pings and the
-// token's expiry are timers; kill starts the goroutine that sends the close
+// token's expiry share one timer; kill starts the goroutine that sends the close
 // frame and closes the socket.
 type client struct {
 	s    *Server
 	room *room
 	conn *websocket.Conn
-	log  *slog.Logger
 
 	id    string
 	sid   string
@@ -48,10 +47,11 @@ type client struct {
 	out    *outbox       // bounded: Limits.SendQueue frames
 	done   chan struct{} // closed by kill: the connection is closing
 	closed chan struct{} // closed once the close frame went out and the socket is closed
-	tmu    sync.Mutex    // guards the timers
-	ping   *time.Timer
-	expiry *time.Timer
-	ended  bool // the timers are stopped for good
+	tmu    sync.Mutex    // guards the timer
+	// timer fires for the next ping (every Limits.PingInterval) or the
+	// token's expiry, whichever comes first: one timer per connection.
+	timer *time.Timer
+	ended bool // the timer is stopped for good
 
 	closeOnce sync.Once
 	closeCode int
@@ -69,10 +69,12 @@ type client struct {
 	minOff  uint64 // deliveries at or below it are already in the snapshot
 	joinOff uint64 // the snapshot's offset at join (resume replays up to it)
 
-	rate        *bucket
-	errRate     *bucket // transient errors sent (see sendError)
-	signalRate  *bucket // signaling messages (rtc_*) of this member
-	latencyRate *bucket // latency_report messages of this member
+	// The connection's token buckets, held by value (four objects fewer
+	// per connection for the collector to mark).
+	rate        bucket
+	errRate     bucket // transient errors sent (see sendError)
+	signalRate  bucket // signaling messages (rtc_*) of this member
+	latencyRate bucket // latency_report messages of this member
 	floods      int
 
 	// The counters of the hot path, resolved once per connection.
@@ -200,13 +202,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		tokenCID: claims.ClientID,
 		noP2P:    r.URL.Query().Get("p2p") == "0",
 		done:     make(chan struct{}), closed: make(chan struct{}),
-		rate: newBucket(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst)),
-		// transient errors: a burst of 20, then 5 per second
-		errRate:     newBucket(5, 20),
-		signalRate:  newBucket(s.cfg.Limits.SignalRate, float64(s.cfg.Limits.SignalBurst)),
-		latencyRate: newBucket(s.cfg.Limits.LatencyRate, float64(s.cfg.Limits.LatencyBurst)),
 	}
-	c.log = s.log.With("session", sid, "client", cid, "role", claims.Role)
+	now := time.Now()
+	c.rate.init(s.cfg.Limits.Rate, float64(s.cfg.Limits.Burst), now)
+	c.errRate.init(5, 20, now) // transient errors: a burst of 20, then 5 per second
+	c.signalRate.init(s.cfg.Limits.SignalRate, float64(s.cfg.Limits.SignalBurst), now)
+	c.latencyRate.init(s.cfg.Limits.LatencyRate, float64(s.cfg.Limits.LatencyBurst), now)
 	c.out = newOutbox(conn.NetConn(), s.cfg.Limits.SendQueue, s.cfg.Limits.WriteWait,
 		func(error) { c.kill(protocol.CloseNormal, "") })
 	c.mChordIn = s.metrics.message(protocol.TypeChordChange, "in", "ws")
@@ -237,8 +238,7 @@ func (c *client) serve() {
 		<-c.closed
 		c.tmu.Lock()
 		c.ended = true
-		c.ping.Stop()
-		c.expiry.Stop()
+		c.timer.Stop()
 		c.tmu.Unlock()
 		c.s.metrics.closed(c.closeCode)
 	}()
@@ -277,6 +277,12 @@ func (c *client) enqueue(b []byte) {
 
 func (c *client) enqueueMsg(m *protocol.Message) { c.enqueue(protocol.Encode(m)) }
 
+// logger returns the server's logger with the connection's attributes,
+// built when something is logged rather than kept per connection.
+func (c *client) logger() *slog.Logger {
+	return c.s.log.With("session", c.sid, "client", c.id, "role", c.role)
+}
+
 func (c *client) sendError(e *protocol.Error) {
 	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
 	// A transient error that repeats (every message while Redis is down, or
@@ -307,29 +313,39 @@ func (c *client) kill(code int, text string) {
 	})
 }
 
-// startTimers arms the connection's ping (every Limits.PingInterval) and
-// the token's expiry (closes with 4102).
+// startTimers arms the connection's timer: a ping every
+// Limits.PingInterval until the token expires, then the close with 4102.
 func (c *client) startTimers() {
-	lim := c.s.cfg.Limits
 	c.tmu.Lock()
 	defer c.tmu.Unlock()
-	c.ping = time.AfterFunc(lim.PingInterval, func() {
-		select {
-		case <-c.done:
-			return
-		default:
-		}
-		if err := c.out.pushControl(opPing, nil); err != nil {
-			c.kill(protocol.CloseNormal, "")
-			return
-		}
-		c.tmu.Lock()
-		if !c.ended {
-			c.ping.Reset(lim.PingInterval)
-		}
-		c.tmu.Unlock()
-	})
-	c.expiry = time.AfterFunc(time.Until(c.tokenExp), func() { c.kill(protocol.CloseTokenExpired, "token expired") })
+	c.timer = time.AfterFunc(c.nextTick(), c.tick)
+}
+
+// nextTick is how long until the next ping or the token's expiry.
+func (c *client) nextTick() time.Duration {
+	return min(c.s.cfg.Limits.PingInterval, time.Until(c.tokenExp))
+}
+
+// tick is the timer's function: the token's expiry, or a ping.
+func (c *client) tick() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if !time.Now().Before(c.tokenExp) {
+		c.kill(protocol.CloseTokenExpired, "token expired")
+		return
+	}
+	if err := c.out.pushControl(opPing, nil); err != nil {
+		c.kill(protocol.CloseNormal, "")
+		return
+	}
+	c.tmu.Lock()
+	if !c.ended {
+		c.timer.Reset(c.nextTick())
+	}
+	c.tmu.Unlock()
 }
 
 // readPump is the connection's only reader; it returns when the connection ends.

@@ -88,7 +88,7 @@ func (c *client) publishApp(ctx context.Context, m *protocol.Message, p *Publica
 		// Delivered on this instance only; the client keeps it and resends.
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Delivered on this server only: the session store is unreachable; resend later"))
 	case err != nil:
-		c.log.Warn("publish", "err", err)
+		c.logger().Warn("publish", "err", err)
 		c.sendError(protocol.Errorf(protocol.CodeUnavailable, "Message not delivered: the session store is unreachable; resend later"))
 	case !res.Duplicate:
 		for {

@@ -212,17 +212,18 @@ func (r *room) present(ctx context.Context, cid string) bool {
 	return false
 }
 
-// bucket is a token bucket: rate tokens per second, up to burst. It is safe
-// for concurrent use (a room's signaling bucket is taken by every member's
-// reader).
+// bucket is a token bucket: rate tokens per second, up to burst, held by
+// value in its connection (init fills it). It is safe for concurrent use
+// (a connection's errors are sent by other goroutines than its reader).
 type bucket struct {
 	rate, burst, tokens float64
 	last                time.Time
 	mu                  sync.Mutex
 }
 
-func newBucket(rate, burst float64) *bucket {
-	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+// init fills a bucket held by value (before anyone uses it).
+func (b *bucket) init(rate, burst float64, now time.Time) {
+	b.rate, b.burst, b.tokens, b.last = rate, burst, burst, now
 }
 
 // take takes one token; it reports false when the bucket is empty.

@@ -3,6 +3,7 @@ package signaling_test
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,6 +121,31 @@ func TestTokenLifetime(t *testing.T) {
 	waitClose(t, c, protocol.CloseTokenExpired)
 	if !protocol.CloseIsTerminal(protocol.CloseTokenExpired) {
 		t.Fatal("4102 must be terminal")
+	}
+}
+
+// Pings and the token's expiry share one timer: a connection gets its
+// pings every PingInterval while its token is valid, and then 4102.
+func TestPingsThenTokenExpiry(t *testing.T) {
+	ts := newServer(t, func(c *signaling.Config) {
+		c.Limits.PingInterval, c.Limits.PongWait = 200*time.Millisecond, time.Second
+	})
+	s := ts.createSession(t)
+	tok, _, err := ts.Tokens().Sign(s.UserID, s.SessionID, "pc", "", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ts.join(t, s.SessionID, tok)
+	var pings atomic.Int32
+	c.conn.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	waitClose(t, c, protocol.CloseTokenExpired)
+	// 2-3 s (the expiry is in whole seconds) at one per 200 ms: 10 or more;
+	// a loaded machine may delay some.
+	if n := pings.Load(); n < 3 {
+		t.Fatalf("%d pings before the token expired, want 10 or more", n)
 	}
 }
 

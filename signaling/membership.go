@@ -105,9 +105,9 @@ func (c *client) join(ctx context.Context) bool {
 
 	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusConnected, UserID: c.uid, ClientID: c.id, Role: c.role, LastSeq: &lastCopy, NoP2P: c.noP2P})
 	if _, err := c.publish(ctx, &Publication{Type: protocol.TypeConnectionUpdate, Data: data, Skip: c.id}); err != nil {
-		c.log.Warn("announce join", "err", err)
+		c.logger().Warn("announce join", "err", err)
 	}
-	c.log.Info("joined")
+	c.logger().Info("joined")
 	giveBack = false // the slot is the member's now; leave gives it back
 	return true
 }
@@ -187,11 +187,11 @@ func (c *client) mayReturn() bool {
 func (c *client) announceLeave(ctx context.Context) bool {
 	gone, err := c.s.broker.Leave(ctx, c.sid, c.member())
 	if err != nil {
-		c.log.Warn("leave", "err", err)
+		c.logger().Warn("leave", "err", err)
 	} else if !gone {
 		// A newer connection of the same client id holds its presence now
 		// (it came back, here or on another instance): it is not gone.
-		c.log.Info("left, but a newer connection of the same client is present: no disconnect notice")
+		c.logger().Info("left, but a newer connection of the same client is present: no disconnect notice")
 		return false
 	}
 	reason := "closed"
@@ -205,9 +205,9 @@ func (c *client) announceLeave(ctx context.Context) bool {
 	}
 	data, _ := json.Marshal(protocol.ConnectionUpdate{Status: protocol.StatusDisconnected, UserID: c.uid, ClientID: c.id, Role: c.role, Reason: reason})
 	if _, err := c.publish(ctx, &Publication{Type: protocol.TypeConnectionUpdate, Data: data, Skip: c.id}); err != nil {
-		c.log.Warn("announce leave", "err", err)
+		c.logger().Warn("announce leave", "err", err)
 	}
-	c.log.Info("left", "code", c.closeCode)
+	c.logger().Info("left", "code", c.closeCode)
 	return true
 }
 

@@ -339,7 +339,8 @@ func (lr *loadRun) measure(ctx context.Context, t string, round int) *TargetRoun
 		}
 		workers = append(workers, w)
 	}
-	memBefore, rssBefore := lr.goMem(ctx, srv), rssOf(srv.pids())
+	memBefore, objBefore := lr.goMem(ctx, srv)
+	rssBefore := rssOf(srv.pids())
 	lr.runSeq++
 	runID := fmt.Sprintf("L%d%s", lr.runSeq, randomSuffix())
 	lr.status(prefix + fmt.Sprintf("setting up %d sessions", opt.Sessions))
@@ -371,8 +372,9 @@ func (lr *loadRun) measure(ctx context.Context, t string, round int) *TargetRoun
 	}
 	conns := float64(2 * live)
 	if live >= 50 {
-		if memAfter := lr.goMem(ctx, srv); memBefore > 0 && memAfter > 0 {
+		if memAfter, objAfter := lr.goMem(ctx, srv); memBefore > 0 && memAfter > 0 {
 			tr.MemPerConn = float64(memAfter-memBefore) / conns
+			tr.ObjPerConn = (float64(objAfter) - float64(objBefore)) / conns
 		}
 		tr.RSSPerConn = float64(rssOf(srv.pids())-rssBefore) / conns
 	}
@@ -423,18 +425,19 @@ func profileFile(base, target string, i, n int) string {
 	return f
 }
 
-// goMem sums the Go servers' heap+stack after a GC (0 if any cannot say).
-func (lr *loadRun) goMem(ctx context.Context, srv *loadServer) uint64 {
+// goMem sums the Go servers' heap+stack and live heap objects after a GC
+// (0 if any cannot say).
+func (lr *loadRun) goMem(ctx context.Context, srv *loadServer) (live, objects uint64) {
 	if len(srv.goBases) == 0 {
-		return 0
+		return 0, 0
 	}
-	var sum uint64
 	for _, b := range srv.goBases {
 		st, err := childStatsOf(ctx, b)
 		if err != nil {
-			return 0
+			return 0, 0
 		}
-		sum += st.Mem.live()
+		live += st.Mem.live()
+		objects += st.Mem.HeapObjects
 	}
-	return sum
+	return live, objects
 }

@@ -51,6 +51,7 @@ type TargetRound struct {
 	Setup        Latency       `json:"setup"`
 	MemPerConn   float64       `json:"mem_per_conn_bytes,omitempty"` // Go heap+stack after GC
 	RSSPerConn   float64       `json:"rss_per_conn_bytes,omitempty"`
+	ObjPerConn   float64       `json:"heap_objects_per_conn,omitempty"` // live heap objects after GC
 	Loop         *StepResult   `json:"loop,omitempty"`
 	Fixed        *StepResult   `json:"fixed,omitempty"`
 	Search       []*StepResult `json:"search,omitempty"`
@@ -258,9 +259,9 @@ func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\ttarget\tsessions\tsetup s\tsetup p50\tfailed\theap+stack B/conn\tRSS B/conn\t")
+	fmt.Fprintln(tw, "round\ttarget\tsessions\tsetup s\tsetup p50\tfailed\theap+stack B/conn\tRSS B/conn\theap objects/conn\t")
 	for _, r := range rep.Rounds {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%s\t%d\t%.0f\t%.0f\t\n", r.Round, r.Target, r.Sessions, r.SetupSeconds, fmtUS(r.Setup.P50), r.SetupFailed, r.MemPerConn, r.RSSPerConn)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%s\t%d\t%.0f\t%.0f\t%.1f\t\n", r.Round, r.Target, r.Sessions, r.SetupSeconds, fmtUS(r.Setup.P50), r.SetupFailed, r.MemPerConn, r.RSSPerConn, r.ObjPerConn)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nmedians over rounds (%d sessions; fixed step %.0f msg/s; search p99 limit %s, nothing lost):\n", opt.Sessions, opt.FixedRate, opt.P99Limit)

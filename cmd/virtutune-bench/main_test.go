@@ -94,8 +94,8 @@ func TestLoadSmoke(t *testing.T) {
 		if r.Target != "project-redis" && r.Fixed.RedisScript != 0 {
 			t.Errorf("%s: Redis time per script call %.1f µs without a Redis", r.Target, r.Fixed.RedisScript)
 		}
-		if r.MemPerConn == 0 || r.RSSPerConn == 0 {
-			t.Errorf("%s: memory per connection not measured (heap %.0f, RSS %.0f)", r.Target, r.MemPerConn, r.RSSPerConn)
+		if r.MemPerConn == 0 || r.RSSPerConn == 0 || r.ObjPerConn <= 0 {
+			t.Errorf("%s: memory per connection not measured (heap %.0f, RSS %.0f, %.1f objects)", r.Target, r.MemPerConn, r.RSSPerConn, r.ObjPerConn)
 		}
 	}
 	var table bytes.Buffer

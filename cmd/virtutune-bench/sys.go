@@ -96,6 +96,8 @@ type goMem struct {
 	Sys        uint64 `json:"sys"`
 	RSS        int64  `json:"rss"`
 	Goroutines int    `json:"goroutines"`
+	// HeapObjects is the number of live heap objects (what a collection marks).
+	HeapObjects uint64 `json:"heap_objects"`
 }
 
 func (m goMem) live() uint64 { return m.HeapInuse + m.StackInuse }
@@ -110,7 +112,7 @@ func readGoMem() goMem {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rss, _ := procRSS(0)
-	return goMem{HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, Sys: ms.Sys, RSS: rss, Goroutines: runtime.NumGoroutine()}
+	return goMem{HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, Sys: ms.Sys, RSS: rss, Goroutines: runtime.NumGoroutine(), HeapObjects: ms.HeapObjects}
 }
 
 // runQueueWait returns how long the threads of process pid (0: self) have
