@@ -27,9 +27,9 @@ func (s *memSession) appendHistory(p *Publication, now time.Time, cfg MemoryConf
 // mark at 10,000 sessions proportional to every message of the last ten
 // minutes, and its stall the relay's tail):
 //
-//   - buf, a byte ring holding one record per
-//     publication, each contiguous: a record that would cross the ring's end
-//     starts at its beginning, the skipped tail counted as used;
+//   - buf, a byte ring holding one record per publication, each
+//     contiguous: a record that would cross the ring's end starts at its
+//     beginning, the skipped tail counted as used;
 //   - idx, a ring of fixed-size entries, one per record: where it is, and
 //     the offset and time that trimming and History filter on.
 //
@@ -38,13 +38,14 @@ func (s *memSession) appendHistory(p *Publication, now time.Time, cfg MemoryConf
 // The byte ring grows to half again what it holds when a record does not
 // fit, the index by doubling (the count bound, HistorySize, and the message
 // size bound the history, as before); each shrinks when a quarter of it is
-// in use, so a burst's buffer does not stay. History copies what it returns: the ring is reused in place.
+// in use, so a burst's buffer does not stay. History copies what it
+// returns: the ring is reused in place.
 type histRing struct {
-	buf        []byte
-	start, end uint64 // virtual positions (mod len(buf)) of the oldest record and of the free space
-	idx        []histIndex
-	head       int // index of the oldest in idx
-	n          int
+	buf  []byte
+	end  uint64 // virtual position (mod len(buf)) of the free space after the newest record
+	idx  []histIndex
+	head int // index of the oldest in idx
+	n    int
 }
 
 type histIndex struct {
@@ -59,16 +60,19 @@ const minHistBytes = 1 << 10
 
 func (h *histRing) at(i int) *histIndex { return &h.idx[(h.head+i)%len(h.idx)] }
 
+// start is the virtual position of the oldest record (end when empty).
+func (h *histRing) start() uint64 {
+	if h.n == 0 {
+		return h.end
+	}
+	return h.idx[h.head].pos
+}
+
 // dropOldest removes the oldest record and returns its offset.
 func (h *histRing) dropOldest() uint64 {
 	e := h.idx[h.head]
 	h.head = (h.head + 1) % len(h.idx)
 	h.n--
-	if h.n == 0 {
-		h.start = h.end
-	} else {
-		h.start = h.idx[h.head].pos
-	}
 	return e.off
 }
 
@@ -76,28 +80,18 @@ func (h *histRing) dropOldest() uint64 {
 func (h *histRing) push(p *Publication, t int64) {
 	lo, hi, inWire := dataInWire(p)
 	size := recordSize(p, lo, hi, inWire)
-	if !h.fits(size) || (len(h.buf) > minHistBytes && 4*(h.end-h.start+uint64(size)) < uint64(len(h.buf))) {
+	if !h.fits(size) || (len(h.buf) > minHistBytes && 4*(h.end-h.start()+uint64(size)) < uint64(len(h.buf))) {
 		h.resize(size)
 	}
-	if h.n == len(h.idx) {
-		grown := make([]histIndex, max(8, 2*len(h.idx)))
-		for i := range h.n {
-			grown[i] = *h.at(i)
-		}
-		h.idx, h.head = grown, 0
-	} else if h.n > 8 && 4*h.n < len(h.idx) {
-		shrunk := make([]histIndex, len(h.idx)/2)
-		for i := range h.n {
-			shrunk[i] = *h.at(i)
-		}
-		h.idx, h.head = shrunk, 0
+	switch {
+	case h.n == len(h.idx):
+		h.reindex(max(8, 2*len(h.idx)))
+	case h.n > 8 && 4*h.n < len(h.idx):
+		h.reindex(len(h.idx) / 2)
 	}
 	c := uint64(len(h.buf))
 	if h.end%c+uint64(size) > c {
 		h.end += c - h.end%c // (fits checked that the skipped tail is free)
-	}
-	if h.n == 0 {
-		h.start = h.end
 	}
 	at := h.end % c
 	appendRecord(h.buf[at:at:at+uint64(size)], p, lo, hi, inWire)
@@ -118,7 +112,16 @@ func (h *histRing) fits(size int) bool {
 	if h.end%c+need > c {
 		need += c - h.end%c
 	}
-	return h.end-h.start+need <= c
+	return h.end-h.start()+need <= c
+}
+
+// reindex moves the index to a ring of size entries, oldest first.
+func (h *histRing) reindex(size int) {
+	idx := make([]histIndex, size)
+	for i := range h.n {
+		idx[i] = *h.at(i)
+	}
+	h.idx, h.head = idx, 0
 }
 
 // resize moves the records to a ring with room for half again what they and
@@ -137,7 +140,7 @@ func (h *histRing) resize(size int) {
 		end += uint64(copy(buf[end:], h.record(e)))
 		e.pos = end - uint64(e.size)
 	}
-	h.buf, h.start, h.end = buf, 0, end
+	h.buf, h.end = buf, end
 }
 
 func (h *histRing) record(e *histIndex) []byte {
@@ -258,7 +261,7 @@ func (h *histRing) pub(i int, instance string) *Publication {
 	r = r[8:]
 	flags := r[0]
 	r = r[1:]
-	p.Type = typeOf(r.field())
+	p.Type = internType(r.field())
 	p.From, p.To, p.Skip, p.Chord = string(r.field()), string(r.field()), string(r.field()), string(r.field())
 	if flags&recPractice != 0 {
 		p.Practice = &protocol.Practice{Status: string(r.field())}
@@ -280,28 +283,18 @@ func (h *histRing) pub(i int, instance string) *Publication {
 	return p
 }
 
-// typeOf returns the package's constant for a known type (no copy), else a
-// copy of b.
-func typeOf(b []byte) protocol.Type {
-	for _, k := range knownTypes {
-		if string(b) == string(k) {
-			return k
-		}
-	}
-	return protocol.Type(b)
-}
-
 var knownTypes = []protocol.Type{protocol.TypeChordChange, protocol.TypePracticeUpdate, protocol.TypeConnectionUpdate}
 
 // internType returns the package's constant for a known type, so that a
-// publication does not keep the decoder's copy alive.
-func internType(t protocol.Type) protocol.Type {
+// publication does not keep the decoder's copy (or a record's bytes) alive;
+// any other type as a string of its own.
+func internType[T ~string | ~[]byte](t T) protocol.Type {
 	for _, k := range knownTypes {
-		if t == k {
+		if string(t) == string(k) {
 			return k
 		}
 	}
-	return t
+	return protocol.Type(t)
 }
 
 // History implements Broker.

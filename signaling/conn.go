@@ -232,7 +232,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // serve runs the connection: join, read until the end, leave.
 func (c *client) serve() {
-	c.startTimers()
+	c.startTimer()
 	defer func() {
 		c.kill(protocol.CloseNormal, "")
 		<-c.closed
@@ -313,9 +313,9 @@ func (c *client) kill(code int, text string) {
 	})
 }
 
-// startTimers arms the connection's timer: a ping every
+// startTimer arms the connection's timer: a ping every
 // Limits.PingInterval until the token expires, then the close with 4102.
-func (c *client) startTimers() {
+func (c *client) startTimer() {
 	c.tmu.Lock()
 	defer c.tmu.Unlock()
 	c.timer = time.AfterFunc(c.nextTick(), c.tick)

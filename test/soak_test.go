@@ -460,15 +460,11 @@ func (s *soakServer) start(ctx context.Context) {
 	// scrapeFigures's 3 s, the whole 20 s.
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	f, err := scrapeFigures(rctx, s.url)
-	for err != nil && rctx.Err() == nil {
-		t.Logf("instance %s: /metrics: %v; trying again", s.name, err)
-		select {
-		case <-rctx.Done():
-		case <-time.After(100 * time.Millisecond):
-			f, err = scrapeFigures(rctx, s.url)
-		}
-	}
+	var f serverFigures
+	err := testkit.Poll(rctx, 100*time.Millisecond, func() (err error) {
+		f, err = scrapeFigures(rctx, s.url)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("instance %s: /metrics: %v", s.name, err)
 	}

@@ -2,9 +2,9 @@
 // server processes (cmd/virtutune-server and the servers virtutune-bench
 // starts), so that the shipped server and the measured one are the same.
 //
-// Why: at scale the relay's live heap is mostly per-connection state (about
-// 50 small objects and a goroutine stack per WebSocket: 1 M objects and
-// 20,000 stacks at 10,000 sessions). Marking it took 320–580 ms on a 2-vCPU
+// Why: at scale the relay's live heap is mostly per-connection state (40
+// small objects and a goroutine stack per WebSocket, 52 when this was
+// measured: 1 M objects and 20,000 stacks at 10,000 sessions). Marking it took 320–580 ms on a 2-vCPU
 // host, and under Go's default GOGC=100 a collection came 12.6 s into a
 // load of 1 chord/s per session, its mark assists stalling the goroutines that
 // deliver chords: p99 39–305 ms over 20 s at 9,950 sessions where the bare
@@ -13,8 +13,9 @@
 // as long: p99 1.0–1.9 ms over 20 s in the same test. A
 // collection still stalls delivery when it comes (46 s into that load;
 // one inside a 90 s step: p99 113 ms, max 0.7 s): this makes the
-// stalls rarer, it does not make them cheap. What would: fewer live objects
-// (the history keeps one per message, up to 1,024 per session). The price
+// stalls rarer, it does not make them cheap. Fewer live objects did (the
+// memory broker's history no longer keeps one per message: over 300 s at
+// 9,950 sessions p99 6.7 ms instead of 337 ms, RESULTS.md S10). The price
 // is memory: up to five times the live heap at the peak, and about 3 KiB
 // more per connection after a collection (RSS per connection after setting
 // up 19,900 of them 21.4–21.7 KiB against 18.7–19.1).
