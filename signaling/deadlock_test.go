@@ -2,9 +2,11 @@ package signaling_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,6 +128,7 @@ func resumeUnderLoad(t *testing.T, ts *testServer, sess protocol.SessionResponse
 	}
 	pc.conn.Close()
 	hc := &http.Client{Timeout: 3 * time.Second}
+	rejoins := 0
 	for i := 0; i < rounds; i++ {
 		conn, resp, err := ts.dialRaw(t, sess.SessionID, sess.Token, nil, "client_id="+pc.ID)
 		if err != nil {
@@ -147,6 +150,18 @@ func resumeUnderLoad(t *testing.T, ts *testServer, sess protocol.SessionResponse
 		for n := 0; n < resumesPerRound; {
 			_ = conn.SetReadDeadline(deadline)
 			_, b, err := conn.ReadMessage()
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == protocol.CloseSlowConsumer && strings.Contains(ce.Text, "while joining") && rejoins < 10 {
+				// The phone's unthrottled chords filled the join's bound
+				// (maxPending) before the join finished, as on a loaded
+				// machine they may: the server answered, it is not wedged.
+				// The PC comes back, as a client does after a 4000.
+				rejoins++
+				t.Logf("round %d: %v; the PC joins again", i, err)
+				conn.Close()
+				i--
+				break
+			}
 			if err != nil {
 				t.Errorf("round %d: no resumed within 5 s (%v): the room is wedged", i, err)
 				return false
