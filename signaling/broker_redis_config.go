@@ -125,10 +125,25 @@ func (c *RedisConfig) fill() {
 // rule) instead of holding every caller for go-redis's default 3 s.
 const redisCallTimeout = 500 * time.Millisecond
 
+// Buffers of the client's connections. go-redis gives each pooled
+// connection a 32 KiB reader and a 32 KiB writer, and each connection of its
+// pipeline pool 128 KiB of each: at the thirty-odd connections an instance
+// opens under load, 2-5 MB, the largest thing in an instance's heap (more
+// than its thousand members' state). The broker's commands and replies are
+// small: a publish is one EVALSHA of about half a KiB and its reply a few
+// integers, and a full pipeline of them (redisBatchMax) is written in 8 KiB
+// pieces; a larger reply (a resume's history, up to a few hundred KiB)
+// streams through the reader a buffer at a time. The URL's
+// pipeline_read_buffer_size and pipeline_write_buffer_size still apply.
+const (
+	redisConnBuffer     = 8 << 10
+	redisPipelineBuffer = 16 << 10
+)
+
 // newRedisClient builds the go-redis client for a URL (see RedisConfig.URL).
 // Every client respects its callers' context deadlines
-// (ContextTimeoutEnabled), and its commands time out after redisCallTimeout
-// unless the URL says otherwise.
+// (ContextTimeoutEnabled), its commands time out after redisCallTimeout
+// unless the URL says otherwise, and its buffers are the sizes above.
 func newRedisClient(raw string) (redis.UniversalClient, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -144,6 +159,15 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			*write = redisCallTimeout
 		}
 	}
+	buffers := func(rd, wr, pipeRd, pipeWr *int) {
+		*rd, *wr = redisConnBuffer, redisConnBuffer
+		if *pipeRd == 0 {
+			*pipeRd = redisPipelineBuffer
+		}
+		if *pipeWr == 0 {
+			*pipeWr = redisPipelineBuffer
+		}
+	}
 	switch {
 	case q.Has("master_name"):
 		o, err := redis.ParseFailoverURL(raw)
@@ -151,6 +175,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
+		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		return redis.NewFailoverClient(o), nil
 	case q.Has("addr") || q.Has("cluster"):
 		cluster := q.Get("cluster")
@@ -165,6 +190,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 				return nil, err
 			}
 			timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
+			buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 			return redis.NewClient(o), nil
 		}
 		o, err := redis.ParseClusterURL(u.String())
@@ -172,6 +198,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
+		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(raw)
@@ -179,6 +206,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
+		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		return redis.NewClient(o), nil
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/virtutune/link/internal/testkit"
 	"github.com/virtutune/link/protocol"
 )
@@ -69,6 +71,26 @@ func TestRedisBrokerConfig(t *testing.T) {
 	}
 	if _, err := newRedisClient("redis://h1:7000?cluster=maybe"); err == nil {
 		t.Error("cluster=maybe accepted")
+	}
+	// The buffers: the broker's sizes, the URL's pipeline buffers kept.
+	c, err := newRedisClient("redis://localhost:6379/0?pipeline_write_buffer_size=65536")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o := c.(*redis.Client).Options()
+	if o.ReadBufferSize != redisConnBuffer || o.WriteBufferSize != redisConnBuffer ||
+		o.PipelineReadBufferSize != redisPipelineBuffer || o.PipelineWriteBufferSize != 65536 {
+		t.Errorf("buffers: read %d, write %d, pipeline read %d, write %d", o.ReadBufferSize, o.WriteBufferSize,
+			o.PipelineReadBufferSize, o.PipelineWriteBufferSize)
+	}
+	cc, err := newRedisClient("redis://h1:7000?addr=h2:7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if co := cc.(*redis.ClusterClient).Options(); co.ReadBufferSize != redisConnBuffer || co.PipelineReadBufferSize != redisPipelineBuffer {
+		t.Errorf("cluster buffers: read %d, pipeline read %d", co.ReadBufferSize, co.PipelineReadBufferSize)
 	}
 }
 
