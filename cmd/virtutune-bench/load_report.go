@@ -15,12 +15,15 @@ import (
 
 // StepResult is one measured step (or the closed loop) on one server.
 type StepResult struct {
-	Offered     float64 `json:"offered_per_second,omitempty"`
-	Sent        uint64  `json:"sent"`
-	Delivered   uint64  `json:"delivered"`
-	Lost        uint64  `json:"lost"`
-	Dup         uint64  `json:"dup"`
-	Reord       uint64  `json:"reordered"`
+	Offered   float64 `json:"offered_per_second,omitempty"`
+	Sent      uint64  `json:"sent"`
+	Delivered uint64  `json:"delivered"`
+	Lost      uint64  `json:"lost"`
+	Dup       uint64  `json:"dup"`
+	Reord     uint64  `json:"reordered"`
+	// Resent is how many chords the senders sent again after the server
+	// refused a later seq (see loadSession.resendFrom).
+	Resent      uint64  `json:"resent,omitempty"`
 	Disconnects int     `json:"disconnects,omitempty"`
 	Latency     Latency `json:"latency"`
 	PerSecond   float64 `json:"delivered_per_second"`
@@ -190,12 +193,27 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 		rep.Ratios = append(rep.Ratios, Ratio{Name: name, Value: v, Target: target, Unit: unit, AtLeast: true, OK: v >= target, Note: note})
 	}
 	hub, p, pr, cf, cfr := by["hub"], by["project"], by["project-redis"], by["centrifugo"], by["centrifugo-redis"]
+	// The CPU targets beside the floor's figure at the same rate: at a low
+	// fixed rate every message wakes an idle server and the fixed costs of
+	// a wake-up dominate, the bare hub's own figure above 25 µs on the
+	// reference machine; issue 14's 2.75x (54 against 19.5 µs) was measured
+	// at the sustained rate.
+	hubNote := func(mine, floor float64) string {
+		if hub == nil || floor == 0 || mine == 0 {
+			return ""
+		}
+		return fmt.Sprintf("hub %.1f µs there (%.2fx)", floor, mine/floor)
+	}
 	if p != nil {
 		if hub != nil && hub.LoopP50 > 0 {
 			add("project one-session p50 / hub p50", p.LoopP50/hub.LoopP50, 1.25, "x", "")
 		}
-		add(fmt.Sprintf("project server CPU per message at %.0f msg/s", opt.FixedRate), p.FixedCPU, 25, "µs", "")
-		add("project server CPU per message at its sustained rate", p.BestCPU, 25, "µs", "")
+		var hubFixed, hubBest float64
+		if hub != nil {
+			hubFixed, hubBest = hub.FixedCPU, hub.BestCPU
+		}
+		add(fmt.Sprintf("project server CPU per message at %.0f msg/s", opt.FixedRate), p.FixedCPU, 25, "µs", hubNote(p.FixedCPU, hubFixed))
+		add("project server CPU per message at its sustained rate", p.BestCPU, 25, "µs", hubNote(p.BestCPU, hubBest))
 		atLeast("project sustained rate", p.Sustained, 25000, "msg/s", "")
 		add("project memory per connection (Go heap+stack)", p.MemPerConn/1024, 24, "KiB", "")
 		add("project memory per connection (RSS)", p.RSSPerConn/1024, 24, "KiB", "")
@@ -207,6 +225,8 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 		add(fmt.Sprintf("project-redis server CPU per message at %.0f msg/s (Redis excluded)", opt.FixedRate), pr.FixedCPU, 60, "µs", "")
 		add("project-redis server CPU per message at its sustained rate (Redis excluded)", pr.BestCPU, 60, "µs", "")
 		atLeast("project-redis sustained rate", pr.Sustained, 14000, "msg/s", "")
+		add("project-redis memory per connection (Go heap+stack)", pr.MemPerConn/1024, 24, "KiB", "")
+		add("project-redis memory per connection (RSS)", pr.RSSPerConn/1024, 24, "KiB", "")
 		if cfr != nil && cfr.Sustained > 0 {
 			atLeast("project-redis sustained rate / centrifugo-redis's", pr.Sustained/cfr.Sustained, 1, "x", "")
 		}
@@ -225,7 +245,7 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 	fmt.Fprintf(w, "VirtuTune Link load — %d CPUs, %s, %s\n%s\nuptime at start: %s\n\n", rep.CPUs, rep.Go, rep.Started.Format(time.RFC3339), rep.Options, rep.Load)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\ttarget\tsess\ttest\toffered/s\tdeliv/s\tp50\tp99\tmax\tlost\tdup\treord\tsrv µs/msg\tredis µs/msg\tredis µs/script\tsrv cores\tPSI\tload1\tpass\t")
+	fmt.Fprintln(tw, "round\ttarget\tsess\ttest\toffered/s\tdeliv/s\tp50\tp99\tmax\tlost\tdup\treord\tresent\tsrv µs/msg\tredis µs/msg\tredis µs/script\tsrv cores\tPSI\tload1\tpass\t")
 	row := func(r *TargetRound, name string, s *StepResult) {
 		pass := "-"
 		if s.Offered > 0 {
@@ -241,9 +261,9 @@ func (rep *LoadReport) writeTable(w io.Writer, opt *loadOptions) {
 		if s.RedisScript > 0 {
 			rs = fmt.Sprintf("%.1f", s.RedisScript)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\t%.2f\t%.0f%%\t%.2f\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.1f\t%s\t%s\t%.2f\t%.0f%%\t%.2f\t%s\t\n",
 			r.Round, r.Target, r.Sessions, name, s.Offered, s.PerSecond, fmtUS(s.Latency.P50), fmtUS(s.Latency.P99), fmtUS(s.Latency.Max),
-			s.Lost, s.Dup, s.Reord, s.ServerCPU, rc, rs, s.ServerCore, s.PSI, s.Load1, pass)
+			s.Lost, s.Dup, s.Reord, s.Resent, s.ServerCPU, rc, rs, s.ServerCore, s.PSI, s.Load1, pass)
 	}
 	for _, r := range rep.Rounds {
 		if r.Loop != nil {

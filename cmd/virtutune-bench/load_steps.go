@@ -102,6 +102,7 @@ func (lr *loadRun) step(ctx context.Context, srv *loadServer, workers []*workerP
 		res.Delivered += r.Delivered
 		res.Dup += r.Dup
 		res.Reord += r.Reord
+		res.Resent += r.Resent
 		res.Disconnects += r.Disconnects
 		parts = append(parts, r.Hist)
 		sendSec = max(sendSec, r.SendSeconds)

@@ -34,6 +34,19 @@ type loadSession struct {
 	base        uint64 // seqs at or below it belong to earlier steps
 	stepRecv    uint64
 	notify      chan uint64
+	// The project's sender resends as its clients do: a publish the
+	// server could not complete (error unavailable: Redis timed out or was
+	// unreachable) is not in the session, so the server refuses the next
+	// seqs as skipping ahead (invalid_sequence, which names the next
+	// expected seq) until the missing ones come. The phone's reader stores
+	// that seq in resendFrom; the next send first resends from it (the
+	// chords' own at, so their latency counts the wait), at most
+	// len(sentAt) back, declaring a gap beyond. Without it one failed
+	// publish under overload lost every later chord of its session, and
+	// every later step of the search failed for it.
+	resendFrom atomic.Uint64
+	sentAt     [64]float64 // at of seq q in sentAt[q%64]; the sending goroutine's
+	resent     atomic.Uint64
 }
 
 func (w *worker) dialSession(ctx context.Context, cmd workerCmd, api *apiClient, i int) (*loadSession, error) {
@@ -87,8 +100,45 @@ func (w *worker) dialSession(ctx context.Context, cmd workerCmd, api *apiClient,
 // send makes the phone send its next chord change. One goroutine at a time
 // per session (the pacing shard that owns it, or the closed loop).
 func (s *loadSession) send() error {
+	if from := s.resendFrom.Swap(0); from != 0 && from <= s.seq {
+		if err := s.resend(from); err != nil {
+			return err
+		}
+	}
 	s.seq++
 	m := protocol.Message{Type: protocol.TypeChordChange, Data: chordData[s.seq%uint64(len(chords))], Seq: s.seq, At: nowMillis()}
+	s.sentAt[s.seq%uint64(len(s.sentAt))] = m.At
+	if err := s.write(&m); err != nil {
+		return err
+	}
+	s.sentN.Add(1)
+	return nil
+}
+
+// resend sends the chords from seq from to the last one sent again, with
+// their own at; what is further back than sentAt holds is given up (a gap).
+func (s *loadSession) resend(from uint64) error {
+	n := uint64(len(s.sentAt))
+	first, gap := from, uint64(0)
+	if s.seq-from >= n {
+		first = s.seq - n + 1
+		gap = first - from
+	}
+	for q := first; q <= s.seq; q++ {
+		m := protocol.Message{Type: protocol.TypeChordChange, Data: chordData[q%uint64(len(chords))], Seq: q, At: s.sentAt[q%n]}
+		if q == first {
+			m.Gap = gap
+		}
+		if err := s.write(&m); err != nil {
+			return err
+		}
+		s.resent.Add(1)
+	}
+	return nil
+}
+
+// write sends m on the phone, in the target's protocol.
+func (s *loadSession) write(m *protocol.Message) error {
 	c := s.phone
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -100,16 +150,12 @@ func (s *loadSession) send() error {
 		c.buf = append(c.buf, `,"publish":{"channel":"`...)
 		c.buf = append(c.buf, s.channel...)
 		c.buf = append(c.buf, `","data":`...)
-		c.buf = protocol.Append(c.buf, &m)
+		c.buf = protocol.Append(c.buf, m)
 		c.buf = append(c.buf, `}}`...)
 	default:
-		c.buf = protocol.Append(c.buf[:0], &m)
+		c.buf = protocol.Append(c.buf[:0], m)
 	}
-	if err := c.conn.WriteMessage(websocket.TextMessage, c.buf); err != nil {
-		return err
-	}
-	s.sentN.Add(1)
-	return nil
+	return c.conn.WriteMessage(websocket.TextMessage, c.buf)
 }
 
 // readLoop reads c until it ends; on the receiver it records every chord
@@ -127,7 +173,17 @@ func (s *loadSession) readLoop(c *loadConn, receiver bool) {
 				_ = c.write(cfPing)
 				continue
 			}
-			if !receiver || !bytes.Contains(line, chordPrefix) {
+			if !receiver {
+				if s.w.target == "project" && bytes.Contains(line, invalidSeq) {
+					if q, ok := numberAfter(line, nextExpected); ok {
+						if v, err := strconv.ParseUint(string(q), 10, 64); err == nil && v > 0 {
+							s.resendFrom.Store(v)
+						}
+					}
+				}
+				continue
+			}
+			if !bytes.Contains(line, chordPrefix) {
 				continue
 			}
 			if q, a, ok := seqAt(line); ok {
@@ -136,6 +192,13 @@ func (s *loadSession) readLoop(c *loadConn, receiver bool) {
 		}
 	})
 }
+
+// What the phone looks for in the server's refusal of a seq that skips
+// ahead (signaling's handlers.go words it).
+var (
+	invalidSeq   = []byte(`"invalid_sequence"`)
+	nextExpected = "the next expected is "
+)
 
 func (s *loadSession) received(seq uint64, lat time.Duration) {
 	s.mu.Lock()

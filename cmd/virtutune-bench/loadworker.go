@@ -52,6 +52,7 @@ type workerResult struct {
 	Delivered   uint64      `json:"delivered"`
 	Dup         uint64      `json:"dup"`
 	Reord       uint64      `json:"reord"`
+	Resent      uint64      `json:"resent,omitempty"`
 	Lossy       int         `json:"lossy"`
 	Hist        [][2]uint64 `json:"hist,omitempty"`
 	SendSeconds float64     `json:"send_seconds"`
@@ -185,7 +186,7 @@ func (w *worker) begin() {
 }
 
 // finish waits up to drain for every step message, then reports the step.
-func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0 uint64) workerResult {
+func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0, resent0 uint64) workerResult {
 	deadline := time.Now().Add(drain)
 	for {
 		all := true
@@ -225,19 +226,21 @@ func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0 u
 			}
 		}
 	}
-	res.Dup, res.Reord = dup-dup0, reord-reord0
+	_, _, resent := w.totals()
+	res.Dup, res.Reord, res.Resent = dup-dup0, reord-reord0, resent-resent0
 	res.Hist = w.h.take()
 	return res
 }
 
-func (w *worker) totals() (dup, reord uint64) {
+func (w *worker) totals() (dup, reord, resent uint64) {
 	for _, s := range w.sessions {
 		s.mu.Lock()
 		dup += s.dup
 		reord += s.reord
 		s.mu.Unlock()
+		resent += s.resent.Load()
 	}
-	return dup, reord
+	return dup, reord, resent
 }
 
 // loop sends cmd.Count chord changes on the first session, each once the
@@ -246,7 +249,7 @@ func (w *worker) loop(cmd workerCmd) workerResult {
 	if len(w.sessions) == 0 {
 		return workerResult{Err: "no sessions"}
 	}
-	dup0, reord0 := w.totals()
+	dup0, reord0, resent0 := w.totals()
 	w.begin()
 	s := w.sessions[0]
 	t0 := time.Now()
@@ -269,7 +272,7 @@ func (w *worker) loop(cmd workerCmd) workerResult {
 		}
 		timeout.Stop()
 	}
-	return w.finish(cmd.Drain, time.Since(t0).Seconds(), dup0, reord0)
+	return w.finish(cmd.Drain, time.Since(t0).Seconds(), dup0, reord0, resent0)
 }
 
 // step sends cmd.Rate chord changes per second per session for cmd.Duration
@@ -279,7 +282,7 @@ func (w *worker) step(cmd workerCmd) workerResult {
 	if len(w.sessions) == 0 {
 		return workerResult{Err: "no sessions"}
 	}
-	dup0, reord0 := w.totals()
+	dup0, reord0, resent0 := w.totals()
 	w.begin()
 	start := time.Unix(0, cmd.Start)
 	end := start.Add(cmd.Duration)
@@ -308,7 +311,7 @@ func (w *worker) step(cmd workerCmd) workerResult {
 		}()
 	}
 	wg.Wait()
-	return w.finish(cmd.Drain, time.Since(start).Seconds(), dup0, reord0)
+	return w.finish(cmd.Drain, time.Since(start).Seconds(), dup0, reord0, resent0)
 }
 
 // workerProc is a worker process seen from the orchestrator.
