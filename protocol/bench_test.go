@@ -83,6 +83,17 @@ func fuzzCorpus(f *testing.F, corpus []string, check func(*testing.T, []byte)) {
 
 var decodeCorpus = []string{
 	`{"type":"chord_change","data":{"chord":"C"}}`,
+	// data objects: the flat form the scanner checks itself, and what
+	// json.Valid decides (nested, negative, malformed)
+	`{"type":"latency_report","data":{"path":"relay","micros":12.5,"ok":true,"no":false,"n":null}}`,
+	`{"type":"x","data":{}}`, `{"type":"x","data":{ }}`, `{"type":"x","data":{"a":-1}}`, `{"type":"x","data":{"a":1e-3}}`,
+	`{"type":"x","data":{"a":tru}}`, `{"type":"x","data":{"a":truex}}`, `{"type":"x","data":{"a":1,}}`, `{"type":"x","data":{"a" "b"}}`,
+	`{"type":"x","data":{"a":01}}`, `{"type":"x","data":{"a":"b"}x}`, `{"type":"x","data":{"a":{"b":[1,{"c":2}]}}}`,
+	`{"type":"x","data":{"a":"\u00e9","b":"é"}}`, `{"type":"x","data":{,}}`, `{"type":"x","data":{"a":}}`,
+	// nesting: 8 levels pass, 9 do not (MaxDepth), however the levels are made
+	`{"type":"x","data":{"a":{"b":{"c":{"d":{"e":{"f":{"g":1}}}}}}}}`,
+	`{"type":"x","data":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{}}}}}}}}}`,
+	`{"type":"x","data":{"a":[[[[[[1]]]]]]}}`, `{"type":"x","data":{"a":[[[[[[[1]]]]]]]}}`,
 	`{"type":"chord_change","data":{"chord":"F#m7"},"seq":12,"direct":["abcd1234"],"at":1718000000123.5}`,
 	`{"type":"chord_change","data":null,"from":null,"seq":null,"off":null,"to":null,"direct":null,"at":null}`,
 	`{"type":null}`, `{"type":""}`, `{"type":5}`, `{"type":"x","data":"s"}`, `{"type":"x","data":[1]}`,
@@ -147,8 +158,14 @@ func checkFastMatchesSlow(t *testing.T, b []byte) {
 	t.Helper()
 	got, gerr := Decode(b)
 	trimmed := bytes.TrimSpace(b)
-	if len(trimmed) == 0 || trimmed[0] != '{' || !utf8.Valid(trimmed) || depthExceeds(trimmed, MaxDepth) {
+	if len(trimmed) == 0 || trimmed[0] != '{' || !utf8.Valid(trimmed) {
 		return // refused before either path runs
+	}
+	if depthExceeds(trimmed, MaxDepth) { // refused by every path
+		if got != nil || gerr == nil || gerr.Code != CodeTooLarge {
+			t.Errorf("Decode(%q) = %+v, %v; want too_large (nested deeper than %d)", b, got, gerr, MaxDepth)
+		}
+		return
 	}
 	want, werr := decodeSlow(trimmed)
 	if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(gerr, werr) {
