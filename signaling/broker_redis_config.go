@@ -134,7 +134,8 @@ const redisCallTimeout = 500 * time.Millisecond
 // integers, and a full pipeline of them (redisBatchMax) is written in 8 KiB
 // pieces; a larger reply (a resume's history, up to a few hundred KiB)
 // streams through the reader a buffer at a time. The URL's
-// pipeline_read_buffer_size and pipeline_write_buffer_size still apply.
+// pipeline_read_buffer_size and pipeline_write_buffer_size still apply (a
+// cluster client opens a pipeline pool only when the URL sets them).
 const (
 	redisConnBuffer     = 8 << 10
 	redisPipelineBuffer = 16 << 10
@@ -198,7 +199,11 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
-		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
+		// A cluster client opens a pipeline pool only when its buffers are
+		// set: its pipelines stay on the main pool, as before, unless the
+		// URL asks for one.
+		var pipeRd, pipeWr int
+		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &pipeRd, &pipeWr)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(raw)
