@@ -79,6 +79,21 @@ func (s *scanner) uint() (uint64, bool) {
 
 // number reads a non-negative JSON number as a float64.
 func (s *scanner) number() (float64, bool) {
+	j, ok := s.numberEnd()
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(string(s.b[s.i:j]), 64)
+	if err != nil {
+		return 0, false
+	}
+	s.i = j
+	return v, true
+}
+
+// numberEnd returns where the non-negative JSON number at the scanner's
+// position ends, reading nothing: its grammar only.
+func (s *scanner) numberEnd() (int, bool) {
 	s.ws()
 	j := s.i
 	digits := func() int {
@@ -107,12 +122,7 @@ func (s *scanner) number() (float64, bool) {
 			return 0, false
 		}
 	}
-	v, err := strconv.ParseFloat(string(s.b[s.i:j]), 64)
-	if err != nil {
-		return 0, false
-	}
-	s.i = j
-	return v, true
+	return j, true
 }
 
 // object reads a JSON object one level below the top and returns its
@@ -124,7 +134,7 @@ func (s *scanner) object() ([]byte, bool) {
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return nil, false
 	}
-	depth, in, flat := 0, false, true
+	depth, in, flat := 0, false, true // flat: nothing nested inside
 	for j := s.i; j < len(s.b); j++ {
 		c := s.b[j]
 		if in {
@@ -143,7 +153,9 @@ func (s *scanner) object() ([]byte, bool) {
 			if depth++; depth+1 > MaxDepth {
 				return nil, false
 			}
-			flat = depth == 1
+			if depth > 1 {
+				flat = false
+			}
 		case '}', ']':
 			depth--
 			if depth == 0 {
@@ -168,35 +180,45 @@ func flatObject(o []byte) bool {
 	if !s.byte('{') {
 		return false
 	}
-	if !s.byte('}') {
-		for {
-			if _, ok := s.str(); !ok || !s.byte(':') {
-				return false
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return false
-			}
-			var ok bool
-			switch c := s.b[s.i]; {
-			case c == '"':
-				_, ok = s.str()
-			case c >= '0' && c <= '9':
-				_, ok = s.number()
-			default:
-				ok = s.literal("true") || s.literal("false") || s.literal("null")
-			}
-			if !ok {
-				return false
-			}
-			if s.byte('}') {
-				break
-			}
-			if !s.byte(',') {
-				return false
-			}
+	if s.byte('}') {
+		return s.atEnd()
+	}
+	for {
+		if _, ok := s.str(); !ok || !s.byte(':') || !s.flatValue() {
+			return false
+		}
+		if s.byte('}') {
+			return s.atEnd()
+		}
+		if !s.byte(',') {
+			return false
 		}
 	}
+}
+
+// flatValue reads a plain string, a non-negative number, true, false or
+// null.
+func (s *scanner) flatValue() bool {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		_, ok := s.str()
+		return ok
+	case c >= '0' && c <= '9':
+		j, ok := s.numberEnd()
+		if ok {
+			s.i = j
+		}
+		return ok
+	}
+	return s.literal("true") || s.literal("false") || s.literal("null")
+}
+
+// atEnd reports whether only whitespace is left.
+func (s *scanner) atEnd() bool {
 	s.ws()
 	return s.i == len(s.b)
 }
@@ -327,8 +349,7 @@ func scanMessage(b []byte) (*Message, bool) {
 			return nil, false
 		}
 	}
-	s.ws()
-	if s.i != len(s.b) || m.Type == "" {
+	if !s.atEnd() || m.Type == "" {
 		return nil, false
 	}
 	return m, true
@@ -349,8 +370,7 @@ func scanChord(data []byte) (string, bool) {
 	if !ok || !s.byte('}') {
 		return "", false
 	}
-	s.ws()
-	if s.i != len(s.b) {
+	if !s.atEnd() {
 		return "", false
 	}
 	c := internChord(v)

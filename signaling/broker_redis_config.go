@@ -160,15 +160,6 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			*write = redisCallTimeout
 		}
 	}
-	buffers := func(rd, wr, pipeRd, pipeWr *int) {
-		*rd, *wr = redisConnBuffer, redisConnBuffer
-		if *pipeRd == 0 {
-			*pipeRd = redisPipelineBuffer
-		}
-		if *pipeWr == 0 {
-			*pipeWr = redisPipelineBuffer
-		}
-	}
 	switch {
 	case q.Has("master_name"):
 		o, err := redis.ParseFailoverURL(raw)
@@ -176,7 +167,8 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
-		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
+		connBuffers(&o.ReadBufferSize, &o.WriteBufferSize)
+		pipelineBuffers(&o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		return redis.NewFailoverClient(o), nil
 	case q.Has("addr") || q.Has("cluster"):
 		cluster := q.Get("cluster")
@@ -191,7 +183,8 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 				return nil, err
 			}
 			timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
-			buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
+			connBuffers(&o.ReadBufferSize, &o.WriteBufferSize)
+			pipelineBuffers(&o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 			return redis.NewClient(o), nil
 		}
 		o, err := redis.ParseClusterURL(u.String())
@@ -199,11 +192,7 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
-		// A cluster client opens a pipeline pool only when its buffers are
-		// set: its pipelines stay on the main pool, as before, unless the
-		// URL asks for one.
-		var pipeRd, pipeWr int
-		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &pipeRd, &pipeWr)
+		connBuffers(&o.ReadBufferSize, &o.WriteBufferSize) // (no pipeline pool unless the URL sizes one)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(raw)
@@ -211,7 +200,22 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		timeouts(&o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
-		buffers(&o.ReadBufferSize, &o.WriteBufferSize, &o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
+		connBuffers(&o.ReadBufferSize, &o.WriteBufferSize)
+		pipelineBuffers(&o.PipelineReadBufferSize, &o.PipelineWriteBufferSize)
 		return redis.NewClient(o), nil
+	}
+}
+
+// connBuffers sets a client's connection buffers (redisConnBuffer).
+func connBuffers(rd, wr *int) { *rd, *wr = redisConnBuffer, redisConnBuffer }
+
+// pipelineBuffers sets the buffers of go-redis's pipeline pool
+// (redisPipelineBuffer) where the URL did not.
+func pipelineBuffers(rd, wr *int) {
+	if *rd == 0 {
+		*rd = redisPipelineBuffer
+	}
+	if *wr == 0 {
+		*wr = redisPipelineBuffer
 	}
 }

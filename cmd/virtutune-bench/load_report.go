@@ -198,22 +198,20 @@ func (rep *LoadReport) summarize(opt *loadOptions) {
 	// a wake-up dominate, the bare hub's own figure above 25 µs on the
 	// reference machine; issue 14's 2.75x (54 against 19.5 µs) was measured
 	// at the sustained rate.
-	hubNote := func(mine, floor float64) string {
-		if hub == nil || floor == 0 || mine == 0 {
+	hubNote := func(mine float64, floor func(*LoadSummary) float64) string {
+		if hub == nil || floor(hub) == 0 || mine == 0 {
 			return ""
 		}
-		return fmt.Sprintf("hub %.1f µs there (%.2fx)", floor, mine/floor)
+		return fmt.Sprintf("hub %.1f µs there (%.2fx)", floor(hub), mine/floor(hub))
 	}
+	fixedCPU := func(s *LoadSummary) float64 { return s.FixedCPU }
+	bestCPU := func(s *LoadSummary) float64 { return s.BestCPU }
 	if p != nil {
 		if hub != nil && hub.LoopP50 > 0 {
 			add("project one-session p50 / hub p50", p.LoopP50/hub.LoopP50, 1.25, "x", "")
 		}
-		var hubFixed, hubBest float64
-		if hub != nil {
-			hubFixed, hubBest = hub.FixedCPU, hub.BestCPU
-		}
-		add(fmt.Sprintf("project server CPU per message at %.0f msg/s", opt.FixedRate), p.FixedCPU, 25, "µs", hubNote(p.FixedCPU, hubFixed))
-		add("project server CPU per message at its sustained rate", p.BestCPU, 25, "µs", hubNote(p.BestCPU, hubBest))
+		add(fmt.Sprintf("project server CPU per message at %.0f msg/s", opt.FixedRate), p.FixedCPU, 25, "µs", hubNote(p.FixedCPU, fixedCPU))
+		add("project server CPU per message at its sustained rate", p.BestCPU, 25, "µs", hubNote(p.BestCPU, bestCPU))
 		atLeast("project sustained rate", p.Sustained, 25000, "msg/s", "")
 		add("project memory per connection (Go heap+stack)", p.MemPerConn/1024, 24, "KiB", "")
 		add("project memory per connection (RSS)", p.RSSPerConn/1024, 24, "KiB", "")

@@ -34,16 +34,18 @@ type loadSession struct {
 	base        uint64 // seqs at or below it belong to earlier steps
 	stepRecv    uint64
 	notify      chan uint64
-	// The project's sender resends as its clients do: a publish the
-	// server could not complete (error unavailable: Redis timed out or was
-	// unreachable) is not in the session, so the server refuses the next
-	// seqs as skipping ahead (invalid_sequence, which names the next
-	// expected seq) until the missing ones come. The phone's reader stores
-	// that seq in resendFrom; the next send first resends from it (the
-	// chords' own at, so their latency counts the wait), at most
-	// len(sentAt) back, declaring a gap beyond. Without it one failed
-	// publish under overload lost every later chord of its session, and
-	// every later step of the search failed for it.
+	// The project's sender resends as its clients do (package protocol's
+	// doc: a client learns what the server took from the last_seq of its
+	// pong and resends the rest): a publish the server could not complete
+	// (error unavailable: Redis timed out or was unreachable) is not in the
+	// session, so the server refuses the next seqs as skipping ahead
+	// (invalid_sequence) until the missing ones come. On either error the
+	// phone's reader pings, and stores the pong's last_seq+1 in resendFrom;
+	// the next send first resends from it (the chords' own at, so their
+	// latency counts the wait), at most len(sentAt) back, declaring a gap
+	// beyond. Without it one failed publish under overload lost every later
+	// chord of its session, and every later step of the search failed for
+	// it.
 	resendFrom atomic.Uint64
 	sentAt     [64]float64 // at of seq q in sentAt[q%64]; the sending goroutine's
 	resent     atomic.Uint64
@@ -100,7 +102,7 @@ func (w *worker) dialSession(ctx context.Context, cmd workerCmd, api *apiClient,
 // send makes the phone send its next chord change. One goroutine at a time
 // per session (the pacing shard that owns it, or the closed loop).
 func (s *loadSession) send() error {
-	if from := s.resendFrom.Swap(0); from != 0 && from <= s.seq {
+	if from := s.resendFrom.Swap(0); from != 0 && from <= s.seq { // (from > seq: the server has them all)
 		if err := s.resend(from); err != nil {
 			return err
 		}
@@ -174,12 +176,8 @@ func (s *loadSession) readLoop(c *loadConn, receiver bool) {
 				continue
 			}
 			if !receiver {
-				if s.w.target == "project" && bytes.Contains(line, invalidSeq) {
-					if q, ok := numberAfter(line, nextExpected); ok {
-						if v, err := strconv.ParseUint(string(q), 10, 64); err == nil && v > 0 {
-							s.resendFrom.Store(v)
-						}
-					}
+				if s.w.target == "project" {
+					s.phoneSaw(c, line)
 				}
 				continue
 			}
@@ -193,11 +191,28 @@ func (s *loadSession) readLoop(c *loadConn, receiver bool) {
 	})
 }
 
-// What the phone looks for in the server's refusal of a seq that skips
-// ahead (signaling's handlers.go words it).
+// phoneSaw acts on a message the project's phone got: an error saying
+// the server did not take a chord asks for a pong, and the pong's last_seq
+// (the highest seq the server took from the phone) is where the next send
+// resends from (see resendFrom).
+func (s *loadSession) phoneSaw(c *loadConn, line []byte) {
+	switch {
+	case bytes.Contains(line, refusedCode) || bytes.Contains(line, unavailableCode):
+		_ = c.write(pingMsg)
+	case bytes.HasPrefix(line, pongPrefix):
+		if q, ok := numberAfter(line, `"last_seq":`); ok {
+			if v, err := strconv.ParseUint(string(q), 10, 64); err == nil {
+				s.resendFrom.Store(v + 1)
+			}
+		}
+	}
+}
+
 var (
-	invalidSeq   = []byte(`"invalid_sequence"`)
-	nextExpected = "the next expected is "
+	refusedCode     = []byte(`"code":"` + string(protocol.CodeInvalidSequence) + `"`)
+	unavailableCode = []byte(`"code":"` + string(protocol.CodeUnavailable) + `"`)
+	pongPrefix      = []byte(`{"type":"` + string(protocol.TypePong) + `"`)
+	pingMsg         = protocol.Append(nil, &protocol.Message{Type: protocol.TypePing})
 )
 
 func (s *loadSession) received(seq uint64, lat time.Duration) {

@@ -12,8 +12,9 @@ import (
 
 // TestLoadSessionResends checks the load client's sender against a real
 // server: a chord that never reached the session (as a publish refused with
-// unavailable) makes the server refuse the next seq as skipping ahead, and
-// the sender resends from the seq the refusal names, so the receiver gets
+// unavailable) makes the server refuse the next seq as skipping ahead, the
+// phone asks for a pong, and the sender resends from after the pong's
+// last_seq, so the receiver gets
 // every chord once and in order; a hole longer than the sender keeps is
 // declared as a gap and the chords after it still arrive.
 func TestLoadSessionResends(t *testing.T) {
@@ -73,8 +74,8 @@ func TestLoadSessionResends(t *testing.T) {
 	send()
 	waitFor("seqs 1-2", func() bool { return unique() == 2 })
 	lose(1) // seq 3
-	send()  // seq 4: refused, the next expected is 3
-	waitFor("the refusal", func() bool { return s.resendFrom.Load() == 3 })
+	send()  // seq 4: refused; the pong's last_seq is 2
+	waitFor("the pong", func() bool { return s.resendFrom.Load() == 3 })
 	send() // 3 and 4 again, then 5
 	waitFor("seqs 3-5", func() bool { return unique() == 5 })
 	if got := s.resent.Load(); got != 2 {
@@ -82,8 +83,8 @@ func TestLoadSessionResends(t *testing.T) {
 	}
 
 	lose(len(s.sentAt) + 6) // seqs 6-75: more than the sender keeps
-	send()                  // 76: refused, the next expected is 6
-	waitFor("the second refusal", func() bool { return s.resendFrom.Load() == 6 })
+	send()                  // 76: refused; the pong's last_seq is 5
+	waitFor("the second pong", func() bool { return s.resendFrom.Load() == 6 })
 	send() // 13-76 again (6-12 given up as a gap), then 77
 	want := uint64(5 + len(s.sentAt) + 1)
 	waitFor("seqs 13-77", func() bool { return unique() == want })

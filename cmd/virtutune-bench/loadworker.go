@@ -205,7 +205,7 @@ func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0, 
 		time.Sleep(5 * time.Millisecond)
 	}
 	res := workerResult{SendSeconds: sendSeconds, Sessions: len(w.sessions)}
-	var dup, reord uint64
+	var dup, reord, resent uint64
 	for _, s := range w.sessions {
 		s.mu.Lock()
 		sent := s.sentN.Load() - s.base
@@ -217,6 +217,7 @@ func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0, 
 		dup += s.dup
 		reord += s.reord
 		s.mu.Unlock()
+		resent += s.resent.Load()
 		for _, c := range []*loadConn{s.phone, s.pc} {
 			if err := c.ended(); err != nil {
 				res.Disconnects++
@@ -226,7 +227,6 @@ func (w *worker) finish(drain time.Duration, sendSeconds float64, dup0, reord0, 
 			}
 		}
 	}
-	_, _, resent := w.totals()
 	res.Dup, res.Reord, res.Resent = dup-dup0, reord-reord0, resent-resent0
 	res.Hist = w.h.take()
 	return res
